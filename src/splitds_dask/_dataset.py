@@ -1,0 +1,422 @@
+"""``SplitDataset``: a split dataset opened lazily, indexed like numpy, viewed as a dask array."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from itertools import product
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._blockio import find_data_key, open_h5, read_block_region, stored_dtype
+from ._errors import BlockError, MetadataError, NotASplitDatasetError
+from ._files import BlockFiles, find_block_files
+from ._geometry import BlockGrid
+from ._indexing import OrthogonalSelection, normalize_index
+from ._metadata import (
+    DatasetMetadata,
+    find_metadata_file,
+    read_legacy_metadata,
+    read_metadata_json,
+)
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from ._blocks import Blocks
+
+__all__ = ["IncompleteDatasetWarning", "SplitDataset"]
+
+
+class IncompleteDatasetWarning(UserWarning):
+    """The files hold less data than the metadata declares (e.g. an acquisition stopped early)."""
+
+
+# One piece of an axis read: (block index, file-local selection, output slice, take positions).
+_Piece = tuple[int, slice, slice, "np.ndarray | None"]
+
+
+class SplitDataset:
+    """A split dataset: one N-d array stored as a folder of numbered HDF5 block files.
+
+    Opening reads the metadata and lists the folder; block files are only read when data is
+    requested (the first block file is opened to learn the dtype, and the first block file of the
+    last block row to find out whether an acquisition stopped early). Nothing is ever written to
+    the folder and nothing in it is unpickled.
+
+    Parameters
+    ----------
+    root : str or Path
+        The dataset folder.
+    prefix : str, optional
+        Only use block files named ``<prefix>_<number>.h5``.
+    locking : bool or str, optional
+        Passed to :class:`h5py.File` for every block file opened (``False`` for file systems
+        without ``flock``).
+
+    Raises
+    ------
+    NotASplitDatasetError
+        ``root`` is not a folder holding a split dataset.
+    MetadataError
+        The metadata is malformed or does not fit the block files.
+
+    Examples
+    --------
+    >>> ds = SplitDataset("experiment/original")  # doctest: +SKIP
+    >>> ds[10, 3]                                  # one plane, read from one block file
+    >>> ds.to_dask().mean(axis=0).compute()        # one task per block file
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        prefix: str | None = None,
+        *,
+        locking: bool | str | None = None,
+    ) -> None:
+        root = Path(root)
+        if not root.exists():
+            raise NotASplitDatasetError(f"{root}: no such folder")
+        if not root.is_dir():
+            raise NotASplitDatasetError(f"{root}: not a folder (a split dataset is a folder)")
+        self._root = root
+        self._prefix = prefix
+        self._locking = locking
+        metadata_path = find_metadata_file(root)
+        if metadata_path is not None:
+            metadata = read_metadata_json(metadata_path)
+            declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
+            files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
+        else:
+            files = find_block_files(root, prefix=prefix)
+            last = next(p for p, ok in zip(reversed(files.paths), reversed(files.present)) if ok)
+            metadata = read_legacy_metadata(last)
+            declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
+        self._metadata = metadata
+        self._grid, self._paths = self._match_files(declared, files)
+        self._data_key: str | None = None
+        self._dtype: np.dtype | None = None
+        self._dask: da.Array | None = None
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def _match_files(
+        self, declared: BlockGrid, files: BlockFiles
+    ) -> tuple[BlockGrid, tuple[Path, ...]]:
+        """Fit the declared grid to the files present, shortening axis 0 if data stops early."""
+        where = self._metadata.source or self._root
+        if files.count > declared.n_blocks:
+            raise MetadataError(
+                f"{where}: the folder holds block files up to number {files.count - 1} "
+                f"({files.paths[-1].name}), but the metadata declares {declared.n_blocks} blocks "
+                f"(grid {declared.grid} for shape {declared.shape}, blocks {declared.block_shape})"
+            )
+        per_row = math.prod(declared.grid[1:])
+        rows = files.count // per_row
+        if rows == 0:
+            raise MetadataError(
+                f"{where}: {files.count} block files do not fill one block row of the grid "
+                f"{declared.grid} declared for shape {declared.shape}"
+            )
+        grid = declared
+        if rows < declared.grid[0]:
+            b0 = declared.block_shape[0]
+            grid = self._regrid(declared, rows * b0)
+        grid = self._trim_last_row(grid, files.paths)
+        if grid.shape != declared.shape:
+            if grid.grid[0] != min(rows, declared.grid[0]):
+                raise MetadataError(
+                    f"{where}: the files hold {grid.shape[0]} elements along axis 0, which does "
+                    f"not fit the padded block grid declared for shape {declared.shape}"
+                )
+            warnings.warn(
+                f"{self._root}: the metadata declares shape {declared.shape} but the block files "
+                f"hold {grid.shape}; opening the {grid.shape[0]} elements along axis 0 found on "
+                "disk (an acquisition that stopped early?)",
+                IncompleteDatasetWarning,
+                stacklevel=3,
+            )
+        return grid, files.paths[: grid.n_blocks]
+
+    @staticmethod
+    def _regrid(grid: BlockGrid, length0: int) -> BlockGrid:
+        return BlockGrid.from_spec(
+            (length0, *grid.shape[1:]), grid.block_shape, grid.padding
+        )
+
+    def _trim_last_row(self, grid: BlockGrid, paths: tuple[Path, ...]) -> BlockGrid:
+        """Shorten axis 0 to what the first file of the last block row really holds."""
+        last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
+        path = paths[grid.cartesian_to_linear(last_row)]
+        start, stop = grid.file_extent(0, last_row[0])
+        try:
+            with open_h5(path, locking=self._locking) as f:
+                key = find_data_key(f, grid.ndim)
+                if key is None or f[key].ndim != grid.ndim:
+                    return grid  # not an array block (fimpy traces): geometry from metadata only
+                held = f[key].shape[0]
+        except OSError:
+            return grid  # unreadable or missing: reported, naming the file, when it is read
+        if start + held >= stop:
+            return grid
+        if held == 0:
+            if last_row[0] == 0:
+                raise MetadataError(f"{path}: the first block holds no data along axis 0")
+            return self._regrid(grid, start)
+        return self._regrid(grid, start + held)
+
+    # --- array surface -----------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder."""
+        return self._root
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the data on disk (the declared shape unless the files hold less)."""
+        return self._grid.shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the blocks (read from the first block file on first use)."""
+        if self._dtype is None:
+            self._probe()
+        assert self._dtype is not None
+        return self._dtype
+
+    @property
+    def data_key(self) -> str:
+        """Name of the array inside the block files (``stack_4D``, ``stack_3D``, ``stack``...)."""
+        if self._data_key is None:
+            self._probe()
+        assert self._data_key is not None
+        return self._data_key
+
+    def _probe(self) -> None:
+        path = self._paths[0]
+        try:
+            with open_h5(path, locking=self._locking) as f:
+                key = find_data_key(f, self.ndim)
+                if key is None:
+                    keys = ", ".join(sorted(f.keys())) or "nothing"
+                    raise BlockError(
+                        f"block {(0,) * self.ndim} ({path}): no array named like 'stack' "
+                        f"(the file holds: {keys})",
+                        path=path,
+                        block=(0,) * self.ndim,
+                    )
+                self._data_key = key
+                self._dtype = stored_dtype(f[key])
+        except FileNotFoundError as exc:
+            raise BlockError(
+                f"block {(0,) * self.ndim}: file {path} is missing", path=path
+            ) from exc
+        except OSError as exc:
+            raise BlockError(f"block {(0,) * self.ndim}: cannot open {path}: {exc}", path=path) from exc
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d dataset")
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"<SplitDataset {str(self._root)!r} shape={self.shape} blocks={self._grid.grid} "
+            f"block_shape={self.shape_block}>"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_dask"] = None  # rebuilt on demand; keeps pickles small
+        return state
+
+    # --- geometry ------------------------------------------------------------------------------
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block geometry of the data on disk."""
+        return self._grid
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Dask chunks: one per block."""
+        return self._grid.chunks
+
+    @property
+    def shape_block(self) -> tuple[int, ...]:
+        """Block shape (clamped to the data shape), as a tuple."""
+        return self._grid.block_shape
+
+    @property
+    def shape_full(self) -> tuple[int, ...]:
+        """Shape of the dataset (same as ``shape``; the original package's name)."""
+        return self.shape
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        """Overlap of each block file with the next one, per axis."""
+        return self._grid.padding
+
+    @property
+    def files(self) -> np.ndarray:
+        """The block files as an object array of ``Path`` shaped like the block grid."""
+        out = np.empty(len(self._paths), dtype=object)
+        out[:] = self._paths
+        return out.reshape(self._grid.grid)
+
+    @property
+    def resolution(self) -> tuple[float, ...]:
+        """The metadata's ``resolution``, else 1 per axis."""
+        resolution = self._metadata.resolution
+        return resolution if resolution is not None else (1.0,) * self.ndim
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The parsed metadata file, as written (keys in file order)."""
+        return dict(self._metadata.raw)
+
+    @property
+    def parsed_metadata(self) -> DatasetMetadata:
+        """The validated metadata, with its source file."""
+        return self._metadata
+
+    @property
+    def blocks(self) -> Blocks:
+        """The geometry as the original package's :class:`Blocks` object."""
+        from ._blocks import Blocks
+
+        return Blocks(self.shape, shape_block=self.shape_block, padding=list(self.padding))
+
+    @property
+    def block_starts(self) -> np.ndarray:
+        return self.blocks.block_starts
+
+    @property
+    def block_ends(self) -> np.ndarray:
+        return self.blocks.block_ends
+
+    @property
+    def n_blocks(self) -> int:
+        return self._grid.n_blocks
+
+    def slices(self, as_tuples: bool = False) -> Iterator[Any]:
+        """Iterate over ``(block_index, slices)`` of every block, as :meth:`Blocks.slices`."""
+        return self.blocks.slices(as_tuples=as_tuples)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        """Exactly ``numpy.asarray(self)[key]``, reading only the blocks and parts it needs."""
+        selection = normalize_index(key, self.shape)
+        data = self._read_orthogonal(selection)
+        return data if selection.post is None else data[selection.post]
+
+    def _read_orthogonal(self, selection: OrthogonalSelection) -> np.ndarray:
+        out = np.empty(selection.shape, dtype=self.dtype)
+        if out.size == 0:
+            return out
+        key = self.data_key
+        per_axis = [self._axis_pieces(axis, s) for axis, s in enumerate(selection.axes)]
+        for pieces in product(*per_axis):
+            block = tuple(p[0] for p in pieces)
+            source = tuple(p[1] for p in pieces)
+            dest = tuple(p[2] for p in pieces)
+            extent = tuple(
+                stop - start
+                for start, stop in (self._grid.file_extent(a, k) for a, k in enumerate(block))
+            )
+            path = self._paths[self._grid.cartesian_to_linear(block)]
+            takes = [p[3] for p in pieces]
+            if all(t is None for t in takes):
+                read_block_region(
+                    path, key=key, block=block, dtype=self.dtype, extent=extent,
+                    source=source, out=out, dest=dest, locking=self._locking,
+                )
+                continue
+            # Index arrays: read the bounding box of this block's indices, keep what is asked.
+            box = np.empty(tuple(len(range(*s.indices(s.stop))) for s in source), self.dtype)
+            read_block_region(
+                path, key=key, block=block, dtype=self.dtype, extent=extent,
+                source=source, out=box, dest=tuple(slice(0, n) for n in box.shape),
+                locking=self._locking,
+            )
+            for axis, take in enumerate(takes):
+                if take is not None:
+                    box = np.take(box, take, axis=axis)
+            out[dest] = box
+        return out
+
+    def _axis_pieces(self, axis: int, selection: slice | np.ndarray) -> list[_Piece]:
+        """Split one axis' selection by the blocks that own its elements."""
+        grid = self._grid
+        pieces: list[_Piece] = []
+        if isinstance(selection, slice):
+            start, stop, step = selection.start, selection.stop, selection.step
+            if stop <= start:
+                return pieces
+            last = start + ((stop - 1 - start) // step) * step
+            for k in range(grid.block_containing(axis, start), grid.block_containing(axis, last) + 1):
+                lo, hi = grid.owned_extent(axis, k)
+                j0 = -(-(max(lo, start) - start) // step)
+                j1 = -(-(min(hi, last + 1) - start) // step)
+                if j1 <= j0:
+                    continue
+                first = start + j0 * step - lo
+                local = slice(first, first + (j1 - j0 - 1) * step + 1, step)
+                pieces.append((k, local, slice(j0, j1), None))
+            return pieces
+        if selection.size == 0:
+            return pieces
+        owners = np.minimum(selection // max(grid.block_shape[axis], 1), grid.grid[axis] - 1)
+        bounds = np.flatnonzero(np.diff(owners)) + 1
+        for p0, p1 in zip(np.r_[0, bounds], np.r_[bounds, selection.size]):
+            k = int(owners[p0])
+            lo = grid.owned_extent(axis, k)[0]
+            local = selection[p0:p1] - lo
+            box = slice(int(local[0]), int(local[-1]) + 1, 1)
+            pieces.append((k, box, slice(int(p0), int(p1)), local - local[0]))
+        return pieces
+
+    # --- dask ----------------------------------------------------------------------------------
+
+    def to_dask(self) -> da.Array:
+        """This dataset as a dask array with one chunk (one read task) per block file.
+
+        Building it does no I/O beyond listing file times for the graph's name; slicing it
+        culls the graph to the blocks touched and reads only the selected part of each.
+        """
+        if self._dask is None:
+            from ._graph import dataset_to_dask
+
+            self._dask = dataset_to_dask(self)
+        return self._dask
+
+    @property
+    def dask(self) -> da.Array:
+        """Same as :meth:`to_dask`."""
+        return self.to_dask()

@@ -1,0 +1,290 @@
+"""The dataset's metadata: finding, parsing and validating it, and writing it back.
+
+Every variant found in the wild is accepted (see the README's format section): the original
+``split_dataset`` keys, sashimi's ``crop``/``voxel_size``, brunoise and fimpy files (extra
+``files`` key), any file name ending in ``stack_metadata.json``, and legacy datasets whose
+metadata lives inside the block files. Only ``shape_full``, ``shape_block`` and ``padding``
+define geometry; ``crop*`` describes what a writer already applied and is never re-applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import MetadataError, NotASplitDatasetError
+
+__all__ = [
+    "METADATA_NAME",
+    "DatasetMetadata",
+    "default_axis_order",
+    "find_metadata_file",
+    "original_metadata_dict",
+    "parse_metadata",
+    "read_legacy_metadata",
+    "read_metadata_json",
+    "write_metadata_json",
+]
+
+METADATA_NAME = "stack_metadata.json"
+_METADATA_SUFFIX = "stack_metadata.json"
+# Refuse metadata files far larger than any real one before parsing them.
+_MAX_METADATA_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DatasetMetadata:
+    """Parsed metadata of a split dataset.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``shape_full`` as declared (the files may hold less, see ``SplitDataset``).
+    block_shape : tuple of int or None
+        ``shape_block`` as declared; may be shorter than ``shape`` and may exceed it.
+    padding : tuple of int
+        Overlap of each block with its successor, per axis.
+    resolution : tuple of float or None
+        The ``resolution`` key, if present.
+    axis_order : str or None
+        The ``axis_order`` key, if present.
+    source : Path or None
+        The file the metadata was read from.
+    raw : dict
+        Everything that was parsed, in file order.
+    """
+
+    shape: tuple[int, ...]
+    block_shape: tuple[int | None, ...]
+    padding: tuple[int, ...]
+    resolution: tuple[float, ...] | None = None
+    axis_order: str | None = None
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _int_list(value: Any, key: str, source: object, *, allow_none: bool = False) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise MetadataError(f"{source}: '{key}' must be a list of integers, got {value!r}")
+    out: list[int | None] = []
+    for item in value:
+        if item is None and allow_none:
+            out.append(None)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            out.append(int(item))
+        elif isinstance(item, float) and item.is_integer():
+            # sashimi once wrote block lengths through np.trunc, i.e. as floats.
+            out.append(int(item))
+        else:
+            raise MetadataError(f"{source}: '{key}' must be a list of integers, got {value!r}")
+    return out
+
+
+def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> DatasetMetadata:
+    """Validate a metadata mapping and return the geometry it declares.
+
+    Raises
+    ------
+    MetadataError
+        Naming ``source`` and the offending key.
+    """
+    if not isinstance(raw, Mapping):
+        raise MetadataError(f"{source}: metadata must be a JSON object, got {type(raw).__name__}")
+    for key in ("shape_full", "shape_block"):
+        if key not in raw:
+            raise MetadataError(
+                f"{source}: missing key '{key}' (a split dataset's metadata needs "
+                "'shape_full' and 'shape_block')"
+            )
+    shape = _int_list(raw["shape_full"], "shape_full", source)
+    if not shape:
+        raise MetadataError(f"{source}: 'shape_full' is empty")
+    if any(n < 0 for n in shape):
+        raise MetadataError(f"{source}: 'shape_full' has a negative length: {shape}")
+    block_shape = _int_list(raw["shape_block"], "shape_block", source, allow_none=True)
+    if len(block_shape) > len(shape):
+        raise MetadataError(
+            f"{source}: 'shape_block' {block_shape} has more axes than 'shape_full' {shape}"
+        )
+    if any(b is not None and b < 1 for b in block_shape):
+        raise MetadataError(f"{source}: 'shape_block' entries must be positive: {block_shape}")
+
+    padding_raw = raw.get("padding", 0)
+    if padding_raw is None:
+        padding_raw = 0
+    if isinstance(padding_raw, (int, np.integer)) and not isinstance(padding_raw, bool):
+        padding = [int(padding_raw)] * len(shape)
+    else:
+        padding = _int_list(padding_raw, "padding", source)
+        padding += [0] * (len(shape) - len(padding))
+    if len(padding) != len(shape) or any(p < 0 for p in padding):
+        raise MetadataError(f"{source}: 'padding' {padding_raw!r} does not fit shape {shape}")
+    # Only split axes carry padding (an unsplit axis has a single block).
+    padding = [
+        p if i < len(block_shape) and block_shape[i] is not None else 0
+        for i, p in enumerate(padding)
+    ]
+
+    resolution = raw.get("resolution")
+    if resolution is not None:
+        if not isinstance(resolution, (list, tuple)) or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) for r in resolution
+        ):
+            raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {resolution!r}")
+        resolution = tuple(float(r) for r in resolution)
+    axis_order = raw.get("axis_order")
+    if axis_order is not None and not isinstance(axis_order, str):
+        raise MetadataError(f"{source}: 'axis_order' must be a string: {axis_order!r}")
+
+    return DatasetMetadata(
+        shape=tuple(shape),
+        block_shape=tuple(block_shape),
+        padding=tuple(padding),
+        resolution=resolution,
+        axis_order=axis_order,
+        source=Path(source) if isinstance(source, (str, os.PathLike)) else None,
+        raw=dict(raw),
+    )
+
+
+def find_metadata_file(root: Path) -> Path | None:
+    """The metadata file of ``root``: ``stack_metadata.json``, else the first ``*stack_metadata.json``."""
+    exact = root / METADATA_NAME
+    if exact.is_file():
+        return exact
+    candidates = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.name.endswith(_METADATA_SUFFIX) and entry.is_file()
+    )
+    return root / candidates[0] if candidates else None
+
+
+def read_metadata_json(path: Path) -> DatasetMetadata:
+    """Read and validate a metadata json file."""
+    try:
+        size = path.stat().st_size
+        if size > _MAX_METADATA_BYTES:
+            raise MetadataError(f"{path}: {size} bytes is too large for a metadata file")
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetadataError(f"{path}: cannot read the metadata json: {exc}") from exc
+    return parse_metadata(raw, source=path)
+
+
+def _legacy_sequence(group: Any, path: Path, name: str) -> list:
+    """A tuple/list saved by flammkuchen as a group of attributes ``i0 .. iN``."""
+    import h5py
+
+    node = group.get(name)
+    if node is None:
+        raise MetadataError(f"{path}: legacy metadata group has no '{name}'")
+    if isinstance(node, h5py.Dataset):
+        values = node[()]
+        if not np.issubdtype(np.asarray(values).dtype, np.integer):
+            raise MetadataError(f"{path}: legacy '{name}' is not integer: {values!r}")
+        return [int(v) for v in np.atleast_1d(values)]
+    out = []
+    i = 0
+    while f"i{i}" in node.attrs:
+        value = node.attrs[f"i{i}"]  # h5py returns raw values; nothing is unpickled
+        if isinstance(value, (bytes, np.bytes_, str)):
+            raise MetadataError(f"{path}: legacy '{name}' entry i{i} is not an integer")
+        value = np.asarray(value)
+        if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+            raise MetadataError(f"{path}: legacy '{name}' entry i{i} is not an integer")
+        out.append(int(value))
+        i += 1
+    return out
+
+
+def read_legacy_metadata(path: Path) -> DatasetMetadata:
+    """Metadata of a pre-json dataset, from the ``/stack_metadata`` group of a block file.
+
+    Only integer attributes are read, through h5py: nothing in the file is ever unpickled.
+    """
+    import h5py
+
+    from ._blockio import open_h5
+
+    with open_h5(path) as f:
+        group = f.get("stack_metadata")
+        if not isinstance(group, h5py.Group):
+            raise NotASplitDatasetError(
+                f"{path.parent}: no *stack_metadata.json and no legacy /stack_metadata group "
+                f"in {path.name}: not a split dataset"
+            )
+        shape = _legacy_sequence(group, path, "full_size")
+        block_shape = _legacy_sequence(group, path, "block_size")
+    return parse_metadata({"shape_full": shape, "shape_block": block_shape}, source=path)
+
+
+def default_axis_order(ndim: int) -> str:
+    """Axis names written when none are given: ``tzyx`` for 4-D, else the last ``ndim`` of ``tczyx``."""
+    return "tzyx" if ndim == 4 else "tczyx"[-ndim:] if ndim <= 5 else "".join(
+        f"d{i}" for i in range(ndim)
+    )
+
+
+def original_metadata_dict(
+    shape_full: Sequence[int],
+    shape_block: Sequence[int],
+    *,
+    crop_start: Sequence[int] | None = None,
+    crop_end: Sequence[int] | None = None,
+    padding: Sequence[int] | None = None,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+) -> dict[str, Any]:
+    """The metadata dict with the original package's keys, in its order.
+
+    Old installs of ``split_dataset`` read ``shape_full``, ``shape_block`` and ``resolution`` from
+    it; the other keys are kept so that the files look like those every other writer produces.
+    """
+    ndim = len(shape_full)
+    zeros = [0] * ndim
+    return {
+        "shape_full": [int(n) for n in shape_full],
+        "shape_block": [int(b) for b in shape_block],
+        "crop_start": [int(c) for c in (crop_start if crop_start is not None else zeros)],
+        "crop_end": [int(c) for c in (crop_end if crop_end is not None else zeros)],
+        "padding": [int(p) for p in (padding if padding is not None else zeros)],
+        "resolution": [
+            r.item() if isinstance(r, np.generic) else r
+            for r in (resolution if resolution is not None else [1] * ndim)
+        ],
+        "axis_order": axis_order if axis_order is not None else default_axis_order(ndim),
+    }
+
+
+def write_metadata_json(
+    folder: Path | str, metadata: Mapping[str, Any], *, name: str = METADATA_NAME
+) -> Path:
+    """Write ``metadata`` as ``folder/name`` atomically (temporary file, then rename).
+
+    Readers see either the previous file or the complete new one, never a partial one.
+    """
+    folder = Path(folder)
+    target = folder / name
+    tmp = folder / f".{name}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dict(metadata), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,215 @@
+"""Writing any array as a split dataset with ``dask.array.store``.
+
+One store task writes one block file; files go to a hidden staging folder beside the target,
+each under a temporary name renamed into place; ``stack_metadata.json`` is written last and
+atomically, and only then is the staging folder moved to the target path. A crash at any point
+leaves the target as it was (absent, or the previous dataset), never a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ._blockio import write_block
+from ._errors import SplitDatasetError
+from ._geometry import BlockGrid
+from ._metadata import find_metadata_file, original_metadata_dict, write_metadata_json
+
+__all__ = ["block_file_name", "to_split_dataset"]
+
+
+def block_file_name(index: int, n_blocks: int) -> str:
+    """``0000.h5`` style names, widened so that names also sort as text beyond 9,999 blocks."""
+    width = max(4, len(str(max(n_blocks - 1, 0))))
+    return f"{index:0{width}d}.h5"
+
+
+class _BlockFileTarget:
+    """A ``store`` target that writes each chunk it receives as one block file."""
+
+    def __init__(
+        self,
+        folder: Path,
+        grid: BlockGrid,
+        *,
+        key: str,
+        compression: str | None,
+        compression_level: int | None,
+    ) -> None:
+        self.folder = folder
+        self.grid = grid
+        self.key = key
+        self.compression = compression
+        self.compression_level = compression_level
+        self.shape = grid.shape
+        self.dtype = None
+        self.ndim = grid.ndim
+
+    def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
+        block = tuple(
+            self.grid.block_containing(axis, s.start) for axis, s in enumerate(region)
+        )
+        if tuple(region) != self.grid.owned_slices(block):
+            raise ValueError(f"store region {region} is not exactly block {block}")
+        index = self.grid.cartesian_to_linear(block)
+        write_block(
+            self.folder / block_file_name(index, self.grid.n_blocks),
+            np.asarray(value),
+            key=self.key,
+            compression=self.compression,
+            compression_level=self.compression_level,
+        )
+
+
+def _is_split_dataset(path: Path) -> bool:
+    return path.is_dir() and find_metadata_file(path) is not None
+
+
+def _check_target(path: Path, *, overwrite: bool) -> None:
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if _is_split_dataset(path):
+        if not overwrite:
+            raise FileExistsError(f"{path} is already a split dataset; pass overwrite=True to replace it")
+        return
+    if any(path.iterdir()):
+        raise FileExistsError(
+            f"{path} is a folder that is not empty and not a split dataset; refusing to write "
+            "into it (or to delete it)"
+        )
+
+
+def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
+    """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
+    write_metadata_json(staging, metadata)
+    _check_target(path, overwrite=overwrite)
+    if path.exists() and _is_split_dataset(path):
+        # The old dataset stays readable until the new one is complete.
+        retired = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+        os.rename(path, retired)
+        os.rename(staging, path)
+        shutil.rmtree(retired)
+    else:
+        if path.exists():
+            path.rmdir()  # empty, checked above
+        os.rename(staging, path)
+    return path
+
+
+def _open_published(path: Path) -> Any:
+    from ._dataset import SplitDataset
+
+    return SplitDataset(path)
+
+
+def _source_block_shape(data: Any) -> tuple[int, ...] | None:
+    shape_block = getattr(data, "shape_block", None)
+    return tuple(shape_block) if shape_block is not None else None
+
+
+def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
+    if isinstance(data, da.Array):
+        array = data
+    elif hasattr(data, "to_dask"):
+        array = data.to_dask()
+    else:
+        if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+            data = np.asarray(data)
+        array = da.from_array(data, chunks=grid.chunks, asarray=not isinstance(data, np.ndarray))
+    if array.chunks != grid.chunks:
+        array = array.rechunk(grid.chunks)
+    return array
+
+
+def to_split_dataset(
+    data: Any,
+    path: str | os.PathLike[str],
+    block_shape: int | Sequence[int | None] | None = None,
+    *,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    compute: bool = True,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    data_key: str | None = None,
+) -> Any:
+    """Write an array as a split dataset, one block file per block, with ``dask.array.store``.
+
+    Parameters
+    ----------
+    data : array-like
+        A numpy array, dask array, :class:`SplitDataset` or any object with ``shape``, ``dtype``
+        and numpy-style slicing.
+    path : str or Path
+        The dataset folder to create.
+    block_shape : int or sequence of int or None, optional
+        Block shape; may be partial (missing or ``None`` entries take the whole axis, an int
+        splits axis 0 only). Default: ``data.shape_block`` when ``data`` has one, else one block.
+    compression : str or None, optional
+        ``"blosc"`` (Blosc LZ4 with byte shuffle, HDF5 filter 32001, what PyTables reads
+        natively), ``"blosc:<cname>"``, ``"blosc2"``, ``"gzip"``, ``"bzip2"``, ``"zstd"``, or None.
+    compression_level : int, optional
+        Codec level (default 5 for Blosc).
+    overwrite : bool, optional
+        Replace an existing split dataset at ``path``; it stays readable until the new one is
+        complete. A folder that is not a split dataset is never replaced.
+    compute : bool, optional
+        Write now and return the opened dataset; with False, return a ``dask.delayed`` object
+        whose computation writes everything and returns the opened dataset.
+    resolution : sequence of float, optional
+        Written to the metadata's ``resolution`` (default 1 per axis).
+    axis_order : str, optional
+        Written to the metadata's ``axis_order`` (default ``tzyx`` for 4-D data).
+    data_key : str, optional
+        Name of the array in each block file (default ``stack_{ndim}D``, as the original).
+
+    Returns
+    -------
+    SplitDataset or dask.delayed.Delayed
+    """
+    path = Path(path)
+    if block_shape is None:
+        block_shape = _source_block_shape(data)
+    shape = tuple(int(n) for n in data.shape)
+    if not shape:
+        raise ValueError("cannot write a 0-d array as a split dataset")
+    grid = BlockGrid.from_spec(shape, block_shape)
+    array = _as_dask(data, grid)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"cannot write {array.dtype} data to a split dataset")
+    _check_target(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    staging.mkdir()
+    target = _BlockFileTarget(
+        staging,
+        grid,
+        key=data_key or f"stack_{grid.ndim}D",
+        compression=compression,
+        compression_level=compression_level,
+    )
+    metadata = original_metadata_dict(
+        grid.shape, grid.block_shape, resolution=resolution, axis_order=axis_order
+    )
+    stored = da.store(array, target, lock=False, compute=False)
+    published = dask.delayed(_publish, pure=False)(stored, staging, path, metadata, overwrite)
+    result = dask.delayed(_open_published, pure=False)(published)
+    if not compute:
+        return result
+    try:
+        return result.compute()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
