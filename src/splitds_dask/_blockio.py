@@ -282,15 +282,18 @@ def _create_array(
             fid = h5py.h5z.FILTER_DEFLATE if fid == "gzip" else fid
             opts = options.get("compression_opts")
             opts = (opts,) if isinstance(opts, int) else tuple(opts or ())
-            dcpl.set_filter(fid, h5py.h5z.FLAG_OPTIONAL if fid == h5py.h5z.FILTER_DEFLATE else 0,
-                            opts)
+            # Optional, as h5py does: a chunk the codec cannot shrink is stored raw.
+            dcpl.set_filter(fid, h5py.h5z.FLAG_OPTIONAL, opts)
         dsid = h5py.h5d.create(f.id, key.encode(), h5py.h5t.STD_B8LE, space, dcpl=dcpl)
         if data.size:
             dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data.view(np.uint8), mtype=h5py.h5t.NATIVE_UINT8)
         dset = f[key]
+        dsid.close()
     else:
         dset = f.create_dataset(key, data=data, chunks=chunks, **options)
     # PyTables' own attributes, so that PyTables-based readers see an ordinary array.
     dset.attrs["CLASS"] = np.bytes_(b"CARRAY" if chunks is not None else b"ARRAY")
     dset.attrs["VERSION"] = np.bytes_(b"1.1" if chunks is not None else b"2.4")
     dset.attrs["TITLE"] = np.bytes_(b"")
+    # Flush here so that a failing filter raises, instead of being lost when handles are freed.
+    f.flush()

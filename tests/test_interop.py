@@ -1,0 +1,163 @@
+"""Interoperability with the real split_dataset 0.4.4 (numpy < 2), run in its own cached venv.
+
+Both directions: what ``to_split_dataset`` writes is read back by the old package (its
+``SplitDataset`` and the exact ``flammkuchen.load(file, "/<key>", sel=...)`` call it makes), and
+what the old package writes is read back by ours. Each direction runs in one subprocess over a
+whole matrix of cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from oldpkg import run_old_checked
+
+import splitds_dask as sd
+
+# Codecs PyTables (hence the old package) decodes natively. Zstd (32015) is hdf5plugin-only.
+OLD_READABLE_CODECS = ["blosc", "blosc:blosclz", "blosc:zstd", "blosc:lz4hc", "gzip", "bzip2", None]
+
+CASES = [
+    # (dtype, shape, block_shape, codec)
+    ("uint16", (23, 3, 17, 19), (5, 2), "blosc"),
+    ("uint16", (7, 2, 30, 40), (20,), "blosc"),  # block longer than the data
+    ("int16", (9, 4, 8, 8), (2, 1, 8, 8), "blosc:zstd"),
+    ("float32", (13, 11, 12), (4, None, 5), "gzip"),
+    ("float64", (20, 10, 10), (5, 10, 10), "blosc:blosclz"),
+    ("uint8", (31, 5), (8, 2), "bzip2"),
+    ("bool", (12, 33, 9), (5, 10), "blosc"),
+    ("bool", (6, 4), (4,), None),
+    ("int32", (10, 6, 7), (3, 3, 3), "blosc:lz4hc"),
+    ("complex64", (8, 9), (3, 4), "gzip"),
+    ("uint16", (40, 16, 16), (10,), None),
+    ("float16", (6, 7, 8), (2,), "blosc"),
+]
+
+
+def _array(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    if dtype.startswith("complex"):
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+    if dtype.startswith("float"):
+        return rng.normal(100, 10, size=shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+
+
+_OLD_READS_OURS = r"""
+import json, sys
+import numpy as np
+import flammkuchen as fl
+from split_dataset import SplitDataset
+
+results = {}
+for case in json.load(open(sys.argv[1])):
+    expected = np.load(case["expected"])
+    ds = SplitDataset(case["root"])
+    whole = ds[tuple(slice(0, n) for n in ds.shape)]
+    same = bool(whole.dtype == expected.dtype and whole.shape == expected.shape
+                and np.array_equal(whole, expected))
+    # The exact call the old reader makes for one block.
+    first = str(ds.files.flat[0])
+    sel = fl.aslice[0:1]
+    part = fl.load(first, "/" + case["key"], sel=sel)
+    results[case["root"]] = {
+        "same": same, "dtype": str(whole.dtype), "shape": list(whole.shape),
+        "ds_shape": list(ds.shape), "ds_dtype": str(ds.dtype), "data_key": ds.data_key,
+        "part_same": bool(np.array_equal(part, expected[tuple(slice(0, n) for n in
+                          [1] + list(ds.shape_block[1:]))])),
+    }
+print(json.dumps(results))
+"""
+
+
+def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
+    cases = []
+    for i, (dtype, shape, block_shape, codec) in enumerate(CASES):
+        data = _array(dtype, shape, seed=i)
+        root = tmp_path / f"case{i}"
+        ds = sd.to_split_dataset(data, root, block_shape, compression=codec)
+        np.save(tmp_path / f"case{i}.npy", data)
+        cases.append(
+            {"root": str(root), "expected": str(tmp_path / f"case{i}.npy"), "key": ds.data_key}
+        )
+    manifest = tmp_path / "cases.json"
+    manifest.write_text(json.dumps(cases))
+    out = json.loads(run_old_checked(_OLD_READS_OURS, manifest).stdout)
+    for case, (dtype, shape, _, codec) in zip(cases, CASES):
+        got = out[case["root"]]
+        assert got["same"], (dtype, shape, codec, got)
+        assert got["part_same"], (dtype, shape, codec, got)
+        assert got["ds_shape"] == list(shape)
+        assert got["dtype"] == dtype
+
+
+def test_metadata_json_has_the_original_keys_in_order(tmp_path: Path) -> None:
+    sd.to_split_dataset(np.zeros((4, 5, 6), np.uint16), tmp_path / "ds", (2,))
+    text = (tmp_path / "ds" / "stack_metadata.json").read_text()
+    assert list(json.loads(text)) == [
+        "shape_full", "shape_block", "crop_start", "crop_end", "padding", "resolution",
+        "axis_order",
+    ]
+
+
+_OLD_WRITES = r"""
+import json, sys, warnings
+import numpy as np
+from split_dataset import save_to_split_dataset, EmptySplitDataset
+
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+written = []
+for i, (dtype, shape, block, codec) in enumerate(json.loads(sys.argv[2])):
+    if dtype == "bool":
+        a = rng.random(shape) > 0.5
+    else:
+        a = (rng.random(shape) * 1000).astype(dtype)
+    np.save(f"{out}/old{i}.npy", a)
+    kwargs = {} if codec == "default" else {"compression": codec}
+    save_to_split_dataset(a, f"{out}/old{i}", block_size=tuple(block), **kwargs)
+    written.append(f"{out}/old{i}")
+# EmptySplitDataset + save_block_data + finalize (key "stack").
+a = (rng.random((10, 6, 7)) * 100).astype("uint16")
+np.save(f"{out}/empty.npy", a)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    e = EmptySplitDataset(out, "empty", shape_full=a.shape, shape_block=(4, 6, 7))
+for i, (idx, sl) in enumerate(e.slices()):
+    e.save_block_data(i, a[sl])
+e.finalize()
+print(json.dumps(written))
+"""
+
+OLD_CASES = [
+    ("uint16", (17, 3, 10, 12), (5, 1, 10, 12), "default"),
+    ("int16", (9, 20, 21), (4, 7, 21), "blosc"),
+    ("float32", (30, 5), (7, 5), "zlib"),
+    ("float64", (12, 6, 6), (5, 6, 6), "blosc:zstd"),
+    ("bool", (8, 40), (3, 40), "blosc"),
+    ("uint8", (5, 5, 5), (2, 2, 2), None),
+]
+
+
+def test_we_read_what_the_old_package_writes(tmp_path: Path) -> None:
+    written = json.loads(
+        run_old_checked(_OLD_WRITES, tmp_path, json.dumps(OLD_CASES)).stdout.strip()
+    )
+    assert len(written) == len(OLD_CASES)
+    for i, (dtype, shape, block, _) in enumerate(OLD_CASES):
+        expected = np.load(tmp_path / f"old{i}.npy")
+        ds = sd.SplitDataset(tmp_path / f"old{i}")
+        assert ds.shape == shape
+        assert ds.shape_block == block
+        assert ds.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(ds[...], expected)
+        np.testing.assert_array_equal(ds.to_dask().compute(), expected)
+    ds = sd.SplitDataset(tmp_path / "empty")
+    assert ds.data_key == "stack"
+    np.testing.assert_array_equal(np.asarray(ds), np.load(tmp_path / "empty.npy"))
