@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from oldpkg import run_old_checked
 
 import splitds_dask as sd
@@ -89,7 +88,7 @@ def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
     manifest = tmp_path / "cases.json"
     manifest.write_text(json.dumps(cases))
     out = json.loads(run_old_checked(_OLD_READS_OURS, manifest).stdout)
-    for case, (dtype, shape, _, codec) in zip(cases, CASES):
+    for case, (dtype, shape, _, codec) in zip(cases, CASES, strict=True):
         got = out[case["root"]]
         assert got["same"], (dtype, shape, codec, got)
         assert got["part_same"], (dtype, shape, codec, got)
@@ -101,7 +100,12 @@ def test_metadata_json_has_the_original_keys_in_order(tmp_path: Path) -> None:
     sd.to_split_dataset(np.zeros((4, 5, 6), np.uint16), tmp_path / "ds", (2,))
     text = (tmp_path / "ds" / "stack_metadata.json").read_text()
     assert list(json.loads(text)) == [
-        "shape_full", "shape_block", "crop_start", "crop_end", "padding", "resolution",
+        "shape_full",
+        "shape_block",
+        "crop_start",
+        "crop_end",
+        "padding",
+        "resolution",
         "axis_order",
     ]
 

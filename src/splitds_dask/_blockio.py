@@ -150,7 +150,7 @@ def read_block_region(
     with f:
         dset = _dataset(f, key, path, block, len(extent))
         shape = dset.shape
-        if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent)):
+        if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent, strict=True)):
             raise BlockError(
                 f"block {block} ({path}): '{dset.name[1:]}' has shape {shape}, but the block "
                 f"needs at least {tuple(extent)}",
@@ -199,7 +199,7 @@ def compression_options(
     if compression in (None, False, "none"):
         return {}
     if not isinstance(compression, str):
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        raise TypeError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     name, _, cname = compression.partition(":")
     if name == "blosc":
         return dict(
@@ -218,8 +218,11 @@ def compression_options(
             )
         )
     if name in ("gzip", "zlib") and not cname:
-        return {"compression": "gzip", "compression_opts": 4 if level is None else level,
-                "shuffle": dtype.itemsize > 1}
+        return {
+            "compression": "gzip",
+            "compression_opts": 4 if level is None else level,
+            "shuffle": dtype.itemsize > 1,
+        }
     if name == "bzip2" and not cname:
         return dict(hdf5plugin.BZip2(blocksize=9 if level is None else level))
     if name == "zstd" and not cname:
@@ -256,7 +259,9 @@ def write_block(
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))
     if data.dtype.kind in "OUSVMm":
-        raise TypeError(f"cannot write {data.dtype} arrays to a split dataset (numeric and bool only)")
+        raise TypeError(
+            f"cannot write {data.dtype} arrays to a split dataset (numeric and bool only)"
+        )
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         with h5py.File(tmp, "w") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from itertools import product
@@ -93,11 +94,16 @@ class SplitDataset:
             files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
         else:
             files = find_block_files(root, prefix=prefix)
-            last = next(p for p, ok in zip(reversed(files.paths), reversed(files.present)) if ok)
-            metadata = read_legacy_metadata(last)
+            last = next(
+                n
+                for n, ok in zip(reversed(files.names), reversed(files.present), strict=True)
+                if ok
+            )
+            metadata = read_legacy_metadata(root / last)
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         self._metadata = metadata
-        self._grid, self._paths = self._match_files(declared, files)
+        self._grid, self._names = self._match_files(declared, files)
+        self._files: np.ndarray | None = None
         self._data_key: str | None = None
         self._dtype: np.dtype | None = None
         self._dask: da.Array | None = None
@@ -106,13 +112,13 @@ class SplitDataset:
 
     def _match_files(
         self, declared: BlockGrid, files: BlockFiles
-    ) -> tuple[BlockGrid, tuple[Path, ...]]:
+    ) -> tuple[BlockGrid, tuple[str, ...]]:
         """Fit the declared grid to the files present, shortening axis 0 if data stops early."""
         where = self._metadata.source or self._root
         if files.count > declared.n_blocks:
             raise MetadataError(
                 f"{where}: the folder holds block files up to number {files.count - 1} "
-                f"({files.paths[-1].name}), but the metadata declares {declared.n_blocks} blocks "
+                f"({files.names[-1]}), but the metadata declares {declared.n_blocks} blocks "
                 f"(grid {declared.grid} for shape {declared.shape}, blocks {declared.block_shape})"
             )
         per_row = math.prod(declared.grid[1:])
@@ -126,7 +132,7 @@ class SplitDataset:
         if rows < declared.grid[0]:
             b0 = declared.block_shape[0]
             grid = self._regrid(declared, rows * b0)
-        grid = self._trim_last_row(grid, files.paths)
+        grid = self._trim_last_row(grid, files.names)
         if grid.shape != declared.shape:
             if grid.grid[0] != min(rows, declared.grid[0]):
                 raise MetadataError(
@@ -140,18 +146,16 @@ class SplitDataset:
                 IncompleteDatasetWarning,
                 stacklevel=3,
             )
-        return grid, files.paths[: grid.n_blocks]
+        return grid, files.names[: grid.n_blocks]
 
     @staticmethod
     def _regrid(grid: BlockGrid, length0: int) -> BlockGrid:
-        return BlockGrid.from_spec(
-            (length0, *grid.shape[1:]), grid.block_shape, grid.padding
-        )
+        return BlockGrid.from_spec((length0, *grid.shape[1:]), grid.block_shape, grid.padding)
 
-    def _trim_last_row(self, grid: BlockGrid, paths: tuple[Path, ...]) -> BlockGrid:
+    def _trim_last_row(self, grid: BlockGrid, names: tuple[str, ...]) -> BlockGrid:
         """Shorten axis 0 to what the first file of the last block row really holds."""
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
-        path = paths[grid.cartesian_to_linear(last_row)]
+        path = self._root / names[grid.cartesian_to_linear(last_row)]
         start, stop = grid.file_extent(0, last_row[0])
         try:
             with open_h5(path, locking=self._locking) as f:
@@ -210,7 +214,7 @@ class SplitDataset:
         return self._data_key
 
     def _probe(self) -> None:
-        path = self._paths[0]
+        path = self._block_path(0)
         try:
             with open_h5(path, locking=self._locking) as f:
                 key = find_data_key(f, self.ndim)
@@ -229,7 +233,9 @@ class SplitDataset:
                 f"block {(0,) * self.ndim}: file {path} is missing", path=path
             ) from exc
         except OSError as exc:
-            raise BlockError(f"block {(0,) * self.ndim}: cannot open {path}: {exc}", path=path) from exc
+            raise BlockError(
+                f"block {(0,) * self.ndim}: cannot open {path}: {exc}", path=path
+            ) from exc
 
     def __len__(self) -> int:
         if not self.shape:
@@ -253,6 +259,7 @@ class SplitDataset:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_dask"] = None  # rebuilt on demand; keeps pickles small
+        state["_files"] = None
         return state
 
     # --- geometry ------------------------------------------------------------------------------
@@ -285,9 +292,19 @@ class SplitDataset:
     @property
     def files(self) -> np.ndarray:
         """The block files as an object array of ``Path`` shaped like the block grid."""
-        out = np.empty(len(self._paths), dtype=object)
-        out[:] = self._paths
-        return out.reshape(self._grid.grid)
+        if self._files is None:
+            out = np.empty(len(self._names), dtype=object)
+            out[:] = [self._root / name for name in self._names]
+            self._files = out.reshape(self._grid.grid)
+        return self._files.copy()
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """File names of the blocks in block-number (C) order."""
+        return self._names
+
+    def _block_path(self, index: int) -> str:
+        return os.path.join(self._root, self._names[index])
 
     @property
     def resolution(self) -> tuple[float, ...]:
@@ -350,19 +367,32 @@ class SplitDataset:
                 stop - start
                 for start, stop in (self._grid.file_extent(a, k) for a, k in enumerate(block))
             )
-            path = self._paths[self._grid.cartesian_to_linear(block)]
+            path = self._block_path(self._grid.cartesian_to_linear(block))
             takes = [p[3] for p in pieces]
             if all(t is None for t in takes):
                 read_block_region(
-                    path, key=key, block=block, dtype=self.dtype, extent=extent,
-                    source=source, out=out, dest=dest, locking=self._locking,
+                    path,
+                    key=key,
+                    block=block,
+                    dtype=self.dtype,
+                    extent=extent,
+                    source=source,
+                    out=out,
+                    dest=dest,
+                    locking=self._locking,
                 )
                 continue
             # Index arrays: read the bounding box of this block's indices, keep what is asked.
             box = np.empty(tuple(len(range(*s.indices(s.stop))) for s in source), self.dtype)
             read_block_region(
-                path, key=key, block=block, dtype=self.dtype, extent=extent,
-                source=source, out=box, dest=tuple(slice(0, n) for n in box.shape),
+                path,
+                key=key,
+                block=block,
+                dtype=self.dtype,
+                extent=extent,
+                source=source,
+                out=box,
+                dest=tuple(slice(0, n) for n in box.shape),
                 locking=self._locking,
             )
             for axis, take in enumerate(takes):
@@ -380,7 +410,9 @@ class SplitDataset:
             if stop <= start:
                 return pieces
             last = start + ((stop - 1 - start) // step) * step
-            for k in range(grid.block_containing(axis, start), grid.block_containing(axis, last) + 1):
+            for k in range(
+                grid.block_containing(axis, start), grid.block_containing(axis, last) + 1
+            ):
                 lo, hi = grid.owned_extent(axis, k)
                 j0 = -(-(max(lo, start) - start) // step)
                 j1 = -(-(min(hi, last + 1) - start) // step)
@@ -394,7 +426,7 @@ class SplitDataset:
             return pieces
         owners = np.minimum(selection // max(grid.block_shape[axis], 1), grid.grid[axis] - 1)
         bounds = np.flatnonzero(np.diff(owners)) + 1
-        for p0, p1 in zip(np.r_[0, bounds], np.r_[bounds, selection.size]):
+        for p0, p1 in zip(np.r_[0, bounds], np.r_[bounds, selection.size], strict=True):
             k = int(owners[p0])
             lo = grid.owned_extent(axis, k)[0]
             local = selection[p0:p1] - lo

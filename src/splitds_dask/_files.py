@@ -12,6 +12,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from ._errors import NotASplitDatasetError
@@ -27,20 +28,28 @@ class BlockFiles:
 
     Attributes
     ----------
-    paths : tuple of Path
-        ``paths[i]`` is the file of block ``i`` (C order), for ``i`` from 0 to the highest block
-        found. A block whose file is absent gets the name it would have, so that errors can name it.
+    root : Path
+        The folder.
+    names : tuple of str
+        ``names[i]`` is the file name of block ``i`` (C order), for ``i`` from 0 to the highest
+        block found. A block whose file is absent gets the name it would have, so that errors can
+        name it. Plain strings: a ``Path`` per file costs more than listing 100,000 files.
     present : tuple of bool
-        Whether each of ``paths`` exists.
+        Whether each of ``names`` exists.
     """
 
-    paths: tuple[Path, ...]
+    root: Path
+    names: tuple[str, ...]
     present: tuple[bool, ...]
 
     @property
     def count(self) -> int:
         """Number of blocks up to the highest one found."""
-        return len(self.paths)
+        return len(self.names)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(self.root / name for name in self.names)
 
 
 def _families(root: Path) -> dict[str, list[tuple[int, str]]]:
@@ -92,7 +101,7 @@ def find_block_files(
         raise NotASplitDatasetError(f"{root}: no block files {what}: not a split dataset")
     numbered = sorted(families[stem])
     numbers = [n for n, _ in numbered]
-    for (a, name_a), (b, name_b) in zip(numbered, numbered[1:]):
+    for (a, name_a), (b, name_b) in pairwise(numbered):
         if a == b:
             raise NotASplitDatasetError(
                 f"{root}: two files claim block number {a}: {name_a} and {name_b}"
@@ -101,11 +110,10 @@ def find_block_files(
     first = 1 if numbers[0] == 1 else 0
     width = len(numbered[0][1]) - len(stem) - 3
     by_number = dict(numbered)
-    last = numbers[-1]
-    paths = []
+    names = []
     present = []
-    for number in range(first, last + 1):
+    for number in range(first, numbers[-1] + 1):
         name = by_number.get(number)
         present.append(name is not None)
-        paths.append(root / (name if name is not None else f"{stem}{number:0{width}d}.h5"))
-    return BlockFiles(tuple(paths), tuple(present))
+        names.append(name if name is not None else f"{stem}{number:0{width}d}.h5")
+    return BlockFiles(root, tuple(names), tuple(present))

@@ -14,6 +14,7 @@ Conventions (those of every writer of the format):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -32,7 +33,7 @@ def normalize_block_shape(
     ndim = len(shape)
     if block_shape is None:
         entries: list[int | None] = [None] * ndim
-    elif isinstance(block_shape, int):
+    elif isinstance(block_shape, numbers.Integral):  # also numpy integer scalars
         entries = [block_shape] + [None] * (ndim - 1)
     else:
         entries = list(block_shape)
@@ -42,12 +43,14 @@ def normalize_block_shape(
             )
         entries += [None] * (ndim - len(entries))
     out = []
-    for axis, (b, n) in enumerate(zip(entries, shape)):
+    for axis, (b, n) in enumerate(zip(entries, shape, strict=True)):
         if b is None:
             out.append(int(n))
             continue
         if isinstance(b, bool) or int(b) != b or b < 1:
-            raise ValueError(f"block shape entry for axis {axis} must be a positive integer, got {b!r}")
+            raise ValueError(
+                f"block shape entry for axis {axis} must be a positive integer, got {b!r}"
+            )
         out.append(min(int(b), int(n)))
     return tuple(out)
 
@@ -95,7 +98,7 @@ class BlockGrid:
         """Number of blocks along each axis."""
         return tuple(
             1 if b == 0 or n - p <= 0 else math.ceil((n - p) / b)
-            for n, b, p in zip(self.shape, self.block_shape, self.padding)
+            for n, b, p in zip(self.shape, self.block_shape, self.padding, strict=True)
         )
 
     @property
@@ -105,7 +108,7 @@ class BlockGrid:
     def owned_lengths(self, axis: int) -> tuple[int, ...]:
         """Length of the owned (non-overlapping) extent of every block along ``axis``."""
         n, b, g = self.shape[axis], self.block_shape[axis], self.grid[axis]
-        return tuple(b for _ in range(g - 1)) + (n - (g - 1) * b,)
+        return (*(b for _ in range(g - 1)), n - (g - 1) * b)
 
     @property
     def chunks(self) -> tuple[tuple[int, ...], ...]:
@@ -150,7 +153,7 @@ class BlockGrid:
     def cartesian_to_linear(self, block: Sequence[int]) -> int:
         """File number of the block at position ``block`` (C order)."""
         index = 0
-        for k, g in zip(block, self.grid):
+        for k, g in zip(block, self.grid, strict=True):
             if not 0 <= k < g:
                 raise IndexError(f"block {tuple(block)} is out of range for grid {self.grid}")
             index = index * g + int(k)

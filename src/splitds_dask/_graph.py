@@ -9,6 +9,7 @@ distributed workers and processes; importing this package on a worker registers 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -45,25 +46,32 @@ class _BlockSource:
             setattr(self, name, value)
 
 
-def _file_stamp(path: os.PathLike[str]) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+def _file_stamps(root: str, names: tuple[str, ...]) -> bytes:
+    """Modification time and size of every block file, packed (a missing file stamps -1)."""
+    stamps = np.full((len(names), 2), -1, dtype=np.int64)
+    for i, name in enumerate(names):
+        try:
+            stat = os.stat(os.path.join(root, name))
+        except OSError:
+            continue
+        stamps[i] = stat.st_mtime_ns, stat.st_size
+    return stamps.tobytes()
 
 
 def dataset_token(dataset: SplitDataset) -> str:
     """A deterministic token: same folder, metadata and block files (times, sizes) → same token."""
+    root = os.path.realpath(dataset.root)
+    files = hashlib.sha256("\n".join(dataset.block_names).encode())
+    files.update(_file_stamps(root, dataset.block_names))
     return tokenize(
-        os.path.realpath(dataset.root),
+        root,
         json.dumps(dataset.metadata, sort_keys=True, default=str),
         dataset.shape,
         dataset.shape_block,
         dataset.padding,
         str(dataset.dtype),
         dataset.data_key,
-        [(p.name, _file_stamp(p)) for p in dataset.files.flat],
+        files.hexdigest(),
     )
 
 

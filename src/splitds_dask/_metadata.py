@@ -233,8 +233,12 @@ def read_legacy_metadata(path: Path) -> DatasetMetadata:
 
 def default_axis_order(ndim: int) -> str:
     """Axis names written when none are given: ``tzyx`` for 4-D, else the last ``ndim`` of ``tczyx``."""
-    return "tzyx" if ndim == 4 else "tczyx"[-ndim:] if ndim <= 5 else "".join(
-        f"d{i}" for i in range(ndim)
+    return (
+        "tzyx"
+        if ndim == 4
+        else "tczyx"[-ndim:]
+        if ndim <= 5
+        else "".join(f"d{i}" for i in range(ndim))
     )
 
 

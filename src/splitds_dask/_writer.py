@@ -20,7 +20,6 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
-from ._errors import SplitDatasetError
 from ._geometry import BlockGrid
 from ._metadata import find_metadata_file, original_metadata_dict, write_metadata_json
 
@@ -55,9 +54,7 @@ class _BlockFileTarget:
         self.ndim = grid.ndim
 
     def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
-        block = tuple(
-            self.grid.block_containing(axis, s.start) for axis, s in enumerate(region)
-        )
+        block = tuple(self.grid.block_containing(axis, s.start) for axis, s in enumerate(region))
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
@@ -81,7 +78,9 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists and is not a folder")
     if _is_split_dataset(path):
         if not overwrite:
-            raise FileExistsError(f"{path} is already a split dataset; pass overwrite=True to replace it")
+            raise FileExistsError(
+                f"{path} is already a split dataset; pass overwrite=True to replace it"
+            )
         return
     if any(path.iterdir()):
         raise FileExistsError(
