@@ -252,3 +252,8 @@ def run_old_checked(
             f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
         )
     return proc
+
+
+if __name__ == "__main__":
+    # `python tests/oldpkg.py` builds the venv if needed and prints its interpreter.
+    print(old_python())
