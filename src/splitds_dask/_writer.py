@@ -131,6 +131,28 @@ def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
     return array
 
 
+def _write_chunk(chunk: np.ndarray, target: _BlockFileTarget, block_id: tuple[int, ...]) -> Any:
+    target[target.grid.owned_slices(block_id)] = chunk
+    return np.zeros((1,) * chunk.ndim, dtype=np.uint8)
+
+
+def _store(array: da.Array, target: _BlockFileTarget) -> da.Array:
+    """One write task per block: ``da.store`` without a lock, or map_blocks under array-expr.
+
+    ``store`` takes no global lock here: each task writes a file of its own. dask's opt-in
+    array-expr mode does not implement ``store``, so there the same tasks come from map_blocks.
+    """
+    if getattr(da, "array_expr_enabled", lambda: False)():
+        return array.map_blocks(
+            _write_chunk,
+            target=target,
+            chunks=tuple((1,) * len(c) for c in array.chunks),
+            dtype=np.uint8,
+            meta=np.empty((0,) * array.ndim, dtype=np.uint8),
+        )
+    return da.store(array, target, lock=False, compute=False)
+
+
 def to_split_dataset(
     data: Any,
     path: str | os.PathLike[str],
@@ -202,7 +224,7 @@ def to_split_dataset(
     metadata = original_metadata_dict(
         grid.shape, grid.block_shape, resolution=resolution, axis_order=axis_order
     )
-    stored = da.store(array, target, lock=False, compute=False)
+    stored = _store(array, target)
     published = dask.delayed(_publish, pure=False)(stored, staging, path, metadata, overwrite)
     result = dask.delayed(_open_published, pure=False)(published)
     if not compute:
