@@ -25,8 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oldpkg import run_old_checked
 
-from splitds_dask import _blocks
-from splitds_dask._blocks import BlockIndexError, Blocks
+from splitds_dask import BlockIndexError, Blocks, _blocks
 
 # --------------------------------------------------------------------------------------------
 # Extraction code run identically by this package and by the original (in the old venv).
@@ -574,7 +573,7 @@ def test_doc_examples_and_pickle() -> None:
     assert c.serialize() == b.serialize()
     assert np.array_equal(c.block_starts, b.block_starts)
     assert "Blocks(" in repr(b)
-    assert _blocks.__all__ == ["BlockIndexError", "Blocks"]
+    assert _blocks.__all__ == ["Blocks"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,13 +10,20 @@ from __future__ import annotations
 from ._blocks import Blocks
 from ._compat import EmptySplitDataset, save_to_split_dataset
 from ._dataset import IncompleteDatasetWarning, SplitDataset
-from ._errors import BlockError, MetadataError, NotASplitDatasetError, SplitDatasetError
+from ._errors import (
+    BlockError,
+    BlockIndexError,
+    MetadataError,
+    NotASplitDatasetError,
+    SplitDatasetError,
+)
 from ._writer import to_split_dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockError",
+    "BlockIndexError",
     "Blocks",
     "EmptySplitDataset",
     "IncompleteDatasetWarning",

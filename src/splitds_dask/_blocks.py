@@ -35,21 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SplitDatasetError
+from ._errors import BlockIndexError
 from ._geometry import BlockGrid, normalize_block_shape
 
-__all__ = ["BlockIndexError", "Blocks"]
+__all__ = ["Blocks"]
 
 SlicesTuple = tuple[slice, ...]
 BoundsTuple = tuple[tuple[Any, Any], ...]
-
-
-class BlockIndexError(IndexError, SplitDatasetError):
-    """A block index (linear or cartesian) outside the block grid.
-
-    Both an :class:`IndexError` (what indexing code expects) and a :class:`ValueError` (what the
-    original package raised, through ``np.unravel_index``).
-    """
 
 
 def _as_index(value: Any, what: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BlockError",
+    "BlockIndexError",
     "MetadataError",
     "NotASplitDatasetError",
     "SplitDatasetError",
@@ -42,3 +43,11 @@ class BlockError(SplitDatasetError):
         super().__init__(message)
         self.path = str(path) if path is not None else None
         self.block = tuple(block)
+
+
+class BlockIndexError(IndexError, SplitDatasetError):
+    """A block index (linear or cartesian) outside the block grid.
+
+    Both an :class:`IndexError` (what indexing code expects) and a :class:`ValueError` (what the
+    original package raised, through ``np.unravel_index``).
+    """
