@@ -58,6 +58,7 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
+        self.folder.mkdir(parents=True, exist_ok=True)  # created by the first write, not before
         write_block(
             self.folder / block_file_name(index, self.grid.n_blocks),
             np.asarray(value),
@@ -91,6 +92,7 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
 
 def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
+    staging.mkdir(parents=True, exist_ok=True)
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
     if path.exists() and _is_split_dataset(path):
@@ -113,8 +115,21 @@ def _open_published(path: Path) -> Any:
 
 
 def _source_block_shape(data: Any) -> tuple[int, ...] | None:
+    """The block shape ``data`` suggests: a dataset's blocks, or a dask array's regular chunks."""
     shape_block = getattr(data, "shape_block", None)
-    return tuple(shape_block) if shape_block is not None else None
+    if shape_block is not None:
+        return tuple(shape_block)
+    if isinstance(data, da.Array):
+        out = []
+        for axis, chunks in enumerate(data.chunks):
+            if any(c != chunks[0] for c in chunks[:-1]) or chunks[-1] > chunks[0]:
+                raise ValueError(
+                    f"the dask array's chunks along axis {axis} are irregular ({chunks}); pass "
+                    "block_shape (the data is rechunked to it)"
+                )
+            out.append(chunks[0] if chunks else 0)
+        return tuple(out)
+    return None
 
 
 def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
@@ -177,7 +192,8 @@ def to_split_dataset(
         The dataset folder to create.
     block_shape : int or sequence of int or None, optional
         Block shape; may be partial (missing or ``None`` entries take the whole axis, an int
-        splits axis 0 only). Default: ``data.shape_block`` when ``data`` has one, else one block.
+        splits axis 0 only). Default: ``data.shape_block`` when ``data`` has one, a dask array's
+        chunks when they are regular, else one block.
     compression : str or None, optional
         ``"blosc"`` (Blosc LZ4 with byte shuffle, HDF5 filter 32001, what PyTables reads
         natively), ``"blosc:<cname>"``, ``"blosc2"``, ``"gzip"``, ``"bzip2"``, ``"zstd"``, or None.
@@ -201,6 +217,8 @@ def to_split_dataset(
     SplitDataset or dask.delayed.Delayed
     """
     path = Path(path)
+    if not hasattr(data, "shape"):
+        data = np.asarray(data)  # nested lists and other array-likes without a shape
     if block_shape is None:
         block_shape = _source_block_shape(data)
     shape = tuple(int(n) for n in data.shape)
@@ -211,9 +229,9 @@ def to_split_dataset(
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
     _check_target(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The staging folder (and any missing parent) is created by the first task that writes, so
+    # that nothing appears on disk before the computation (compute=False).
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    staging.mkdir()
     target = _BlockFileTarget(
         staging,
         grid,
