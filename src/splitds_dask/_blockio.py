@@ -201,22 +201,27 @@ def compression_options(
     if not isinstance(compression, str):
         raise TypeError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     name, _, cname = compression.partition(":")
-    if name == "blosc":
-        return dict(
-            hdf5plugin.Blosc(
-                cname=cname or "lz4",
-                clevel=5 if level is None else level,
-                shuffle=hdf5plugin.Blosc.SHUFFLE,
+    try:
+        if name == "blosc":
+            return dict(
+                hdf5plugin.Blosc(
+                    cname=cname or "lz4",
+                    clevel=5 if level is None else level,
+                    shuffle=hdf5plugin.Blosc.SHUFFLE,
+                )
             )
-        )
-    if name == "blosc2":
-        return dict(
-            hdf5plugin.Blosc2(
-                cname=cname or "lz4",
-                clevel=5 if level is None else level,
-                filters=hdf5plugin.Blosc2.SHUFFLE,
+        if name == "blosc2":
+            return dict(
+                hdf5plugin.Blosc2(
+                    cname=cname or "lz4",
+                    clevel=5 if level is None else level,
+                    filters=hdf5plugin.Blosc2.SHUFFLE,
+                )
             )
-        )
+    except KeyError:  # hdf5plugin's answer to an unknown compressor name
+        raise ValueError(
+            f"unknown compression {compression!r}: no {name} compressor {cname!r}"
+        ) from None
     if name in ("gzip", "zlib") and not cname:
         return {
             "compression": "gzip",

@@ -85,6 +85,9 @@ class SplitDataset:
         if not root.is_dir():
             raise NotASplitDatasetError(f"{root}: not a folder (a split dataset is a folder)")
         self._root = root
+        # Reads use the absolute folder: a later chdir, or a worker process started elsewhere,
+        # must not change which files the dataset (and its pickled dask graph) reads.
+        self._abs_root = os.path.abspath(root)
         self._prefix = prefix
         self._locking = locking
         metadata_path = find_metadata_file(root)
@@ -230,11 +233,15 @@ class SplitDataset:
                 self._dtype = stored_dtype(f[key])
         except FileNotFoundError as exc:
             raise BlockError(
-                f"block {(0,) * self.ndim}: file {path} is missing", path=path
+                f"block {(0,) * self.ndim}: file {path} is missing",
+                path=path,
+                block=(0,) * self.ndim,
             ) from exc
         except OSError as exc:
             raise BlockError(
-                f"block {(0,) * self.ndim}: cannot open {path}: {exc}", path=path
+                f"block {(0,) * self.ndim}: cannot open {path}: {exc}",
+                path=path,
+                block=(0,) * self.ndim,
             ) from exc
 
     def __len__(self) -> int:
@@ -304,7 +311,7 @@ class SplitDataset:
         return self._names
 
     def _block_path(self, index: int) -> str:
-        return os.path.join(self._root, self._names[index])
+        return os.path.join(self._abs_root, self._names[index])
 
     @property
     def resolution(self) -> tuple[float, ...]:

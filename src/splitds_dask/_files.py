@@ -57,7 +57,7 @@ def _families(root: Path) -> dict[str, list[tuple[int, str]]]:
     with os.scandir(root) as entries:
         for entry in entries:
             match = _BLOCK_NAME.match(entry.name)
-            if match is not None and not entry.name.startswith("."):
+            if match is not None and not entry.name.startswith(".") and not entry.is_dir():
                 families[match["stem"]].append((int(match["number"]), entry.name))
     return families
 

@@ -15,6 +15,7 @@ advanced-index dimensions go, broadcasting, scalar results) without re-implement
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _is_bool_scalar(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype == bool
+    )
+
+
 def _expand(key: Any, ndim: int) -> list[Any]:
     """Split ``key`` into entries, expand Ellipsis and fill trailing axes with ``:``."""
     entries = list(key) if isinstance(key, tuple) else [key]
@@ -89,7 +96,9 @@ def _expand(key: Any, ndim: int) -> list[Any]:
     fill = [slice(None)] * (ndim - consumed)
     if ellipsis_at is None:
         return entries + fill
-    return entries[:ellipsis_at] + fill + entries[ellipsis_at + 1 :]
+    # An Ellipsis that stands for no axis is kept: it still separates advanced indexes, which
+    # moves their dimensions to the front of the result.
+    return entries[:ellipsis_at] + (fill or [Ellipsis]) + entries[ellipsis_at + 1 :]
 
 
 def _slice_selection(entry: slice, n: int) -> tuple[slice, int, Any]:
@@ -103,12 +112,17 @@ def _slice_selection(entry: slice, n: int) -> tuple[slice, int, Any]:
     return slice(last, start + 1, -step), count, slice(None, None, -1)
 
 
-def _array_selection(array: np.ndarray, axis: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _index_array(array: np.ndarray) -> np.ndarray:
+    """Check that ``array`` is usable as an integer index array (numpy's parse-time check)."""
     if array.dtype.kind not in "iu":
         if array.size == 0 and array.dtype.kind == "f":
-            array = array.astype(np.intp)  # numpy accepts an empty list, which is float
-        else:
-            raise IndexError("arrays used as indices must be of integer (or boolean) type")
+            return array.astype(np.intp)  # numpy accepts an empty list, which is float
+        raise IndexError("arrays used as indices must be of integer (or boolean) type")
+    return array
+
+
+def _array_selection(array: np.ndarray, axis: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    # Like numpy, which casts index arrays to intp: uint64 values beyond int64 wrap around.
     values = array.astype(np.int64, copy=False)
     if values.size:
         low, high = int(values.min()), int(values.max())
@@ -123,64 +137,112 @@ def _array_selection(array: np.ndarray, axis: int, n: int) -> tuple[np.ndarray, 
 def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
     """Split a numpy index into an orthogonal read and a post index (see the module docstring).
 
-    Raises exactly the exceptions numpy raises for invalid or out-of-range indices.
+    Raises exactly the exceptions numpy raises for invalid or out-of-range indices, in numpy's
+    order: first what is wrong with the index itself (types, boolean shapes), then integers and
+    slices from left to right, then index arrays (broadcasting, then bounds; numpy checks no
+    bounds when the index arrays broadcast to an empty result).
     """
     shape = tuple(int(n) for n in shape)
     entries = _expand(key, len(shape))
-    axes: list[AxisSelection] = []
-    sizes: list[int] = []
-    post: list[Any] = []
-    trivial = True
+    # 1. Parse: (kind, value, axis) per entry; boolean masks become one index array per axis.
+    parsed: list[tuple[str, Any, int]] = []
     axis = 0
     for entry in entries:
-        if entry is None or isinstance(entry, (bool, np.bool_)):
-            post.append(entry)
-            trivial = False
+        if entry is Ellipsis:
+            parsed.append(("ellipsis", entry, axis))
+            continue
+        if entry is None or _is_bool_scalar(entry):
+            # numpy treats a scalar boolean, 0-d arrays included, as a 0-d mask: a new axis.
+            parsed.append(("new", entry, axis))
             continue
         if isinstance(entry, slice):
-            selection, size, after = _slice_selection(entry, shape[axis])
-            axes.append(selection)
-            sizes.append(size)
-            post.append(after)
-            trivial &= after == slice(None)
+            parsed.append(("slice", entry, axis))
             axis += 1
             continue
         integer = _as_int(entry) if not isinstance(entry, (list, tuple)) else None
         if integer is not None:
-            n = shape[axis]
-            if not -n <= integer < n:
-                raise IndexError(f"index {integer} is out of bounds for axis {axis} with size {n}")
-            integer += n if integer < 0 else 0
-            axes.append(slice(integer, integer + 1, 1))
-            sizes.append(1)
-            post.append(0)
-            trivial = False
+            if not -(2**63) <= integer < 2**63:
+                if isinstance(entry, int):
+                    raise IndexError(_VALID)  # numpy: a Python int beyond intp is no index
+                raise OverflowError("Python int too large to convert to C long")  # as numpy
+            parsed.append(("int", integer, axis))
             axis += 1
             continue
-        if isinstance(entry, (float, complex, str, bytes, dict, set)) or entry is Ellipsis:
+        if isinstance(entry, (float, complex, str, bytes, dict, set)):
             raise IndexError(_VALID)
         array = entry if isinstance(entry, np.ndarray) else np.asarray(entry)
         if array.dtype == object:
             raise IndexError(_VALID)
-        trivial = False
         if array.dtype == bool:
             for dim, length in enumerate(array.shape):
-                if length != shape[axis + dim]:
+                # numpy does not check boolean axes of length 0.
+                if length != shape[axis + dim] and length != 0:
                     raise IndexError(
                         f"boolean index did not match indexed array along axis {axis + dim}; "
                         f"size of axis is {shape[axis + dim]} but size of corresponding boolean "
                         f"axis is {length}"
                     )
             for coordinates in np.nonzero(array):
-                unique, positions = _array_selection(coordinates, axis, shape[axis])
-                axes.append(unique)
-                sizes.append(len(unique))
-                post.append(positions)
+                parsed.append(("array", coordinates, axis))
                 axis += 1
             continue
-        unique, positions = _array_selection(array, axis, shape[axis])
-        axes.append(unique)
-        sizes.append(len(unique))
-        post.append(positions)
+        parsed.append(("array", _index_array(array), axis))
         axis += 1
+
+    # 2. Integers and slices, left to right.
+    for kind, value, axis in parsed:
+        if kind == "int":
+            n = shape[axis]
+            if not -n <= value < n:
+                raise IndexError(f"index {value} is out of bounds for axis {axis} with size {n}")
+        elif kind == "slice":
+            value.indices(shape[axis])  # raises numpy's ValueError / TypeError
+
+    # 3. Index arrays: they must broadcast together; bounds only matter for a non-empty result.
+    fancy = [value.shape for kind, value, _ in parsed if kind == "array"]
+    if fancy:
+        fancy += [
+            (int(bool(value)),) for kind, value, _ in parsed if kind == "new" and value is not None
+        ]
+        try:
+            empty = math.prod(np.broadcast_shapes(*fancy)) == 0
+        except ValueError:
+            raise IndexError(
+                "shape mismatch: indexing arrays could not be broadcast together with shapes "
+                + " ".join(str(s) for s in fancy)
+            ) from None
+
+    axes: list[AxisSelection] = []
+    sizes: list[int] = []
+    post: list[Any] = []
+    trivial = True
+    for kind, value, axis in parsed:
+        if kind == "ellipsis":
+            post.append(value)
+        elif kind == "new":
+            post.append(value)
+            trivial = False
+        elif kind == "slice":
+            selection, size, after = _slice_selection(value, shape[axis])
+            axes.append(selection)
+            sizes.append(size)
+            post.append(after)
+            trivial &= after == slice(None)
+        elif kind == "int":
+            integer = value + (shape[axis] if value < 0 else 0)
+            axes.append(slice(integer, integer + 1, 1))
+            sizes.append(1)
+            post.append(0)
+            trivial = False
+        else:
+            if empty:
+                # Nothing is selected: read nothing on this axis, keep the index's shape.
+                unique = np.empty(0, dtype=np.int64)
+                positions = np.zeros(value.shape, dtype=np.intp)
+            else:
+                unique, positions = _array_selection(value, axis, shape[axis])
+            axes.append(unique)
+            sizes.append(len(unique))
+            post.append(positions)
+            trivial = False
     return OrthogonalSelection(tuple(axes), tuple(sizes), None if trivial else tuple(post))

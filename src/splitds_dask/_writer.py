@@ -58,7 +58,6 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
-        self.folder.mkdir(parents=True, exist_ok=True)  # created by the first write, not before
         write_block(
             self.folder / block_file_name(index, self.grid.n_blocks),
             np.asarray(value),
@@ -92,7 +91,6 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
 
 def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
-    staging.mkdir(parents=True, exist_ok=True)
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
     if path.exists() and _is_split_dataset(path):
@@ -127,9 +125,22 @@ def _source_block_shape(data: Any) -> tuple[int, ...] | None:
                     f"the dask array's chunks along axis {axis} are irregular ({chunks}); pass "
                     "block_shape (the data is rechunked to it)"
                 )
-            out.append(chunks[0] if chunks else 0)
+            out.append(chunks[0] if chunks and chunks[0] else None)  # None: a zero-length axis
         return tuple(out)
     return None
+
+
+class _ArrayLike:
+    """An object with only ``shape``, ``dtype`` and slicing, plus the ``ndim`` from_array needs."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.shape = tuple(int(n) for n in data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.data[key])
 
 
 def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
@@ -140,6 +151,8 @@ def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
     else:
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             data = np.asarray(data)
+        if not hasattr(data, "ndim"):
+            data = _ArrayLike(data)
         array = da.from_array(data, chunks=grid.chunks, asarray=not isinstance(data, np.ndarray))
     if array.chunks != grid.chunks:
         array = array.rechunk(grid.chunks)
@@ -216,7 +229,8 @@ def to_split_dataset(
     -------
     SplitDataset or dask.delayed.Delayed
     """
-    path = Path(path)
+    # Absolute: the tasks may run after a chdir, or in worker processes started elsewhere.
+    path = Path(os.path.abspath(path))
     if not hasattr(data, "shape"):
         data = np.asarray(data)  # nested lists and other array-likes without a shape
     if block_shape is None:
@@ -229,9 +243,9 @@ def to_split_dataset(
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
     _check_target(path, overwrite=overwrite)
-    # The staging folder (and any missing parent) is created by the first task that writes, so
-    # that nothing appears on disk before the computation (compute=False).
+    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    staging.mkdir()
     target = _BlockFileTarget(
         staging,
         grid,
@@ -240,8 +254,17 @@ def to_split_dataset(
         compression_level=compression_level,
     )
     metadata = original_metadata_dict(
-        grid.shape, grid.block_shape, resolution=resolution, axis_order=axis_order
+        grid.shape,
+        # A zero-length axis has a block length of 0, which no reader accepts: write 1 instead.
+        [max(1, b) for b in grid.block_shape],
+        resolution=resolution,
+        axis_order=axis_order,
     )
+    if array.size == 0:
+        # dask's store skips empty chunks: write the empty block files of an empty array here.
+        for block in grid.blocks():
+            region = grid.owned_slices(block)
+            target[region] = np.empty([s.stop - s.start for s in region], dtype=array.dtype)
     stored = _store(array, target)
     published = dask.delayed(_publish, pure=False)(stored, staging, path, metadata, overwrite)
     result = dask.delayed(_open_published, pure=False)(published)

@@ -1,0 +1,142 @@
+"""Shared fixtures: random arrays and split datasets written *independently* of the package.
+
+``write_plain`` writes a dataset with nothing but h5py, json and brute-force block arithmetic
+(no code from ``splitds_dask``), so that a bug in the package's writer or geometry cannot hide
+the same bug in its reader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filter for files written here
+import numpy as np
+import pytest
+
+
+def _random_array(shape: Sequence[int], dtype: Any, seed: int = 0) -> np.ndarray:
+    """Random values of ``dtype`` covering its range (distinct values, so mix-ups show)."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    if dtype == bool:
+        return rng.random(shape) > 0.5
+    if dtype.kind == "c":
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+    if dtype.kind == "f":
+        return rng.normal(0, 100, size=shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+
+
+@pytest.fixture(scope="session")
+def random_array() -> Callable[..., np.ndarray]:
+    """``random_array(shape, dtype, seed=0)``: a reproducible random array."""
+    return _random_array
+
+
+def _brute_block_ranges(n: int, b: int | None, pad: int) -> list[tuple[int, int]]:
+    """File extents ``(start, stop)`` of the blocks of one axis, by enumeration."""
+    b = n if b is None else min(b, n)
+    if b == 0 or n - pad <= 0:
+        return [(0, n)]
+    ranges = []
+    k = 0
+    while k * b < n - pad:
+        ranges.append((k * b, min(n, (k + 1) * b + pad)))
+        k += 1
+    ranges[-1] = (ranges[-1][0], n)
+    return ranges
+
+
+def _write_plain(
+    folder: Path | str,
+    array: np.ndarray,
+    block_shape: Sequence[int | None],
+    *,
+    padding: Sequence[int] | int = 0,
+    key: str | None = None,
+    name: str = "{:04d}.h5",
+    first: int = 0,
+    chunks: bool | tuple | None = None,
+    compression: Any = None,
+    metadata: dict | None = None,
+    metadata_name: str = "stack_metadata.json",
+    json_block_shape: Sequence[int | None] | None = None,
+) -> list[Path]:
+    """Write ``array`` as a split dataset with plain h5py; return the block files in C order.
+
+    ``block_shape`` may be shorter than ``array.ndim`` (trailing axes unsplit) and may hold
+    None. ``metadata`` replaces the default json (``shape_full``/``shape_block``/``padding``);
+    pass ``metadata={}`` to write no json at all.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = array.shape
+    blocks = list(block_shape) + [None] * (array.ndim - len(block_shape))
+    pads = [padding] * array.ndim if isinstance(padding, int) else list(padding)
+    per_axis = [_brute_block_ranges(n, b, p) for n, b, p in zip(shape, blocks, pads, strict=True)]
+    key = key or f"stack_{array.ndim}D"
+    paths = []
+    for i, ranges in enumerate(product(*per_axis)):
+        block = array[tuple(slice(a, b) for a, b in ranges)]
+        path = folder / name.format(i + first)
+        with h5py.File(path, "w") as f:
+            kwargs: dict[str, Any] = {}
+            if chunks is not None:
+                kwargs["chunks"] = chunks
+            if compression is not None:
+                kwargs.update(
+                    compression if isinstance(compression, dict) else {"compression": compression}
+                )
+            f.create_dataset(key, data=block, **kwargs)
+        paths.append(path)
+    if metadata is None:
+        metadata = {
+            "shape_full": list(shape),
+            "shape_block": list(json_block_shape if json_block_shape is not None else block_shape),
+            "padding": pads,
+        }
+    if metadata:
+        (folder / metadata_name).write_text(json.dumps(metadata))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def write_plain() -> Callable[..., list[Path]]:
+    """``write_plain(folder, array, block_shape, **options)``: a split dataset via plain h5py."""
+    return _write_plain
+
+
+@pytest.fixture(scope="session")
+def n_brute_blocks() -> Callable[..., int]:
+    """``n_brute_blocks(shape, block_shape, padding=0)``: number of block files, by enumeration."""
+
+    def count(shape, block_shape, padding=0):
+        blocks = list(block_shape) + [None] * (len(shape) - len(block_shape))
+        pads = [padding] * len(shape) if isinstance(padding, int) else list(padding)
+        return math.prod(
+            len(_brute_block_ranges(n, b, p)) for n, b, p in zip(shape, blocks, pads, strict=True)
+        )
+
+    return count
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, tuple[int, int]]]:
+    """``snapshot(folder)``: every entry below ``folder`` with its mtime and size."""
+
+    def take(folder: Path) -> dict[str, tuple[int, int]]:
+        out = {}
+        for p in sorted(Path(folder).rglob("*")):
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    return take

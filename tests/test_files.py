@@ -1,0 +1,141 @@
+"""Finding block files and ordering them by block number (names only: empty files suffice)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+import splitds_dask as sd
+from splitds_dask._files import find_block_files
+
+
+def _touch(folder, names):
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
+def test_numeric_order_beyond_9999(tmp_path):
+    names = [f"{i:04d}.h5" for i in range(10_051)]
+    shuffled = names[:]
+    random.Random(0).shuffle(shuffled)
+    _touch(tmp_path, shuffled)
+    files = find_block_files(tmp_path, expected=10_051)
+    assert [p.name for p in files.paths] == names
+    assert files.paths[9999].name == "9999.h5"
+    assert files.paths[10000].name == "10000.h5"  # lexicographic sort would put it after 1000.h5
+    assert all(files.present)
+    assert files.count == 10_051
+    assert all(p.parent == tmp_path for p in files.paths)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "first", "prefix"),
+    [
+        ("{:04d}.h5", 0, None),
+        ("{:04d}.h5", 1, None),  # 1-based: fimpy volumetric loader, SplitDataset.jl
+        ("{:03d}.h5", 0, None),  # fimpy StackSaver
+        ("{:d}.h5", 0, None),  # no zero padding
+        ("stack_{:04d}.h5", 0, "stack"),
+        ("stack_{:04d}.h5", 0, None),
+        ("plane{:02d}.h5", 1, None),
+    ],
+)
+def test_name_variants(tmp_path, fmt, first, prefix):
+    n = 23
+    names = [fmt.format(i + first) for i in range(n)]
+    _touch(tmp_path, reversed(names))
+    files = find_block_files(tmp_path, prefix=prefix, expected=n)
+    assert [p.name for p in files.paths] == names
+    assert files.present == (True,) * n
+
+
+@pytest.mark.parametrize(
+    "strays",
+    [
+        ["shifts_2.h5"],
+        ["time.h5", "shifts_sobel.h5"],
+        ["shifts_2.h5", "shifts_3.h5", "time.h5", "shifts_sobel.h5", "notes.txt", "0001.txt"],
+        [".0003.h5", ".0000.h5.1f2e3d.partial", "0002.h5.tmp", "0002.h5~"],
+    ],
+)
+def test_stray_files_ignored(tmp_path, strays):
+    names = [f"{i:04d}.h5" for i in range(6)]
+    _touch(tmp_path, names + strays)
+    files = find_block_files(tmp_path, expected=6)
+    assert [p.name for p in files.paths] == names
+    # Also without knowing the expected count: the largest family wins.
+    assert [p.name for p in find_block_files(tmp_path).paths] == names
+
+
+def test_stray_family_with_same_count_as_expected_is_not_chosen_over_blocks(tmp_path):
+    _touch(tmp_path, ["0000.h5", "0001.h5", "0002.h5", "shifts_0.h5", "shifts_1.h5"])
+    assert [p.name for p in find_block_files(tmp_path, expected=3).paths] == [
+        "0000.h5",
+        "0001.h5",
+        "0002.h5",
+    ]
+
+
+def test_prefix_selects_family(tmp_path):
+    _touch(tmp_path, [f"{i:04d}.h5" for i in range(5)] + [f"stack_{i:04d}.h5" for i in range(3)])
+    assert [p.name for p in find_block_files(tmp_path, prefix="stack").paths] == [
+        "stack_0000.h5",
+        "stack_0001.h5",
+        "stack_0002.h5",
+    ]
+    assert len(find_block_files(tmp_path, expected=5).paths) == 5
+    assert len(find_block_files(tmp_path, expected=3).paths) == 3
+    with pytest.raises(sd.NotASplitDatasetError, match="other"):
+        find_block_files(tmp_path, prefix="other")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("001.h5", "0001.h5"), ("1.h5", "01.h5"), ("stack_2.h5", "stack_002.h5")]
+)
+def test_duplicate_numbers_rejected(tmp_path, a, b):
+    stem = "stack_" if a.startswith("stack_") else ""
+    _touch(tmp_path, [f"{stem}{i:03d}.h5" for i in range(4) if i not in (1, 2)] + [a, b])
+    with pytest.raises(sd.NotASplitDatasetError) as info:
+        find_block_files(tmp_path)
+    assert a in str(info.value)
+    assert b in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_gaps_are_named(tmp_path, first):
+    numbers = [n + first for n in (0, 1, 3, 4, 7)]
+    _touch(tmp_path, [f"{n:04d}.h5" for n in numbers])
+    files = find_block_files(tmp_path)
+    assert [p.name for p in files.paths] == [f"{n + first:04d}.h5" for n in range(8)]
+    assert [p.name for p, ok in zip(files.paths, files.present, strict=True) if not ok] == [
+        f"{2 + first:04d}.h5",
+        f"{5 + first:04d}.h5",
+        f"{6 + first:04d}.h5",
+    ]
+    missing = [p for p, ok in zip(files.paths, files.present, strict=True) if not ok]
+    assert not any(p.exists() for p in missing)
+
+
+def test_gap_names_widen_like_their_neighbours(tmp_path):
+    _touch(tmp_path, ["stack_000.h5", "stack_002.h5"])
+    files = find_block_files(tmp_path)
+    assert [p.name for p in files.paths] == ["stack_000.h5", "stack_001.h5", "stack_002.h5"]
+    assert files.present == (True, False, True)
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "stack_metadata.json"], ["time.h5"]])
+def test_no_block_files(tmp_path, contents):
+    _touch(tmp_path, contents)
+    with pytest.raises(sd.NotASplitDatasetError, match=re.escape(str(tmp_path))):
+        find_block_files(tmp_path)
+
+
+def test_subfolders_named_like_blocks_are_ignored(tmp_path):
+    _touch(tmp_path, ["0000.h5", "0001.h5"])
+    (tmp_path / "green").mkdir()
+    (tmp_path / "0002.h5").mkdir()
+    files = find_block_files(tmp_path)
+    assert [p.name for p in files.paths] == ["0000.h5", "0001.h5"]
