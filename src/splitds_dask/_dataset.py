@@ -377,20 +377,14 @@ class SplitDataset:
             path = self._block_path(self._grid.cartesian_to_linear(block))
             takes = [p[3] for p in pieces]
             if all(t is None for t in takes):
-                read_block_region(
-                    path,
-                    key=key,
-                    block=block,
-                    dtype=self.dtype,
-                    extent=extent,
-                    source=source,
-                    out=out,
-                    dest=dest,
-                    locking=self._locking,
+                target, target_dest = out, dest
+            else:
+                # Index arrays: read the bounding box of this block's indices, then keep what
+                # was asked for.
+                target = np.empty(
+                    tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
                 )
-                continue
-            # Index arrays: read the bounding box of this block's indices, keep what is asked.
-            box = np.empty(tuple(len(range(*s.indices(s.stop))) for s in source), self.dtype)
+                target_dest = tuple(slice(0, n) for n in target.shape)
             read_block_region(
                 path,
                 key=key,
@@ -398,14 +392,15 @@ class SplitDataset:
                 dtype=self.dtype,
                 extent=extent,
                 source=source,
-                out=box,
-                dest=tuple(slice(0, n) for n in box.shape),
+                out=target,
+                dest=target_dest,
                 locking=self._locking,
             )
-            for axis, take in enumerate(takes):
-                if take is not None:
-                    box = np.take(box, take, axis=axis)
-            out[dest] = box
+            if target is not out:
+                for axis, take in enumerate(takes):
+                    if take is not None:
+                        target = np.take(target, take, axis=axis)
+                out[dest] = target
         return out
 
     def _axis_pieces(self, axis: int, selection: slice | np.ndarray) -> list[_Piece]:
