@@ -96,7 +96,13 @@ class SplitDataset:
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
             files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
         else:
-            files = find_block_files(root, prefix=prefix)
+            try:
+                files = find_block_files(root, prefix=prefix)
+            except NotASplitDatasetError:
+                raise NotASplitDatasetError(
+                    f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 "
+                    "block files)"
+                ) from None
             last = next(
                 n
                 for n, ok in zip(reversed(files.names), reversed(files.present), strict=True)
