@@ -140,3 +140,19 @@ def snapshot() -> Callable[[Path], dict[str, tuple[int, int]]]:
         return out
 
     return take
+
+
+# --- the command-line demo, run once for the CLI and demo tests ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """``splitds demo`` into a fresh folder, in-process: (folder, its Run)."""
+    from cli_support import BLOCK_FRAMES, SIZE, run_main
+
+    folder = tmp_path_factory.mktemp("demo")
+    run = run_main(
+        "demo", str(folder), "--size", SIZE, "--block-frames", str(BLOCK_FRAMES), "--no-progress"
+    )
+    assert run.code == 0, run
+    return folder, run

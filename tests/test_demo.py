@@ -1,0 +1,125 @@
+"""``splitds demo``: the dataset, mean, PNG and report it makes, and what it refuses to replace.
+
+Runs through ``main`` (the ``demo`` fixture of ``conftest.py``) and through ``run_demo``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from cli_support import (
+    BLOCK_FRAMES,
+    N_FRAMES,
+    PNG_SHAPE,
+    Run,
+    assert_one_line_error,
+    run_main,
+)
+from test_png import decode_png, png_size
+
+import splitds_dask
+from splitds_dask import SplitDataset
+from splitds_dask._demo import mosaic, run_demo, to_uint8
+from splitds_dask._synthetic import FRAME_BYTES, FRAME_SHAPE
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def test_demo_writes_a_split_dataset(demo: tuple[Path, Run]) -> None:
+    folder, _ = demo
+    ds = SplitDataset(folder / "demo")
+    assert ds.shape == (N_FRAMES, *FRAME_SHAPE)
+    assert ds.dtype == np.uint16
+    assert ds.shape_block == (BLOCK_FRAMES, *FRAME_SHAPE)
+    assert ds.grid.grid == (3, 1, 1, 1)
+    assert [p.name for p in ds.files.flat] == ["0000.h5", "0001.h5", "0002.h5"]
+    assert ds.metadata["axis_order"] == "tzyx"
+
+
+def test_demo_mean_is_numpys_mean(demo: tuple[Path, Run]) -> None:
+    folder, _ = demo
+    ds = SplitDataset(folder / "demo")
+    data = np.asarray(ds)
+    expected = data.mean(axis=0)
+    np.testing.assert_allclose(ds.to_dask().mean(axis=0).compute(), expected, rtol=1e-12)
+    # The movie looks like camera data: an offset, noise, cells brighter than the background.
+    assert data.min() > 50
+    assert data.max() < 5000
+    assert expected.max() > 2 * np.median(expected)
+
+
+def test_demo_png_is_the_mean_projection(demo: tuple[Path, Run]) -> None:
+    folder, run = demo
+    png = folder / "mean_projection.png"
+    assert png.is_file()
+    assert png_size(png) == PNG_SHAPE
+    pixels = decode_png(png.read_bytes())
+    assert pixels.dtype == np.uint8
+    assert pixels.shape == PNG_SHAPE
+    assert pixels.min() == 0
+    assert pixels.max() == 255
+    mean = np.asarray(SplitDataset(folder / "demo")).mean(axis=0)
+    expected = to_uint8(mosaic(mean))
+    assert np.abs(pixels.astype(int) - expected).max() <= 1
+    assert str(png) in run.out
+
+
+def test_demo_report(demo: tuple[Path, Run]) -> None:
+    folder, run = demo
+    out = run.out
+    assert run.err == ""
+    assert str(folder / "demo") in out
+    assert f"({N_FRAMES}, 8, 256, 256)" in out
+    assert "uint16" in out
+    assert "grid (3, 1, 1, 1)" in out
+    assert f"({BLOCK_FRAMES}, 8, 256, 256)" in out
+    assert "3 block files" in out
+    assert "uncompressed" in out
+    assert "on disk" in out
+    assert "compression ratio" in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    for label in ("write", "mean"):
+        assert " s, " in lines[label], lines[label]
+        assert "MB/s" in lines[label], lines[label]
+    assert "Completed" not in out  # no progress bar with --no-progress
+
+
+def test_demo_rerun_replaces_its_own_dataset(tmp_path: Path) -> None:
+    args = ("demo", str(tmp_path), "--size", "2MB", "--no-progress")
+    assert run_main(*args).code == 0
+    first = np.asarray(SplitDataset(tmp_path / "demo"))
+    rerun = run_main(*args, "--seed", "1")
+    assert rerun.code == 0, rerun
+    ds = SplitDataset(tmp_path / "demo")
+    assert ds.shape == (1, *FRAME_SHAPE)
+    assert not np.array_equal(np.asarray(ds), first)  # rewritten, with the new seed
+
+
+def test_demo_refuses_a_dataset_it_did_not_write(tmp_path: Path) -> None:
+    splitds_dask.to_split_dataset(np.zeros((4, 4), np.uint16), tmp_path / "demo")
+    run = run_main("demo", str(tmp_path), "--size", "2MB", "--no-progress")
+    assert_one_line_error(run, 1, str(tmp_path / "demo"), "did not write")
+    assert SplitDataset(tmp_path / "demo").shape == (4, 4)  # untouched
+
+
+def test_demo_refuses_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("keep me")
+    run = run_main("demo", str(tmp_path), "--size", "2MB", "--no-progress")
+    assert_one_line_error(run, 1, str(tmp_path / "demo"))
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "keep me"
+
+
+def test_run_demo_returns_the_mean(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = run_demo(tmp_path / "new" / "folder", size=3 * FRAME_BYTES, block_frames=2, out=out)
+    assert result.dataset.shape == (3, *FRAME_SHAPE)
+    assert result.dataset.chunks[0] == (2, 1)
+    np.testing.assert_allclose(result.mean, np.asarray(result.dataset).mean(axis=0), rtol=1e-12)
+    assert result.png == tmp_path / "new" / "folder" / "mean_projection.png"
+    assert result.write_seconds > 0
+    assert result.mean_seconds > 0
+    assert result.bytes_on_disk == sum(p.stat().st_size for p in result.dataset.files.flat)
+    assert "MB/s" in out.getvalue()
