@@ -19,6 +19,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers Blosc for h5py)
 import numpy as np
 import pytest
+from format_facts import ORIGINAL_METADATA_KEYS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oldpkg import run_old_checked
@@ -90,15 +91,7 @@ def test_save_to_split_dataset_round_trip(
     assert ds.shape_block == geometry.shape_block
     assert list(ds.padding) == geometry.padding
     meta = _read_json(ds.root)
-    assert list(meta) == [
-        "shape_full",
-        "shape_block",
-        "crop_start",
-        "crop_end",
-        "padding",
-        "resolution",
-        "axis_order",
-    ]
+    assert list(meta) == ORIGINAL_METADATA_KEYS
     assert meta["shape_full"] == list(expected.shape)
     assert meta["shape_block"] == list(geometry.shape_block)
     assert meta["crop_start"] == meta["crop_end"] == [0] * len(shape)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from format_facts import ORIGINAL_METADATA_KEYS
 from oldpkg import run_old_checked
 
 import splitds_dask as sd
@@ -99,15 +100,7 @@ def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
 def test_metadata_json_has_the_original_keys_in_order(tmp_path: Path) -> None:
     sd.to_split_dataset(np.zeros((4, 5, 6), np.uint16), tmp_path / "ds", (2,))
     text = (tmp_path / "ds" / "stack_metadata.json").read_text()
-    assert list(json.loads(text)) == [
-        "shape_full",
-        "shape_block",
-        "crop_start",
-        "crop_end",
-        "padding",
-        "resolution",
-        "axis_order",
-    ]
+    assert list(json.loads(text)) == ORIGINAL_METADATA_KEYS
 
 
 _OLD_WRITES = r"""

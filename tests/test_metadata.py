@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
 from splitds_dask._metadata import (
@@ -317,15 +318,7 @@ def test_malformed_json_reported_when_opening_dataset(tmp_path, write_plain, ran
 
 def test_original_metadata_dict_order_and_defaults():
     d = original_metadata_dict((6, 4, 5), (4, 4, 5))
-    assert list(d) == [
-        "shape_full",
-        "shape_block",
-        "crop_start",
-        "crop_end",
-        "padding",
-        "resolution",
-        "axis_order",
-    ]
+    assert list(d) == ORIGINAL_METADATA_KEYS
     # The exact text the original package writes for this dataset.
     assert json.dumps(d) == (
         '{"shape_full": [6, 4, 5], "shape_block": [4, 4, 5], "crop_start": [0, 0, 0], '

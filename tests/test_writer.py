@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from dask.delayed import Delayed
+from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
 from splitds_dask._writer import block_file_name
@@ -49,15 +50,7 @@ def _check_on_disk(folder, a, block, *, key=None, resolution=None, axis_order=No
             np.testing.assert_array_equal(stored, a[region], strict=True)
     text = (folder / "stack_metadata.json").read_text()
     meta = json.loads(text)
-    assert list(meta) == [
-        "shape_full",
-        "shape_block",
-        "crop_start",
-        "crop_end",
-        "padding",
-        "resolution",
-        "axis_order",
-    ]
+    assert list(meta) == ORIGINAL_METADATA_KEYS
     full_block = [max(1, s.stop - s.start) for s in blocks[0]]  # 1 for a zero-length axis
     assert meta == {
         "shape_full": list(a.shape),
