@@ -27,6 +27,7 @@ __all__ = [
     "chunk_shape_for",
     "compression_options",
     "find_data_key",
+    "open_block",
     "open_h5",
     "read_block_region",
     "stored_dtype",
@@ -63,6 +64,20 @@ def open_h5(path: Path | str, *, locking: bool | str | None = None) -> Iterator[
         yield f
     finally:
         f.close()
+
+
+def open_block(
+    path: Path | str, *, block: tuple[int, ...], locking: bool | str | None = None
+) -> h5py.File:
+    """Open a block file read-only; a missing or unreadable file is a :class:`BlockError`."""
+    try:
+        return h5py.File(path, "r", locking=locking)
+    except FileNotFoundError as exc:
+        raise BlockError(f"block {block}: file {path} is missing", path=path, block=block) from exc
+    except OSError as exc:
+        raise BlockError(
+            f"block {block}: cannot open {path}: {exc}", path=path, block=block
+        ) from exc
 
 
 def stored_dtype(dset: h5py.Dataset) -> np.dtype:
@@ -139,15 +154,7 @@ def read_block_region(
     out, dest
         A C-contiguous output array and the slices of it to fill.
     """
-    try:
-        f = h5py.File(path, "r", locking=locking)
-    except FileNotFoundError as exc:
-        raise BlockError(f"block {block}: file {path} is missing", path=path, block=block) from exc
-    except OSError as exc:
-        raise BlockError(
-            f"block {block}: cannot open {path}: {exc}", path=path, block=block
-        ) from exc
-    with f:
+    with open_block(path, block=block, locking=locking) as f:
         dset = _dataset(f, key, path, block, len(extent))
         shape = dset.shape
         if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent, strict=True)):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blockio import find_data_key, open_h5, read_block_region, stored_dtype
+from ._blockio import find_data_key, open_block, open_h5, read_block_region, stored_dtype
 from ._errors import BlockError, MetadataError, NotASplitDatasetError
 from ._files import BlockFiles, find_block_files
 from ._geometry import BlockGrid
@@ -224,31 +224,18 @@ class SplitDataset:
 
     def _probe(self) -> None:
         path = self._block_path(0)
-        try:
-            with open_h5(path, locking=self._locking) as f:
-                key = find_data_key(f, self.ndim)
-                if key is None:
-                    keys = ", ".join(sorted(f.keys())) or "nothing"
-                    raise BlockError(
-                        f"block {(0,) * self.ndim} ({path}): no array named like 'stack' "
-                        f"(the file holds: {keys})",
-                        path=path,
-                        block=(0,) * self.ndim,
-                    )
-                self._data_key = key
-                self._dtype = stored_dtype(f[key])
-        except FileNotFoundError as exc:
-            raise BlockError(
-                f"block {(0,) * self.ndim}: file {path} is missing",
-                path=path,
-                block=(0,) * self.ndim,
-            ) from exc
-        except OSError as exc:
-            raise BlockError(
-                f"block {(0,) * self.ndim}: cannot open {path}: {exc}",
-                path=path,
-                block=(0,) * self.ndim,
-            ) from exc
+        block = (0,) * self.ndim
+        with open_block(path, block=block, locking=self._locking) as f:
+            key = find_data_key(f, self.ndim)
+            if key is None:
+                keys = ", ".join(sorted(f.keys())) or "nothing"
+                raise BlockError(
+                    f"block {block} ({path}): no array named like 'stack' (the file holds: {keys})",
+                    path=path,
+                    block=block,
+                )
+            self._data_key = key
+            self._dtype = stored_dtype(f[key])
 
     def __len__(self) -> int:
         if not self.shape:
