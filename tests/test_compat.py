@@ -439,21 +439,7 @@ def _interop_datasets(base: Path) -> dict[str, dict]:
         np.save(path, expected)
         manifest[name] = {"folder": str(folder), "expected": str(path), **extra}
 
-    dtypes = [
-        "uint16",
-        "int16",
-        "uint8",
-        "int8",
-        "int32",
-        "int64",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-        "bool",
-        "complex64",
-    ]
-    for dtype in dtypes:
+    for dtype in INTEROP_DTYPES:
         data = _data((7, 5, 6), dtype)
         ds = save_to_split_dataset(data, base, block_size=(3, 2, None), prefix=f"dt_{dtype}")
         add(f"dtype_{dtype}", ds.root, data)
@@ -509,24 +495,22 @@ def original_reads(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict
     return manifest, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+INTEROP_DTYPES = (
+    "uint16",
+    "int16",
+    "uint8",
+    "int8",
+    "int32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "bool",
+    "complex64",
+)
 INTEROP_NAMES = (
-    [
-        f"dtype_{d}"
-        for d in (
-            "uint16",
-            "int16",
-            "uint8",
-            "int8",
-            "int32",
-            "int64",
-            "uint64",
-            "float16",
-            "float32",
-            "float64",
-            "bool",
-            "complex64",
-        )
-    ]
+    [f"dtype_{d}" for d in INTEROP_DTYPES]
     + [f"compression_{c}" for c in ("blosc", "zlib", "None", "(blosc,9)", "blosc:zstd")]
     + ["cropped", "padded_same_grid", "empty_split_dataset", "fimpy_worker", "stack_container"]
 )
