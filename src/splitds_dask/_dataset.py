@@ -88,7 +88,6 @@ class SplitDataset:
         # Reads use the absolute folder: a later chdir, or a worker process started elsewhere,
         # must not change which files the dataset (and its pickled dask graph) reads.
         self._abs_root = os.path.abspath(root)
-        self._prefix = prefix
         self._locking = locking
         metadata_path = find_metadata_file(root)
         if metadata_path is not None:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._metadata import is_split_dataset
 from ._sizes import bytes_on_disk, format_bytes, format_shape, parse_size
 from ._synthetic import DEFAULT_BLOCK_FRAMES, FRAME_BYTES, FRAME_SHAPE, synthetic_movie
 
@@ -144,14 +145,8 @@ class DemoResult:
     bytes_on_disk: int
 
 
-def _is_split_dataset(path: Path) -> bool:
-    from ._metadata import find_metadata_file
-
-    return path.is_dir() and find_metadata_file(path) is not None
-
-
 def _is_demo_output(path: Path) -> bool:
-    return _is_split_dataset(path) and (path / DEMO_MARKER).is_file()
+    return is_split_dataset(path) and (path / DEMO_MARKER).is_file()
 
 
 @contextlib.contextmanager
@@ -218,7 +213,7 @@ def run_demo(
     if scheduler not in ("threads", "processes", "sync"):
         raise ValueError(f"unknown scheduler {scheduler!r}")
     overwrite = _is_demo_output(target)
-    if not overwrite and _is_split_dataset(target):
+    if not overwrite and is_split_dataset(target):
         raise FileExistsError(
             f"{target} is a split dataset that splitds demo did not write; refusing to replace "
             "it (choose another folder)"

@@ -38,13 +38,6 @@ class _BlockSource:
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.dataset[key])
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-
 
 def _file_stamps(root: str, names: tuple[str, ...]) -> bytes:
     """Modification time and size of every block file, packed (a missing file stamps -1)."""

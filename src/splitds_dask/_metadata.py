@@ -26,6 +26,7 @@ __all__ = [
     "DatasetMetadata",
     "default_axis_order",
     "find_metadata_file",
+    "is_split_dataset",
     "original_metadata_dict",
     "parse_metadata",
     "read_legacy_metadata",
@@ -169,6 +170,11 @@ def find_metadata_file(root: Path) -> Path | None:
         if entry.name.endswith(_METADATA_SUFFIX) and entry.is_file()
     )
     return root / candidates[0] if candidates else None
+
+
+def is_split_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder with split-dataset metadata (what writers may replace)."""
+    return path.is_dir() and find_metadata_file(path) is not None
 
 
 def read_metadata_json(path: Path) -> DatasetMetadata:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._blockio import write_block
 from ._geometry import BlockGrid
-from ._metadata import find_metadata_file, original_metadata_dict, write_metadata_json
+from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 
 __all__ = ["block_file_name", "to_split_dataset"]
 
@@ -49,9 +49,6 @@ class _BlockFileTarget:
         self.key = key
         self.compression = compression
         self.compression_level = compression_level
-        self.shape = grid.shape
-        self.dtype = None
-        self.ndim = grid.ndim
 
     def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
         block = tuple(self.grid.block_containing(axis, s.start) for axis, s in enumerate(region))
@@ -67,16 +64,12 @@ class _BlockFileTarget:
         )
 
 
-def _is_split_dataset(path: Path) -> bool:
-    return path.is_dir() and find_metadata_file(path) is not None
-
-
 def _check_target(path: Path, *, overwrite: bool) -> None:
     if not path.exists():
         return
     if not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder")
-    if _is_split_dataset(path):
+    if is_split_dataset(path):
         if not overwrite:
             raise FileExistsError(
                 f"{path} is already a split dataset; pass overwrite=True to replace it"
@@ -93,7 +86,7 @@ def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
-    if path.exists() and _is_split_dataset(path):
+    if path.exists() and is_split_dataset(path):
         # The old dataset stays readable until the new one is complete.
         retired = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
         os.rename(path, retired)
