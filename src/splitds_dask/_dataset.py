@@ -115,6 +115,7 @@ class SplitDataset:
         self._data_key: str | None = None
         self._dtype: np.dtype | None = None
         self._dask: da.Array | None = None
+        self._blocks: Blocks | None = None
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -259,6 +260,7 @@ class SplitDataset:
         state = self.__dict__.copy()
         state["_dask"] = None  # rebuilt on demand; keeps pickles small
         state["_files"] = None
+        state["_blocks"] = None
         return state
 
     # --- geometry ------------------------------------------------------------------------------
@@ -324,9 +326,13 @@ class SplitDataset:
     @property
     def blocks(self) -> Blocks:
         """The geometry as the original package's :class:`Blocks` object."""
-        from ._blocks import Blocks
+        if self._blocks is None:
+            from ._blocks import Blocks
 
-        return Blocks(self.shape, shape_block=self.shape_block, padding=list(self.padding))
+            self._blocks = Blocks(
+                self.shape, shape_block=self.shape_block, padding=list(self.padding)
+            )
+        return self._blocks
 
     @property
     def block_starts(self) -> np.ndarray:
