@@ -89,6 +89,32 @@ def test_name_is_deterministic(tmp_path, write_plain, random_array):
     assert sd.SplitDataset(tmp_path / "ds").to_dask().name not in (name, touched)
 
 
+def test_name_stamps_a_bounded_sample_of_files(tmp_path, write_plain, random_array, monkeypatch):
+    """Past the stamped sample, a block replaced by rename still changes the name (folder time)."""
+    from splitds_dask import _graph
+
+    monkeypatch.setattr(_graph, "_STAMPED_FILES", 3)
+    a = random_array((20, 4), "u2")
+    paths = write_plain(tmp_path / "ds", a, (1,))  # 20 blocks; files 0, 9 and 19 are stamped
+    name = sd.SplitDataset(tmp_path / "ds").to_dask().name
+    # Rewritten in place, unstamped: the folder does not change, so neither does the name.
+    st = os.stat(paths[4])
+    os.utime(paths[4], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert sd.SplitDataset(tmp_path / "ds").to_dask().name == name
+    # Rewritten in place, stamped: another name.
+    st = os.stat(paths[9])
+    os.utime(paths[9], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    stamped = sd.SplitDataset(tmp_path / "ds").to_dask().name
+    assert stamped != name
+    # Replaced by rename, as every atomic writer does: the folder's time changes, and the name.
+    replacement = tmp_path / "ds" / ".new.h5"
+    replacement.write_bytes(paths[5].read_bytes())
+    folder = os.stat(tmp_path / "ds")
+    os.replace(replacement, paths[5])
+    os.utime(tmp_path / "ds", ns=(folder.st_atime_ns, folder.st_mtime_ns + 1_000_000))
+    assert sd.SplitDataset(tmp_path / "ds").to_dask().name not in (name, stamped)
+
+
 def test_building_the_graph_reads_no_block(dataset):
     ds, a = dataset
     _ = ds.dtype  # the one read opening needs: the dtype probe of the first block
