@@ -2,8 +2,9 @@
 
 Importing this module registers the HDF5 compression filters of ``hdf5plugin`` (Blosc, Blosc2,
 BZip2, Zstd, LZ4, ...), so any process that reads a block, dask workers included, can decompress
-what every known writer produced. Only h5py touches the files: nothing stored in them is ever
-unpickled.
+what every known writer produced. Blocks whose only filter is Blosc, the usual case, are read
+and written chunk by chunk by :mod:`splitds_dask._blosc`, outside HDF5's global lock; everything
+else goes through h5py. Nothing stored in the files is ever unpickled.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from ._blosc import read_blosc_region, write_blosc_chunks
 from ._errors import BlockError
 
 __all__ = [
@@ -173,9 +175,9 @@ def read_block_region(
             )
         if out.size == 0 or math.prod(s.stop - s.start for s in dest) == 0:
             return
-        target = out.view(np.uint8) if dtype == bool else out
         try:
-            dset.read_direct(target, source, dest)
+            if not read_blosc_region(dset, source, out, dest):
+                dset.read_direct(out.view(np.uint8) if dtype == bool else out, source, dest)
         except OSError as exc:
             raise BlockError(
                 f"block {block} ({path}): cannot read '{dset.name[1:]}': {exc}{_filter_hint(dset)}",
@@ -301,13 +303,15 @@ def _create_array(
             opts = (opts,) if isinstance(opts, int) else tuple(opts or ())
             # Optional, as h5py does: a chunk the codec cannot shrink is stored raw.
             dcpl.set_filter(fid, h5py.h5z.FLAG_OPTIONAL, opts)
-        dsid = h5py.h5d.create(f.id, key.encode(), h5py.h5t.STD_B8LE, space, dcpl=dcpl)
-        if data.size:
-            dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data.view(np.uint8), mtype=h5py.h5t.NATIVE_UINT8)
+        h5py.h5d.create(f.id, key.encode(), h5py.h5t.STD_B8LE, space, dcpl=dcpl).close()
         dset = f[key]
-        dsid.close()
     else:
-        dset = f.create_dataset(key, data=data, chunks=chunks, **options)
+        dset = f.create_dataset(key, shape=data.shape, dtype=data.dtype, chunks=chunks, **options)
+    if data.size and not write_blosc_chunks(dset, data):
+        if data.dtype == bool:
+            dset.id.write(h5py.h5s.ALL, h5py.h5s.ALL, data.view(np.uint8), h5py.h5t.NATIVE_UINT8)
+        else:
+            dset.write_direct(data)
     # PyTables' own attributes, so that PyTables-based readers see an ordinary array.
     dset.attrs["CLASS"] = np.bytes_(b"CARRAY" if chunks is not None else b"ARRAY")
     dset.attrs["VERSION"] = np.bytes_(b"1.1" if chunks is not None else b"2.4")

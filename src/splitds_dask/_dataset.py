@@ -15,7 +15,7 @@ import numpy as np
 from ._blockio import find_data_key, open_block, open_h5, read_block_region, stored_dtype
 from ._errors import BlockError, MetadataError, NotASplitDatasetError
 from ._files import BlockFiles, find_block_files
-from ._geometry import BlockGrid
+from ._geometry import BlockGrid, split_slice
 from ._indexing import OrthogonalSelection, normalize_index
 from ._metadata import (
     DatasetMetadata,
@@ -23,6 +23,7 @@ from ._metadata import (
     read_legacy_metadata,
     read_metadata_json,
 )
+from ._threads import read_pool
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -362,66 +363,67 @@ class SplitDataset:
         out = np.empty(selection.shape, dtype=self.dtype)
         if out.size == 0:
             return out
-        key = self.data_key
         per_axis = [self._axis_pieces(axis, s) for axis, s in enumerate(selection.axes)]
-        for pieces in product(*per_axis):
-            block = tuple(p[0] for p in pieces)
-            source = tuple(p[1] for p in pieces)
-            dest = tuple(p[2] for p in pieces)
-            extent = tuple(
-                stop - start
-                for start, stop in (self._grid.file_extent(a, k) for a, k in enumerate(block))
-            )
-            path = self._block_path(self._grid.cartesian_to_linear(block))
-            takes = [p[3] for p in pieces]
-            if all(t is None for t in takes):
-                target, target_dest = out, dest
-            else:
-                # Index arrays: read the bounding box of this block's indices, then keep what
-                # was asked for.
-                target = np.empty(
-                    tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
-                )
-                target_dest = tuple(slice(0, n) for n in target.shape)
-            read_block_region(
-                path,
-                key=key,
-                block=block,
-                dtype=self.dtype,
-                extent=extent,
-                source=source,
-                out=target,
-                dest=target_dest,
-                locking=self._locking,
-            )
-            if target is not out:
-                for axis, take in enumerate(takes):
-                    if take is not None:
-                        target = np.take(target, take, axis=axis)
-                out[dest] = target
+        jobs = list(product(*per_axis))
+        if len(jobs) == 1:
+            self._read_pieces(jobs[0], out)
+        else:
+            # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
+            for _ in read_pool().map(self._read_pieces, jobs, [out] * len(jobs)):
+                pass
         return out
+
+    def _read_pieces(self, pieces: tuple[_Piece, ...], out: np.ndarray) -> None:
+        """Read one block's share of a selection into ``out``."""
+        block = tuple(p[0] for p in pieces)
+        source = tuple(p[1] for p in pieces)
+        dest = tuple(p[2] for p in pieces)
+        extent = tuple(
+            stop - start
+            for start, stop in (self._grid.file_extent(a, k) for a, k in enumerate(block))
+        )
+        takes = [p[3] for p in pieces]
+        if all(t is None for t in takes):
+            target, target_dest = out, dest
+        else:
+            # Index arrays: read the bounding box of this block's indices, then keep what was
+            # asked for.
+            target = np.empty(
+                tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
+            )
+            target_dest = tuple(slice(0, n) for n in target.shape)
+        read_block_region(
+            self._block_path(self._grid.cartesian_to_linear(block)),
+            key=self.data_key,
+            block=block,
+            dtype=self.dtype,
+            extent=extent,
+            source=source,
+            out=target,
+            dest=target_dest,
+            locking=self._locking,
+        )
+        if target is not out:
+            for axis, take in enumerate(takes):
+                if take is not None:
+                    target = np.take(target, take, axis=axis)
+            out[dest] = target
 
     def _axis_pieces(self, axis: int, selection: slice | np.ndarray) -> list[_Piece]:
         """Split one axis' selection by the blocks that own its elements."""
         grid = self._grid
         pieces: list[_Piece] = []
         if isinstance(selection, slice):
-            start, stop, step = selection.start, selection.stop, selection.step
-            if stop <= start:
-                return pieces
-            last = start + ((stop - 1 - start) // step) * step
-            for k in range(
-                grid.block_containing(axis, start), grid.block_containing(axis, last) + 1
-            ):
-                lo, hi = grid.owned_extent(axis, k)
-                j0 = -(-(max(lo, start) - start) // step)
-                j1 = -(-(min(hi, last + 1) - start) // step)
-                if j1 <= j0:
-                    continue
-                first = start + j0 * step - lo
-                local = slice(first, first + (j1 - j0 - 1) * step + 1, step)
-                pieces.append((k, local, slice(j0, j1), None))
-            return pieces
+            return [
+                (k, local, dest, None)
+                for k, local, dest in split_slice(
+                    selection.start,
+                    selection.stop,
+                    selection.step,
+                    grid.block_shape[axis],
+                    cells=grid.grid[axis],
+                )
+            ]
         if selection.size == 0:
             return pieces
         owners = np.minimum(selection // max(grid.block_shape[axis], 1), grid.grid[axis] - 1)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
 
-__all__ = ["BlockGrid", "normalize_block_shape"]
+__all__ = ["BlockGrid", "normalize_block_shape", "split_slice"]
 
 
 def normalize_block_shape(
@@ -53,6 +53,40 @@ def normalize_block_shape(
             )
         out.append(min(int(b), int(n)))
     return tuple(out)
+
+
+def split_slice(
+    start: int, stop: int, step: int, size: int, *, cells: int | None = None
+) -> list[tuple[int, slice, slice]]:
+    """Cut the positions ``range(start, stop, step)`` (``step > 0``) by cells of length ``size``.
+
+    Cell ``k`` covers ``[k * size, (k + 1) * size)``; with ``cells`` given, the last cell
+    (``cells - 1``) reaches to the end, as a split dataset's last block does.
+
+    Returns
+    -------
+    list of (int, slice, slice)
+        For each cell holding selected positions, in order: the cell number, the selected
+        positions in cell coordinates, and where they fall in the selection (``j0:j1``).
+    """
+    if stop <= start:
+        return []
+    last = start + ((stop - 1 - start) // step) * step
+
+    def cell(i: int) -> int:
+        return i // size if cells is None else min(i // size, cells - 1)
+
+    pieces = []
+    for k in range(cell(start), cell(last) + 1):
+        lo = k * size
+        hi = last + 1 if k == cell(last) else lo + size
+        j0 = -(-(max(lo, start) - start) // step)
+        j1 = -(-(hi - start) // step)
+        if j1 <= j0:
+            continue
+        first = start + j0 * step - lo
+        pieces.append((k, slice(first, first + (j1 - j0 - 1) * step + 1, step), slice(j0, j1)))
+    return pieces
 
 
 @dataclass(frozen=True)

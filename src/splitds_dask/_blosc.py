@@ -1,0 +1,173 @@
+"""Blosc chunks of a block file, compressed and decompressed outside HDF5's lock.
+
+h5py serialises every HDF5 call behind one process-wide lock, and HDF5 runs the Blosc filter
+(id 32001) inside that lock, so threads reading or writing block files take turns even on
+different files. For the common case, a chunked array whose only filter is Blosc, this module
+does the filter's work itself:
+
+- reading, it asks HDF5 only where each chunk lies (:meth:`h5py.h5d.DatasetID.get_chunk_info_by_coord`),
+  reads the compressed bytes with ``os.pread`` and decompresses them with ``numcodecs``, both of
+  which release the GIL, straight into the caller's output array where the chunk is contiguous
+  there;
+- writing, it compresses chunks with ``numcodecs`` and stores them with
+  :meth:`h5py.h5d.DatasetID.write_direct_chunk`. The bytes are what the HDF5 filter would have
+  stored, so every Blosc reader (h5py with hdf5plugin, PyTables, the original ``split_dataset``)
+  reads them.
+
+Anything else (other or more filters, byte-swapped or non-native types, unallocated chunks,
+a Blosc build without the chunk's codec) is not handled here: :func:`read_blosc_region` returns
+``False`` and the caller reads through h5py, which then also reports damaged data.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from itertools import product
+
+import h5py
+import numpy as np
+from numcodecs import blosc
+
+from ._geometry import split_slice
+
+__all__ = ["BLOSC_FILTER", "blosc_filter_options", "read_blosc_region", "write_blosc_chunks"]
+
+BLOSC_FILTER = 32001
+
+# Blosc 1 frame header: version, codec version, flags, typesize, then nbytes, blocksize and
+# cbytes as little-endian int32.
+_HEADER = struct.Struct("<BBBBiii")
+
+# hdf5plugin's Blosc ``cname`` values, by the compressor code HDF5 stores in the filter options.
+_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 4: "zlib", 5: "zstd"}
+
+
+class _NotHandled(Exception):
+    """This chunk or dataset is for h5py's own filter pipeline."""
+
+
+def _native_view(dset: h5py.Dataset, out: np.ndarray) -> np.ndarray | None:
+    """``out`` viewed with the dataset's in-file item layout, or None if they differ."""
+    if out.dtype == bool:
+        return out.view(np.uint8) if dset.dtype.itemsize == 1 else None
+    return out if dset.dtype == out.dtype else None
+
+
+def _is_blosc_only(dset: h5py.Dataset) -> bool:
+    if dset.chunks is None:
+        return False
+    plist = dset.id.get_create_plist()
+    return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == BLOSC_FILTER
+
+
+def _decompress_chunk(raw: bytes, mask: int, target: np.ndarray) -> None:
+    """Decompress one stored chunk into the C-contiguous ``target`` (exactly one chunk)."""
+    if mask & 1:  # Blosc skipped (an optional filter that could not shrink the chunk)
+        if len(raw) != target.nbytes:
+            raise _NotHandled
+        target.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
+        return
+    if len(raw) < _HEADER.size:
+        raise _NotHandled
+    _, _, _, _, nbytes, _, cbytes = _HEADER.unpack_from(raw)
+    if nbytes != target.nbytes or cbytes != len(raw):
+        raise _NotHandled  # damaged or foreign: let HDF5 judge it
+    try:
+        blosc.decompress(raw, target)
+    except RuntimeError:  # a codec this Blosc build lacks, or damaged data
+        raise _NotHandled from None
+
+
+def read_blosc_region(
+    dset: h5py.Dataset,
+    source: tuple[slice, ...],
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+) -> bool:
+    """Read ``dset[source]`` into ``out[dest]`` without HDF5's filter pipeline.
+
+    Returns
+    -------
+    bool
+        Whether the region was read. ``False`` means the dataset or one of its chunks is not
+        plain Blosc; ``out[dest]`` may then hold partial data and must be read through h5py.
+    """
+    target = _native_view(dset, out)
+    if target is None or not _is_blosc_only(dset):
+        return False
+    chunk_shape = dset.chunks
+    per_axis = [
+        split_slice(s.start, s.stop, s.step, c) for s, c in zip(source, chunk_shape, strict=True)
+    ]
+    dsid = dset.id
+    fd = dset.file.id.get_vfd_handle()
+    scratch = np.empty(chunk_shape, dtype=target.dtype)
+    try:
+        for pieces in product(*per_axis):
+            origin = tuple(k * c for (k, _, _), c in zip(pieces, chunk_shape, strict=True))
+            info = dsid.get_chunk_info_by_coord(origin)
+            if info.byte_offset is None:
+                return False  # never written: HDF5 supplies the fill value
+            raw = os.pread(fd, info.size, info.byte_offset)
+            if len(raw) != info.size:
+                return False
+            region = tuple(
+                slice(d.start + j.start, d.start + j.stop)
+                for (_, _, j), d in zip(pieces, dest, strict=True)
+            )
+            local = tuple(p[1] for p in pieces)
+            view = target[region]
+            whole = all(
+                s.step == 1 and s.stop - s.start == c
+                for s, c in zip(local, chunk_shape, strict=True)
+            )
+            if whole and view.flags.c_contiguous:
+                _decompress_chunk(raw, info.filter_mask, view)
+            else:
+                _decompress_chunk(raw, info.filter_mask, scratch)
+                view[...] = scratch[local]
+    except _NotHandled:
+        return False
+    return True
+
+
+def blosc_filter_options(dset: h5py.Dataset) -> tuple[str, int, int] | None:
+    """``(cname, clevel, shuffle)`` of a dataset whose only filter is Blosc, else None."""
+    if not _is_blosc_only(dset):
+        return None
+    values = dset.id.get_create_plist().get_filter(0)[2]
+    # hdf5-blosc's cd_values: [version, version, typesize, chunk bytes, clevel, shuffle, codec]
+    if len(values) < 7 or values[6] not in _CNAMES:
+        return None
+    return _CNAMES[values[6]], int(values[4]), int(values[5])
+
+
+def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
+    """Write all of ``data`` into the Blosc dataset ``dset`` chunk by chunk, compressing here.
+
+    Returns
+    -------
+    bool
+        Whether it was written; ``False`` if ``dset`` is not a plain Blosc dataset of
+        ``data``'s layout (write through h5py then).
+    """
+    options = blosc_filter_options(dset)
+    values = data.view(np.uint8) if data.dtype == bool else data
+    if options is None or dset.shape != data.shape or _native_view(dset, data) is None:
+        return False
+    cname, clevel, shuffle = options
+    chunk_shape = dset.chunks
+    dsid = dset.id
+    padded = np.zeros(chunk_shape, dtype=values.dtype)
+    for origin in product(*(range(0, n, c) for n, c in zip(data.shape, chunk_shape, strict=True))):
+        part = values[tuple(slice(o, o + c) for o, c in zip(origin, chunk_shape, strict=True))]
+        if part.shape != chunk_shape:
+            # HDF5 stores edge chunks whole; the part outside the array is never read.
+            padded[...] = 0
+            padded[tuple(slice(0, n) for n in part.shape)] = part
+            part = padded
+        dsid.write_direct_chunk(
+            origin, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, shuffle)
+        )
+    return True

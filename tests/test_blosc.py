@@ -1,0 +1,310 @@
+"""The Blosc fast path: bit-identical to HDF5's own filter pipeline, and a clean fallback."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import splitds_dask as sd
+from splitds_dask._blockio import read_block_region, write_block
+from splitds_dask._blosc import BLOSC_FILTER, read_blosc_region, write_blosc_chunks
+from splitds_dask._errors import BlockError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
+DTYPES = ["u1", "i2", "u2", "i4", "u8", "f2", "f4", "f8", "c8"]
+CNAMES = ["blosclz", "lz4", "lz4hc", "zlib", "zstd"]
+SHUFFLES = [hdf5plugin.Blosc.NOSHUFFLE, hdf5plugin.Blosc.SHUFFLE, hdf5plugin.Blosc.BITSHUFFLE]
+# Edge chunks on every axis; chunks of 500 items, as Blosc stores chunks under 128 bytes raw.
+SHAPE, CHUNKS = (7, 45, 65), (2, 20, 25)
+SELECTIONS = [
+    (slice(0, 7, 1), slice(0, 45, 1), slice(0, 65, 1)),
+    (slice(2, 4, 1), slice(0, 45, 1), slice(0, 65, 1)),
+    (slice(3, 4, 1), slice(5, 40, 1), slice(20, 55, 1)),
+    (slice(0, 7, 3), slice(1, 45, 7), slice(0, 65, 11)),
+    (slice(6, 7, 1), slice(44, 45, 1), slice(64, 65, 1)),
+]
+
+
+def _compressible(shape, dtype, seed=0):
+    """Values Blosc really compresses (random bits would be stored raw, skipping the codec)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.indices(shape).sum(axis=0) % 50
+    values = ramp + rng.integers(0, 3, size=shape)
+    return (values % 2 == 0) if dtype == "bool" else values.astype(dtype)
+
+
+def _compressed_chunks(path):
+    with h5py.File(path, "r") as f:
+        dsid = f["stack"].id
+        return sum(dsid.get_chunk_info(i).filter_mask == 0 for i in range(dsid.get_num_chunks()))
+
+
+def _h5py_write(path, data, *, chunks=CHUNKS, **filter_options):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("stack", data=data, chunks=chunks, **filter_options)
+
+
+def _fast(path, source, dtype):
+    """``(handled, data)`` of the fast path for ``source``, into a fresh output array."""
+    shape = tuple(len(range(s.start, s.stop, s.step)) for s in source)
+    out = np.zeros(shape, dtype)
+    with h5py.File(path, "r") as f:
+        handled = read_blosc_region(f["stack"], source, out, tuple(slice(0, n) for n in shape))
+    return handled, out
+
+
+def _hdf5(path, source):
+    with h5py.File(path, "r") as f:
+        return f["stack"][source]
+
+
+def _assert_bits_equal(a, b):
+    assert a.shape == b.shape
+    assert a.dtype == b.dtype
+    assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+@pytest.mark.parametrize("cname", CNAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_is_bit_identical_to_the_hdf5_filter(tmp_path, dtype, cname, shuffle):
+    a = _compressible(SHAPE, dtype, seed=7)
+    path = tmp_path / "0000.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc(cname=cname, clevel=5, shuffle=shuffle))
+    assert _compressed_chunks(path) > 0
+    for source in SELECTIONS:
+        handled, fast = _fast(path, source, a.dtype)
+        assert handled
+        _assert_bits_equal(fast, _hdf5(path, source))
+        _assert_bits_equal(fast, a[source])
+
+
+@pytest.mark.parametrize("cname", CNAMES)
+@pytest.mark.parametrize("dtype", [*DTYPES, "bool"])
+def test_write_is_what_the_hdf5_filter_reads(tmp_path, dtype, cname):
+    a = _compressible((23, 5, 300), dtype, seed=11)  # ~1 MiB HDF5 chunks, edge chunks on axis 0
+    path = tmp_path / "0000.h5"
+    write_block(path, a, key="stack", compression=f"blosc:{cname}")
+    with h5py.File(path, "r") as f:
+        dset = f["stack"]
+        plist = dset.id.get_create_plist()
+        assert [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [BLOSC_FILTER]
+        # Every chunk was written whole and compressed (no filter skipped).
+        n_chunks = np.prod([-(-n // c) for n, c in zip(a.shape, dset.chunks, strict=True)])
+        assert dset.id.get_num_chunks() == n_chunks
+        assert all(dset.id.get_chunk_info(i).filter_mask == 0 for i in range(n_chunks))
+        # h5py decompresses with hdf5plugin's filter, not with our code.
+        back = dset[...]
+    expected = a.view(np.uint8) if dtype == "bool" else a
+    _assert_bits_equal(back.view(np.uint8) if dtype == "bool" else back, expected)
+
+
+def test_write_returns_false_for_other_pipelines(tmp_path, random_array):
+    a = random_array((4, 30), "u2")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        gzip = f.create_dataset(
+            "gzip", shape=a.shape, dtype=a.dtype, chunks=(2, 30), compression="gzip"
+        )
+        plain = f.create_dataset("plain", shape=a.shape, dtype=a.dtype)
+        blosc = f.create_dataset(
+            "blosc", shape=a.shape, dtype=a.dtype, chunks=(2, 30), **hdf5plugin.Blosc()
+        )
+        assert not write_blosc_chunks(gzip, a)
+        assert not write_blosc_chunks(plain, a)
+        assert not write_blosc_chunks(blosc, a.astype("i4"))  # another layout
+        assert not write_blosc_chunks(blosc, a[:2])  # another shape
+        assert blosc.id.get_num_chunks() == 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [
+        ("u2", dict(hdf5plugin.Blosc(cname="snappy"))),  # a codec numcodecs' Blosc lacks
+        ("u2", dict(hdf5plugin.Blosc2())),
+        ("u2", {"compression": "gzip"}),
+        ("u2", dict(hdf5plugin.Zstd())),
+        ("u2", {**dict(hdf5plugin.Blosc()), "fletcher32": True}),  # Blosc is not alone
+        (">u2", dict(hdf5plugin.Blosc())),  # byte-swapped: h5py converts
+        ("u2", {"chunks": None}),  # contiguous
+    ],
+)
+def test_other_pipelines_fall_back_to_h5py(tmp_path, dtype, options):
+    a = _compressible(SHAPE, "u2", seed=5).astype(dtype)
+    path = tmp_path / "0000.h5"
+    options = {"chunks": CHUNKS, **options}
+    with h5py.File(path, "w") as f:
+        f.create_dataset("stack", data=a, **options)
+    native = a.dtype.newbyteorder("=")
+    for source in SELECTIONS:
+        handled, _ = _fast(path, source, native)
+        assert not handled
+        out = np.empty(a[source].shape, native)
+        read_block_region(
+            path,
+            key="stack",
+            block=(0, 0, 0),
+            dtype=native,
+            extent=SHAPE,
+            source=source,
+            out=out,
+            dest=tuple(slice(0, n) for n in out.shape),
+        )
+        np.testing.assert_array_equal(out, a[source])
+
+
+def test_unwritten_chunks_fall_back_to_the_fill_value(tmp_path):
+    path = tmp_path / "0000.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(
+            "stack", shape=SHAPE, dtype="u2", chunks=CHUNKS, fillvalue=7, **hdf5plugin.Blosc()
+        )
+        dset[:2] = 1  # the other chunks are never allocated
+    handled, _ = _fast(path, SELECTIONS[0], np.dtype("u2"))
+    assert not handled
+    handled, part = _fast(path, (slice(0, 2, 1), slice(0, 9, 1), slice(0, 13, 1)), np.dtype("u2"))
+    assert handled
+    assert (part == 1).all()
+
+
+def test_chunks_stored_without_blosc_are_copied(tmp_path, random_array):
+    """An optional filter that could not shrink a chunk leaves it raw, flagged in its mask."""
+    a = random_array((4, 6), "i4")
+    path = tmp_path / "0000.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(
+            "stack", shape=a.shape, dtype=a.dtype, chunks=(2, 6), **hdf5plugin.Blosc()
+        )
+        dset.id.write_direct_chunk((0, 0), np.ascontiguousarray(a[:2]).tobytes(), filter_mask=1)
+        dset[2:] = a[2:]
+    full = (slice(0, 4, 1), slice(0, 6, 1))
+    handled, fast = _fast(path, full, a.dtype)
+    assert handled
+    _assert_bits_equal(fast, _hdf5(path, full))
+    _assert_bits_equal(fast, a)
+
+
+def _corrupt_first_chunk(path, at, data):
+    with h5py.File(path, "r") as f:
+        offset = f["stack"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as f:
+        f.seek(offset + at)
+        f.write(data)
+
+
+def _read_full(path, dtype, block=(7,)):
+    out = np.empty(SHAPE, dtype)
+    full = SELECTIONS[0]
+    read_block_region(
+        path, key="stack", block=block, dtype=dtype, extent=SHAPE, source=full, out=out, dest=full
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("at", "data"),
+    [(4, b"\x00\x00\x00\x01"), (0, b"\x00" * 16)],
+    ids=["nbytes", "header"],
+)
+def test_damaged_chunks_are_errors_naming_the_file(tmp_path, at, data):
+    a = _compressible(SHAPE, "u2")
+    path = tmp_path / "0007.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    assert _compressed_chunks(path) > 0
+    _corrupt_first_chunk(path, at, data)
+    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
+    assert not handled  # a header that does not match the chunk is never decompressed here
+    with pytest.raises(BlockError, match=r"0007\.h5") as info:
+        _read_full(path, a.dtype)
+    assert info.value.block == (7,)
+
+
+def test_a_header_hdf5_tolerates_is_left_to_hdf5(tmp_path):
+    """A wrong compressed size is declined here; HDF5's filter, which ignores it, decides."""
+    a = _compressible(SHAPE, "u2")
+    path = tmp_path / "0007.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    _corrupt_first_chunk(path, 12, b"\xff\xff\xff\x7f")
+    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
+    assert not handled
+    _assert_bits_equal(_read_full(path, a.dtype), _hdf5(path, SELECTIONS[0]))
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        entry["path"]
+        for entry in json.loads((FIXTURES / "manifest.json").read_text())
+        if entry.get("compression") == "blosc" or entry["name"].startswith("codec_blosc_")
+    ),
+)
+@pytest.mark.filterwarnings("ignore::splitds_dask.IncompleteDatasetWarning")
+def test_blocks_written_by_pytables_take_the_fast_path(name):
+    """What the original package (flammkuchen/PyTables) wrote reads through the fast path."""
+    ds = sd.SplitDataset(FIXTURES / name)
+    handled = 0
+    for path in ds.files.flat:
+        with h5py.File(path, "r") as f:
+            dset = f[ds.data_key]
+            if dset.ndim != ds.ndim:
+                continue
+            full = tuple(slice(0, n, 1) for n in dset.shape)
+            out = np.empty(dset.shape, ds.dtype)
+            if read_blosc_region(dset, full, out, full):
+                handled += 1
+                _assert_bits_equal(out, dset[...].astype(ds.dtype, copy=False))
+    if name.startswith("codec_blosc"):
+        assert handled > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_region_matches_hdf5(tmp_path_factory, data):
+    ndim = data.draw(st.integers(1, 3))
+    shape = tuple(data.draw(st.integers(1, 12)) for _ in range(ndim))
+    chunks = tuple(data.draw(st.integers(1, n)) for n in shape)
+    dtype = data.draw(st.sampled_from(["u1", "u2", "f4", "c8"]))
+    a = _compressible(shape, dtype)
+    path = tmp_path_factory.mktemp("any") / "0000.h5"
+    _h5py_write(path, a, chunks=chunks, **hdf5plugin.Blosc(cname="lz4"))
+    source = []
+    for n in shape:
+        start = data.draw(st.integers(0, n - 1))
+        stop = data.draw(st.integers(start + 1, n))
+        source.append(slice(start, stop, data.draw(st.integers(1, 4))))
+    source = tuple(source)
+    handled, fast = _fast(path, source, a.dtype)
+    assert handled
+    _assert_bits_equal(fast, _hdf5(path, source))
+
+
+def test_output_offsets_are_respected(tmp_path, random_array):
+    """``dest`` places the region inside a larger output, leaving the rest untouched."""
+    a = random_array(SHAPE, "u2")
+    path = tmp_path / "0000.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    out = np.full((10, 50, 70), 9, "u2")
+    dest = (slice(2, 9), slice(1, 46), slice(5, 70))
+    with h5py.File(path, "r") as f:
+        assert read_blosc_region(f["stack"], SELECTIONS[0], out, dest)
+    expected = np.full_like(out, 9)
+    expected[dest] = a
+    _assert_bits_equal(out, expected)
+
+
+@pytest.mark.parametrize("block", list(product([1, 3], [4, 9])))
+def test_dataset_reads_equal_through_both_paths(tmp_path, random_array, block):
+    """A whole dataset: the facade (parallel blocks, fast path) equals h5py block by block."""
+    a = random_array((12, 9, 6), "u2")
+    sd.to_split_dataset(a, tmp_path / "ds", block_shape=block)
+    ds = sd.SplitDataset(tmp_path / "ds")
+    _assert_bits_equal(ds[:], a)
+    _assert_bits_equal(ds[::2, 1:8:3], a[::2, 1:8:3])
+    _assert_bits_equal(ds.to_dask().compute(), a)
