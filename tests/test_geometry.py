@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitds_dask._geometry import BlockGrid, normalize_block_shape
+from splitds_dask._geometry import BlockGrid, normalize_block_shape, split_slice
 
 
 def _brute_axis(n: int, b: int, p: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -139,3 +139,28 @@ def test_normalize_block_shape(block_shape, shape, expected):
 def test_normalize_block_shape_invalid(block_shape):
     with pytest.raises(ValueError, match="block shape"):
         normalize_block_shape(block_shape, (5, 6, 7))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    start=st.integers(0, 60),
+    length=st.integers(0, 60),
+    step=st.integers(1, 9),
+    size=st.integers(1, 13),
+    cells=st.none() | st.integers(1, 12),
+)
+def test_split_slice_against_brute_force(start, length, step, size, cells):
+    """Each selected position lands in its cell (the last of ``cells`` is open-ended), in order."""
+    positions = list(range(start, start + length, step))
+    owner = [p // size if cells is None else min(p // size, cells - 1) for p in positions]
+    expected = []
+    for j, (p, k) in enumerate(zip(positions, owner, strict=True)):
+        if not expected or expected[-1][0] != k:
+            expected.append((k, [], []))
+        expected[-1][1].append(p - k * size)
+        expected[-1][2].append(j)
+    pieces = split_slice(start, start + length, step, size, cells=cells)
+    assert [k for k, _, _ in pieces] == [k for k, _, _ in expected]
+    for (_, local, dest), (_, offsets, selected) in zip(pieces, expected, strict=True):
+        assert list(range(local.start, local.stop, local.step)) == offsets
+        assert list(range(dest.start, dest.stop)) == selected
