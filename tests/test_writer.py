@@ -272,6 +272,15 @@ def test_compute_false_returns_delayed(tmp_path, random_array):
     np.testing.assert_array_equal(ds[...], a, strict=True)
 
 
+def test_compute_false_writes_the_array_as_it_was(tmp_path, random_array):
+    """A deferred write snapshots a numpy array; changing it afterwards changes nothing."""
+    a = random_array((10, 6), "i4")
+    original = a.copy()
+    delayed = sd.to_split_dataset(a, tmp_path / "out", (3,), compute=False)
+    a[:] = -1
+    np.testing.assert_array_equal(delayed.compute()[...], original, strict=True)
+
+
 def test_compute_false_with_other_collections(tmp_path, random_array):
     a = random_array((8, 3), "f4")
     w1 = sd.to_split_dataset(a, tmp_path / "one", (3,), compute=False)

@@ -136,7 +136,13 @@ class _ArrayLike:
         return np.asarray(self.data[key])
 
 
-def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
+def _as_dask(data: Any, grid: BlockGrid, *, snapshot: bool) -> da.Array:
+    """``data`` as a dask array chunked by ``grid``.
+
+    ``from_array`` copies a numpy array and hashes it for the graph's name, about a second per
+    GB. With ``snapshot`` False (the write runs at once, before the caller can change the array)
+    neither is needed: the array is wrapped, and the graph named at random.
+    """
     if isinstance(data, da.Array):
         array = data
     elif hasattr(data, "to_dask"):
@@ -144,9 +150,14 @@ def _as_dask(data: Any, grid: BlockGrid) -> da.Array:
     else:
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             data = np.asarray(data)
-        if not hasattr(data, "ndim"):
+        if not hasattr(data, "ndim") or (isinstance(data, np.ndarray) and not snapshot):
             data = _ArrayLike(data)
-        array = da.from_array(data, chunks=grid.chunks, asarray=not isinstance(data, np.ndarray))
+        array = da.from_array(
+            data,
+            chunks=grid.chunks,
+            asarray=not isinstance(data, np.ndarray),
+            name=None if snapshot else False,
+        )
     if array.chunks != grid.chunks:
         array = array.rechunk(grid.chunks)
     return array
@@ -232,7 +243,7 @@ def to_split_dataset(
     if not shape:
         raise ValueError("cannot write a 0-d array as a split dataset")
     grid = BlockGrid.from_spec(shape, block_shape)
-    array = _as_dask(data, grid)
+    array = _as_dask(data, grid, snapshot=not compute)
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
     _check_target(path, overwrite=overwrite)
