@@ -308,3 +308,19 @@ def test_dataset_reads_equal_through_both_paths(tmp_path, random_array, block):
     _assert_bits_equal(ds[:], a)
     _assert_bits_equal(ds[::2, 1:8:3], a[::2, 1:8:3])
     _assert_bits_equal(ds.to_dask().compute(), a)
+
+
+@pytest.mark.parametrize(("gap", "run"), [(0, 1), (0, 1 << 26), (1 << 16, 3000)])
+def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run):
+    """Chunks fetched one read each, all in one read, or in runs of a few: the same bytes."""
+    from splitds_dask import _blosc
+
+    monkeypatch.setattr(_blosc, "_MAX_GAP", gap)
+    monkeypatch.setattr(_blosc, "_MAX_RUN", run)
+    a = _compressible(SHAPE, "u2")
+    path = tmp_path / "0000.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    for source in SELECTIONS:
+        handled, fast = _fast(path, source, a.dtype)
+        assert handled
+        _assert_bits_equal(fast, a[source])

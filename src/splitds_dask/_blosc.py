@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import struct
 from itertools import product
+from typing import Any
 
 import h5py
 import numpy as np
@@ -61,7 +62,7 @@ def _is_blosc_only(dset: h5py.Dataset) -> bool:
     return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == BLOSC_FILTER
 
 
-def _decompress_chunk(raw: bytes, mask: int, target: np.ndarray) -> None:
+def _decompress_chunk(raw: memoryview, mask: int, target: np.ndarray) -> None:
     """Decompress one stored chunk into the C-contiguous ``target`` (exactly one chunk)."""
     if mask & 1:  # Blosc skipped (an optional filter that could not shrink the chunk)
         if len(raw) != target.nbytes:
@@ -77,6 +78,75 @@ def _decompress_chunk(raw: bytes, mask: int, target: np.ndarray) -> None:
         blosc.decompress(raw, target)
     except RuntimeError:  # a codec this Blosc build lacks, or damaged data
         raise _NotHandled from None
+
+
+# (chunk origin, region of the output, chunk-local selection or None for the whole chunk)
+_Part = tuple[tuple[int, ...], tuple[slice, ...], "tuple[slice, ...] | None"]
+
+
+def _plan(
+    source: tuple[slice, ...], dest: tuple[slice, ...], chunk_shape: tuple[int, ...]
+) -> list[_Part]:
+    """The chunks ``source`` touches, where their selected parts go, and what to keep of them."""
+    per_axis = []
+    for s, d, c in zip(source, dest, chunk_shape, strict=True):
+        per_axis.append(
+            [
+                (
+                    k * c,
+                    slice(d.start + j.start, d.start + j.stop),
+                    local,
+                    local.stop - local.start == c and local.step == 1,
+                )
+                for k, local, j in split_slice(s.start, s.stop, s.step, c)
+            ]
+        )
+    return [
+        (
+            tuple(p[0] for p in parts),
+            tuple(p[1] for p in parts),
+            None if all(p[3] for p in parts) else tuple(p[2] for p in parts),
+        )
+        for parts in product(*per_axis)
+    ]
+
+
+def _locations(
+    dsid: h5py.h5d.DatasetID, origins: list[tuple[int, ...]]
+) -> dict[tuple[int, ...], tuple[int, int, int]]:
+    """``(filter mask, byte offset, size)`` of each chunk at ``origins`` that is stored."""
+    found: dict[tuple[int, ...], tuple[int, int, int]] = {}
+    if len(origins) > 8 and hasattr(dsid, "chunk_iter"):
+        # One walk of the chunk index instead of one lookup per chunk.
+        def visit(info: Any) -> None:
+            found[info.chunk_offset] = (info.filter_mask, info.byte_offset, info.size)
+
+        dsid.chunk_iter(visit)
+        return found
+    for origin in origins:
+        info = dsid.get_chunk_info_by_coord(origin)
+        if info.byte_offset is not None:
+            found[origin] = (info.filter_mask, info.byte_offset, info.size)
+    return found
+
+
+# Chunks stored at most this far apart are fetched by one read, up to _MAX_RUN bytes at a time.
+_MAX_GAP = 1 << 16
+_MAX_RUN = 1 << 26
+
+
+def _runs(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
+    """Group ``(offset, size, mask, part)`` by nearness in the file, in file order."""
+    runs: list[list[tuple[int, int, int, int]]] = []
+    for chunk in sorted(stored):
+        if runs:
+            first, last = runs[-1][0], runs[-1][-1]
+            end = last[0] + last[1]
+            if chunk[0] - end <= _MAX_GAP and chunk[0] + chunk[1] - first[0] <= _MAX_RUN:
+                runs[-1].append(chunk)
+                continue
+        runs.append([chunk])
+    return runs
 
 
 def read_blosc_region(
@@ -97,36 +167,35 @@ def read_blosc_region(
     if target is None or not _is_blosc_only(dset):
         return False
     chunk_shape = dset.chunks
-    per_axis = [
-        split_slice(s.start, s.stop, s.step, c) for s, c in zip(source, chunk_shape, strict=True)
-    ]
-    dsid = dset.id
+    plan = _plan(source, dest, chunk_shape)
+    locations = _locations(dset.id, [origin for origin, _, _ in plan])
+    stored = []
+    for i, (origin, _, _) in enumerate(plan):
+        location = locations.get(origin)
+        if location is None:
+            return False  # never written: HDF5 supplies the fill value
+        mask, offset, size = location
+        stored.append((offset, size, mask, i))
     fd = dset.file.id.get_vfd_handle()
-    scratch = np.empty(chunk_shape, dtype=target.dtype)
+    scratch: np.ndarray | None = None
     try:
-        for pieces in product(*per_axis):
-            origin = tuple(k * c for (k, _, _), c in zip(pieces, chunk_shape, strict=True))
-            info = dsid.get_chunk_info_by_coord(origin)
-            if info.byte_offset is None:
-                return False  # never written: HDF5 supplies the fill value
-            raw = os.pread(fd, info.size, info.byte_offset)
-            if len(raw) != info.size:
+        for run in _runs(stored):
+            start = run[0][0]
+            length = run[-1][0] + run[-1][1] - start
+            data = memoryview(os.pread(fd, length, start))
+            if len(data) != length:
                 return False
-            region = tuple(
-                slice(d.start + j.start, d.start + j.stop)
-                for (_, _, j), d in zip(pieces, dest, strict=True)
-            )
-            local = tuple(p[1] for p in pieces)
-            view = target[region]
-            whole = all(
-                s.step == 1 and s.stop - s.start == c
-                for s, c in zip(local, chunk_shape, strict=True)
-            )
-            if whole and view.flags.c_contiguous:
-                _decompress_chunk(raw, info.filter_mask, view)
-            else:
-                _decompress_chunk(raw, info.filter_mask, scratch)
-                view[...] = scratch[local]
+            for offset, size, mask, i in run:
+                raw = data[offset - start : offset - start + size]
+                _, region, local = plan[i]
+                view = target[region]
+                if local is None and view.flags.c_contiguous:
+                    _decompress_chunk(raw, mask, view)
+                    continue
+                if scratch is None:
+                    scratch = np.empty(chunk_shape, dtype=target.dtype)
+                _decompress_chunk(raw, mask, scratch)
+                view[...] = scratch if local is None else scratch[local]
     except _NotHandled:
         return False
     return True
