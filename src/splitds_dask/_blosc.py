@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from itertools import product
 from typing import Any
 
@@ -130,9 +131,22 @@ def _locations(
     return found
 
 
-# Chunks stored at most this far apart are fetched by one read, up to _MAX_RUN bytes at a time.
+# Chunks stored at most this far apart are fetched by one read, up to _MAX_RUN bytes at a time,
+# into a buffer each thread keeps: a fresh buffer per read would page-fault on every use.
 _MAX_GAP = 1 << 16
-_MAX_RUN = 1 << 26
+_MAX_RUN = 1 << 23
+_buffers = threading.local()
+
+
+def _read_run(fd: int, start: int, length: int) -> memoryview:
+    """``length`` bytes of the file at ``start``, in this thread's reused buffer."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < length:
+        buffer = _buffers.buffer = bytearray(max(length, _MAX_RUN))
+    view = memoryview(buffer)[:length]
+    if os.preadv(fd, [view], start) != length:
+        raise _NotHandled  # the file is shorter than its chunk index says
+    return view
 
 
 def _runs(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
@@ -182,9 +196,7 @@ def read_blosc_region(
         for run in _runs(stored):
             start = run[0][0]
             length = run[-1][0] + run[-1][1] - start
-            data = memoryview(os.pread(fd, length, start))
-            if len(data) != length:
-                return False
+            data = _read_run(fd, start, length)
             for offset, size, mask, i in run:
                 raw = data[offset - start : offset - start + size]
                 _, region, local = plan[i]
