@@ -23,6 +23,7 @@ from ._metadata import (
     read_legacy_metadata,
     read_metadata_json,
 )
+from ._physical import PhysicalMetadata, read_physical_metadata
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -110,6 +111,9 @@ class SplitDataset:
             metadata = read_legacy_metadata(root / last)
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         self._metadata = metadata
+        self._physical = read_physical_metadata(
+            metadata.raw, metadata.ndim, source=metadata.source or root
+        )
         self._grid, self._names = self._match_files(declared, files)
         self._files: np.ndarray | None = None
         self._data_key: str | None = None
@@ -312,6 +316,31 @@ class SplitDataset:
         """The metadata's ``resolution``, else 1 per axis."""
         resolution = self._metadata.resolution
         return resolution if resolution is not None else (1.0,) * self.ndim
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """Axis names, e.g. ``("t", "z", "y", "x")`` (see "Physical metadata" in the README)."""
+        return self._physical.axes
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        """Spacing between neighbouring elements along each axis, in :attr:`units` (1 if unknown)."""
+        return self._physical.scale
+
+    @property
+    def units(self) -> tuple[str | None, ...]:
+        """Unit of each axis' spacing (``"micrometer"``, ``"second"``...), None where unknown."""
+        return self._physical.units
+
+    @property
+    def time_step(self) -> float | None:
+        """Seconds between time points: the scale of the ``t`` axis when it has a time unit."""
+        return self._physical.time_step
+
+    @property
+    def physical_metadata(self) -> PhysicalMetadata:
+        """Axis names, spacing and units together."""
+        return self._physical
 
     @property
     def metadata(self) -> dict[str, Any]:
