@@ -27,6 +27,7 @@ from ._physical import PhysicalMetadata, read_physical_metadata
 
 if TYPE_CHECKING:
     import dask.array as da
+    import xarray as xr
 
     from ._blocks import Blocks
 
@@ -481,3 +482,13 @@ class SplitDataset:
     def dask(self) -> da.Array:
         """Same as :meth:`to_dask`."""
         return self.to_dask()
+
+    def to_xarray(self, *, name: str | None = None) -> xr.DataArray:
+        """This dataset as a lazy :class:`xarray.DataArray` over :meth:`to_dask` (needs xarray).
+
+        Dims are :attr:`axes`; each has a coordinate ``index * scale`` whose ``units`` attribute
+        is the axis' unit. Nothing is read until the array is computed.
+        """
+        from ._xarray import dataset_to_xarray
+
+        return dataset_to_xarray(self, name=name)
