@@ -225,6 +225,40 @@ def test_time_step_needs_t_and_agrees(tmp_path: Path) -> None:
     assert (ds.scale, ds.units, ds.time_step) == ((2.0, 1.0), ("second", None), 2.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "scale", "units"),
+    [
+        # None: spacing not known (1), or given by time_step
+        ({"scale": (None, 7, 0.6, 0.6), "time_step": 0.5}, (0.5, 7, 0.6, 0.6), "second"),
+        ({"scale": (None, 7, 0.6, 0.6)}, (1, 7, 0.6, 0.6), None),
+        ({"scale": (0.5, 7, 0.6, 0.6), "time_step": 0.5}, (0.5, 7, 0.6, 0.6), "second"),
+        ({"scale": (None, 7, None, 1), "resolution": (3, 7, 2, 1)}, (3, 7, 2, 1), None),
+        ({"resolution": (0.5, 7, 1, 1), "time_step": 0.5}, (0.5, 7, 1, 1), "second"),
+        ({"time_step": 0.5}, (0.5, 1, 1, 1), "second"),
+        ({"units": ("second", None, None, None), "time_step": 3}, (3, 1, 1, 1), "second"),
+    ],
+)
+def test_writer_scale_combinations(options: dict, scale: tuple, units: str | None) -> None:
+    physical = resolve_physical_metadata(4, **options)
+    assert physical.axes == TZYX
+    assert physical.scale == pytest.approx(scale)
+    assert physical.units[0] == units
+
+
+@pytest.mark.parametrize(
+    ("scale", "error"),
+    [
+        ((None, 1), ValueError),  # 2 entries for 4 axes
+        ((None, "1", 1, 1), ValueError),
+        ((None, 0, 1, 1), ValueError),
+        (5, TypeError),
+    ],
+)
+def test_writer_scale_errors(scale, error) -> None:
+    with pytest.raises(error, match="scale must be"):
+        resolve_physical_metadata(4, scale=scale)
+
+
 BAD_OPTIONS = [
     ({"axes": ("t", "y", "x")}, "axes must be 2"),
     ({"axes": "tyx"}, "axes must be 2"),

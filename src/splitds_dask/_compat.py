@@ -106,7 +106,7 @@ class EmptySplitDataset(Blocks):
         *args: Any,
         resolution: Sequence[float] | None = None,
         axes: Sequence[str] | None = None,
-        scale: Sequence[float] | None = None,
+        scale: Sequence[float | None] | None = None,
         units: Sequence[str | None] | None = None,
         time_step: float | None = None,
         **kwargs: Any,
@@ -203,7 +203,7 @@ def save_to_split_dataset(
     compression: Any = "blosc",
     *,
     axes: Sequence[str] | None = None,
-    scale: Sequence[float] | None = None,
+    scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
 ) -> SplitDataset:

@@ -133,6 +133,16 @@ def _check_scale(value: Any, ndim: int) -> tuple[float, ...]:
     return tuple(spacing)
 
 
+def _check_partial_scale(value: Any, ndim: int) -> list[float | None]:
+    """A writer's ``scale``: like :func:`_check_scale`, but None marks an unknown spacing."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"scale must be a sequence of {ndim} numbers or None, got {value!r}")
+    known = [v for v in value if v is not None]
+    if len(value) != ndim or _spacing(known) is None:
+        raise ValueError(f"scale must be {ndim} finite positive numbers or None, got {value!r}")
+    return [None if v is None else float(v) for v in value]
+
+
 def _check_units(value: Any, ndim: int) -> tuple[str | None, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise TypeError(f"units must be a sequence of {ndim} unit names or None, got {value!r}")
@@ -187,7 +197,7 @@ def resolve_physical_metadata(
     ndim: int,
     *,
     axes: Sequence[str] | None = None,
-    scale: Sequence[float] | None = None,
+    scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     resolution: Sequence[float] | None = None,
@@ -197,9 +207,10 @@ def resolve_physical_metadata(
 
     ``axes`` is a sequence of names, or a string of one letter per axis (``"tzyx"``).
 
-    ``resolution`` and ``axis_order`` (the original's keys) stand in for ``scale`` and ``axes``
-    when those are not given, and must agree with them when they are. ``time_step`` sets the
-    scale of the ``t`` axis, in seconds.
+    ``scale`` may hold None for a spacing that is not known (written as 1). ``resolution`` and
+    ``axis_order`` (the original's keys) stand in for ``scale`` and ``axes`` when those are not
+    given, and must agree with them when they are. ``time_step`` sets the scale of the ``t``
+    axis, in seconds, and its unit to ``"second"``.
 
     Raises
     ------
@@ -216,33 +227,35 @@ def resolve_physical_metadata(
         axes_t = _check_axes(tuple(axis_order), ndim)
     else:
         axes_t = default_axes(ndim)
+    scale_l: list[float | None] = [None] * ndim
     if scale is not None:
-        scale_l = list(_check_scale(scale, ndim))
-        if resolution is not None and _check_scale(resolution, ndim) != tuple(scale_l):
+        scale_l = _check_partial_scale(scale, ndim)
+    if resolution is not None:
+        legacy = _check_scale(resolution, ndim)
+        if any(s is not None and s != r for s, r in zip(scale_l, legacy, strict=True)):
             raise ValueError(f"resolution {tuple(resolution)} disagrees with scale {tuple(scale)}")
-    elif resolution is not None:
-        scale_l = list(_check_scale(resolution, ndim))
-    else:
-        scale_l = [1.0] * ndim
+        scale_l = list(legacy)
     units_l = list(_check_units(units, ndim)) if units is not None else [None] * ndim
     if time_step is not None:
         if _TIME_AXIS not in axes_t:
             raise ValueError(f"time_step needs an axis named {_TIME_AXIS!r}; axes are {axes_t}")
         (step,) = _check_scale([time_step], 1)
         axis = axes_t.index(_TIME_AXIS)
-        if (scale is not None or resolution is not None) and scale_l[axis] != step:
+        if scale_l[axis] is not None and scale_l[axis] != step:
             raise ValueError(f"time_step {time_step} disagrees with the t scale {scale_l[axis]}")
         if units_l[axis] not in (None, "second"):
             raise ValueError(f"time_step is in seconds; the t unit is {units_l[axis]!r}")
         scale_l[axis], units_l[axis] = step, "second"
-    return PhysicalMetadata(axes=axes_t, scale=tuple(scale_l), units=tuple(units_l))
+    return PhysicalMetadata(
+        axes=axes_t, scale=tuple(1.0 if s is None else s for s in scale_l), units=tuple(units_l)
+    )
 
 
 def add_physical_metadata(
     metadata: dict[str, Any],
     *,
     axes: Sequence[str] | None = None,
-    scale: Sequence[float] | None = None,
+    scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     resolution: Sequence[float] | None = None,
@@ -282,7 +295,7 @@ def writer_physical_options(
     ndim: int,
     *,
     axes: Sequence[str] | None = None,
-    scale: Sequence[float] | None = None,
+    scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     resolution: Sequence[float] | None = None,

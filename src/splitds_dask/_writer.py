@@ -188,7 +188,7 @@ def to_split_dataset(
     axis_order: str | None = None,
     data_key: str | None = None,
     axes: Sequence[str] | None = None,
-    scale: Sequence[float] | None = None,
+    scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
 ) -> Any:
@@ -223,9 +223,8 @@ def to_split_dataset(
     data_key : str, optional
         Name of the array in each block file (default ``stack_{ndim}D``, as the original).
     axes, scale, units : sequence, optional
-        Physical metadata (see "Physical metadata" in the README): axis names, spacing along
-        each axis, and the unit of each spacing (None where unknown); ``axes`` may be a string
-        of one letter per axis. Default: those of ``data`` when it records some (a
+        Physical metadata (see "Physical metadata" in the README): axis names (or a string of
+        one letter per axis), the spacing along each axis and its unit (None where unknown). Default: those of ``data`` when it records some (a
         :class:`SplitDataset`) and none of these options, ``time_step``, ``resolution`` or
         ``axis_order`` is given.
     time_step : float, optional
