@@ -385,7 +385,7 @@ def test_write_read_round_trip(axes: list[str], data: st.DataObject) -> None:
         )
     )
     metadata = original_metadata_dict([3] * ndim, [2] * ndim)
-    add_physical_metadata(metadata, axes=axes, scale=scale, units=units)
+    add_physical_metadata(metadata, {"axes": axes, "scale": scale, "units": units})
     # through json, as on disk
     raw = json.loads(json.dumps(metadata))
     physical = read_physical_metadata(raw, ndim)

@@ -153,7 +153,7 @@ class EmptySplitDataset(Blocks):
             padding=self.padding,
             resolution=resolution,
         )
-        return add_physical_metadata(metadata, **self._physical, resolution=resolution)
+        return add_physical_metadata(metadata, {**self._physical, "resolution": resolution})
 
     def finalize(self) -> SplitDataset:
         """Write ``stack_metadata.json`` (atomically) and open the finished dataset.

@@ -251,34 +251,18 @@ def resolve_physical_metadata(
     )
 
 
-def add_physical_metadata(
-    metadata: dict[str, Any],
-    *,
-    axes: Sequence[str] | None = None,
-    scale: Sequence[float | None] | None = None,
-    units: Sequence[str | None] | None = None,
-    time_step: float | None = None,
-    resolution: Sequence[float] | None = None,
-    axis_order: str | None = None,
-) -> dict[str, Any]:
+def add_physical_metadata(metadata: dict[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
     """Add the physical keys to a metadata dict in the original's layout (in place).
 
-    Without ``axes``, ``scale``, ``units`` and ``time_step`` the dict is left as it is, so the
-    file stays byte-for-byte what the original package writes. Otherwise ``axes``, ``scale`` and
-    ``units`` are added in full, and ``resolution``/``axis_order`` are set to agree with them
+    ``options`` are keyword arguments of :func:`resolve_physical_metadata`. Without ``axes``,
+    ``scale``, ``units`` and ``time_step`` the dict is left as it is, so the file stays
+    byte-for-byte what the original package writes. Otherwise ``axes``, ``scale`` and ``units``
+    are added in full, and ``resolution``/``axis_order`` are set to agree with them
     (``axis_order`` is dropped when a name is longer than one character).
     """
-    if axes is None and scale is None and units is None and time_step is None:
+    if all(options.get(name) is None for name in ("axes", "scale", "units", "time_step")):
         return metadata
-    physical = resolve_physical_metadata(
-        len(metadata["shape_full"]),
-        axes=axes,
-        scale=scale,
-        units=units,
-        time_step=time_step,
-        resolution=resolution,
-        axis_order=axis_order,
-    )
+    physical = resolve_physical_metadata(len(metadata["shape_full"]), **options)
     metadata["resolution"] = list(physical.scale)
     if all(len(name) == 1 for name in physical.axes):
         metadata["axis_order"] = "".join(physical.axes)
@@ -290,36 +274,19 @@ def add_physical_metadata(
     return metadata
 
 
-def writer_physical_options(
-    data: Any,
-    ndim: int,
-    *,
-    axes: Sequence[str] | None = None,
-    scale: Sequence[float | None] | None = None,
-    units: Sequence[str | None] | None = None,
-    time_step: float | None = None,
-    resolution: Sequence[float] | None = None,
-    axis_order: str | None = None,
-) -> dict[str, Any]:
-    """A writer's :func:`add_physical_metadata` arguments, checked before anything is written.
+def writer_physical_options(data: Any, ndim: int, **options: Any) -> dict[str, Any]:
+    """A writer's physical options, checked before anything is written.
 
-    When none is given and ``data`` has physical metadata of its own (a :class:`SplitDataset`)
-    that says more than the defaults, it is carried through; a dataset that records nothing
-    is written with the original's keys only.
+    ``options`` are keyword arguments of :func:`resolve_physical_metadata`, None when not
+    given. When none is given and ``data`` has physical metadata of its own (a
+    :class:`SplitDataset`) that says more than the defaults, that is carried through; a dataset
+    that records nothing is written with the original's keys only.
 
     Raises
     ------
-    ValueError
+    TypeError, ValueError
         An option is malformed or two options disagree.
     """
-    options = {
-        "axes": axes,
-        "scale": scale,
-        "units": units,
-        "time_step": time_step,
-        "resolution": resolution,
-        "axis_order": axis_order,
-    }
     if all(v is None for v in options.values()) and all(
         hasattr(data, name) for name in ("axes", "scale", "units")
     ):

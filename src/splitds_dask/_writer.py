@@ -275,7 +275,7 @@ def to_split_dataset(
         resolution=resolution,
         axis_order=axis_order,
     )
-    add_physical_metadata(metadata, **physical)
+    add_physical_metadata(metadata, physical)
     if array.size == 0:
         # dask's store skips empty chunks: write the empty block files of an empty array here.
         for block in grid.blocks():
