@@ -153,6 +153,7 @@ def test_reader_opens_several_paths(movie, tmp_path) -> None:
     layers = napari_get_reader(paths)(paths)
     assert [kwargs["name"] for _, kwargs, _ in layers] == ["movie", "other"]
     assert napari_get_reader([*paths, str(tmp_path / "missing")]) is None
+    assert napari_get_reader(ds.root)(ds.root)[0][1]["name"] == "movie"  # a Path
     assert napari_get_reader([]) is None
 
 

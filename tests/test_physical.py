@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import warnings
 from pathlib import Path
 
@@ -200,6 +201,16 @@ def test_to_split_dataset_writes_new_keys(tmp_path: Path, random_array) -> None:
         0.5,
     )
     np.testing.assert_array_equal(ds[...], data)
+
+
+def test_physical_metadata_survives_pickling(tmp_path: Path) -> None:
+    ds = sd.to_split_dataset(np.zeros((4, 3), np.uint8), tmp_path / "a", axes="tx", time_step=2)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert (
+        copy.physical_metadata
+        == ds.physical_metadata
+        == sd.PhysicalMetadata(axes=("t", "x"), scale=(2.0, 1.0), units=("second", None))
+    )
 
 
 def test_without_physical_options_the_json_is_the_originals(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ This module does not import napari: the reader returns plain layer-data tuples.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def _layer_reader(path: Path) -> Callable[[], LayerData] | None:
     return None
 
 
-def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+def napari_get_reader(path: str | os.PathLike | Sequence[str]) -> ReaderFunction | None:
     """The npe2 reader command: a reader for ``path`` if it is a split dataset or a block file.
 
     Parameters
@@ -147,7 +148,7 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
         A function returning one ``(data, kwargs, "image")`` tuple per path, or None if any
         path is neither (so napari can try other readers).
     """
-    paths = [path] if isinstance(path, str) else list(path)
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     readers = [_layer_reader(Path(p)) for p in paths]
     if not readers or any(r is None for r in readers):
         return None
