@@ -224,9 +224,9 @@ def to_split_dataset(
         Name of the array in each block file (default ``stack_{ndim}D``, as the original).
     axes, scale, units : sequence, optional
         Physical metadata (see "Physical metadata" in the README): axis names (or a string of
-        one letter per axis), the spacing along each axis and its unit (None where unknown). Default: those of ``data`` when it records some (a
-        :class:`SplitDataset`) and none of these options, ``time_step``, ``resolution`` or
-        ``axis_order`` is given.
+        one letter per axis), the spacing along each axis and its unit (None where unknown).
+        Default: those of ``data`` when it records some (a :class:`SplitDataset`) and none of
+        these options, ``time_step``, ``resolution`` or ``axis_order`` is given.
     time_step : float, optional
         Seconds between time points: the scale of the ``t`` axis, with unit ``"second"``.
 
