@@ -2,8 +2,9 @@
 
 A folder opens as one lazy image layer: the dataset's dask array (one chunk per block file), with
 ``scale``, ``axis_labels`` and ``units`` from the physical metadata and contrast limits estimated
-from a few planes, so that napari does not compute them by reading everything. Only the planes
-napari displays are read afterwards. A single ``.h5``/``.hdf5`` file (one block) opens through
+from a few planes spread over the data (never by reading everything). Afterwards napari reads
+the blocks holding the planes it displays (it computes dask arrays unfused, chunk by chunk, and
+caches the chunks). A single ``.h5``/``.hdf5`` file (one block) opens through
 h5py, which never unpickles anything stored in the file.
 
 This module does not import napari: the reader returns plain layer-data tuples.
