@@ -292,7 +292,8 @@ def test_broken_dataset_is_declined(movie) -> None:
 
 @pytest.fixture
 def big(tmp_path: Path) -> SplitDataset:
-    """More than 10**7 elements: the size above which napari samples instead of reading all."""
+    """More than 10**7 elements: napari's calc_data_range samples planes above that size (napari
+    0.9 uses it only for numpy data; other versions may call it on any array)."""
     t, z, y, x = np.ogrid[:64, :4, :200, :200]
     data = ((t * 31 + z * 7 + y + x) % 4099).astype(np.uint16)
     return sd.to_split_dataset(data, tmp_path / "big", block_shape=8)
