@@ -17,6 +17,7 @@ from ._errors import (
     NotASplitDatasetError,
     SplitDatasetError,
 )
+from ._physical import PhysicalMetadata, physical_metadata_kwargs
 from ._writer import to_split_dataset
 
 __version__ = "0.1.0"
@@ -29,9 +30,11 @@ __all__ = [
     "IncompleteDatasetWarning",
     "MetadataError",
     "NotASplitDatasetError",
+    "PhysicalMetadata",
     "SplitDataset",
     "SplitDatasetError",
     "__version__",
+    "physical_metadata_kwargs",
     "save_to_split_dataset",
     "to_split_dataset",
 ]

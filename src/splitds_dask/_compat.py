@@ -28,6 +28,7 @@ from ._blockio import compression_options, write_block
 from ._blocks import Blocks
 from ._errors import MetadataError
 from ._metadata import original_metadata_dict, write_metadata_json
+from ._physical import add_physical_metadata, resolve_physical_metadata
 from ._writer import block_file_name
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class EmptySplitDataset(Blocks):
         cropped region.
     resolution : sequence of float, optional
         Stored in the metadata; default ``(1,) * ndim``.
+    axes, scale, units, time_step : optional
+        Physical metadata, as for :func:`to_split_dataset` (not in the original).
 
     Attributes
     ----------
@@ -102,9 +105,19 @@ class EmptySplitDataset(Blocks):
         name: str,
         *args: Any,
         resolution: Sequence[float] | None = None,
+        axes: Sequence[str] | None = None,
+        scale: Sequence[float | None] | None = None,
+        units: Sequence[str | None] | None = None,
+        time_step: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._physical = {"axes": axes, "scale": scale, "units": units, "time_step": time_step}
+        if any(v is not None for v in self._physical.values()):
+            # Checked now, not at finalize(), after all blocks were written.
+            resolve_physical_metadata(
+                len(self.shape_cropped), **self._physical, resolution=resolution
+            )
         self.root = Path(root) / name
         if self.root.exists():
             warnings.warn("Existing directory", stacklevel=2)
@@ -134,12 +147,13 @@ class EmptySplitDataset(Blocks):
         and ``crop_end`` are zeros, ``padding`` is the blocks' padding.
         """
         resolution = None if self.resolution is None else list(self.resolution)
-        return original_metadata_dict(
+        metadata = original_metadata_dict(
             self.shape_cropped,
             self.shape_block,
             padding=self.padding,
             resolution=resolution,
         )
+        return add_physical_metadata(metadata, {**self._physical, "resolution": resolution})
 
     def finalize(self) -> SplitDataset:
         """Write ``stack_metadata.json`` (atomically) and open the finished dataset.
@@ -187,6 +201,11 @@ def save_to_split_dataset(
     padding: int | Sequence[int] = 0,
     prefix: str = "",
     compression: Any = "blosc",
+    *,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
 ) -> SplitDataset:
     """Save an array as a split dataset (the original's ``save_to_split_dataset``).
 
@@ -210,6 +229,9 @@ def save_to_split_dataset(
     compression : str or tuple or bool or None, default "blosc"
         ``"blosc"`` (``"blosc:zstd"``...), ``("blosc", level)``, ``"zlib"``/``True``, or
         ``None``/``False`` for none.
+    axes, scale, units, time_step : optional
+        Physical metadata, as for :func:`to_split_dataset` (not in the original; pass
+        ``**physical_metadata_kwargs(data)`` to keep those of a dataset).
 
     Returns
     -------
@@ -239,6 +261,10 @@ def save_to_split_dataset(
         shape_block=block_size,
         crop=crop,
         padding=padding,
+        axes=axes,
+        scale=scale,
+        units=units,
+        time_step=time_step,
     )
     key = f"stack_{len(shape)}D"
     for i, (_, slices) in enumerate(blocks.slices()):

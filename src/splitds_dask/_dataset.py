@@ -23,10 +23,12 @@ from ._metadata import (
     read_legacy_metadata,
     read_metadata_json,
 )
+from ._physical import PhysicalMetadata, read_physical_metadata
 from ._threads import read_pool
 
 if TYPE_CHECKING:
     import dask.array as da
+    import xarray as xr
 
     from ._blocks import Blocks
 
@@ -111,6 +113,9 @@ class SplitDataset:
             metadata = read_legacy_metadata(root / last)
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         self._metadata = metadata
+        self._physical = read_physical_metadata(
+            metadata.raw, metadata.ndim, source=metadata.source or root
+        )
         self._grid, self._names = self._match_files(declared, files)
         self._files: np.ndarray | None = None
         self._data_key: str | None = None
@@ -315,6 +320,31 @@ class SplitDataset:
         return resolution if resolution is not None else (1.0,) * self.ndim
 
     @property
+    def axes(self) -> tuple[str, ...]:
+        """Axis names, e.g. ``("t", "z", "y", "x")`` (see "Physical metadata" in the README)."""
+        return self._physical.axes
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        """Spacing between neighbouring elements along each axis, in :attr:`units` (1 if unknown)."""
+        return self._physical.scale
+
+    @property
+    def units(self) -> tuple[str | None, ...]:
+        """Unit of each axis' spacing (``"micrometer"``, ``"second"``...), None where unknown."""
+        return self._physical.units
+
+    @property
+    def time_step(self) -> float | None:
+        """Seconds between time points: the scale of the ``t`` axis when it has a time unit."""
+        return self._physical.time_step
+
+    @property
+    def physical_metadata(self) -> PhysicalMetadata:
+        """Axis names, spacing and units together."""
+        return self._physical
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The parsed metadata file, as written (keys in file order)."""
         return dict(self._metadata.raw)
@@ -454,3 +484,13 @@ class SplitDataset:
     def dask(self) -> da.Array:
         """Same as :meth:`to_dask`."""
         return self.to_dask()
+
+    def to_xarray(self, *, name: str | None = None) -> xr.DataArray:
+        """This dataset as a lazy :class:`xarray.DataArray` over :meth:`to_dask` (needs xarray).
+
+        Dims are :attr:`axes`; each has a coordinate ``index * scale`` whose ``units`` attribute
+        is the axis' unit. Nothing is read until the array is computed.
+        """
+        from ._xarray import dataset_to_xarray
+
+        return dataset_to_xarray(self, name=name)

@@ -22,6 +22,7 @@ import numpy as np
 from ._blockio import write_block
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
+from ._physical import add_physical_metadata, writer_physical_options
 
 __all__ = ["block_file_name", "to_split_dataset"]
 
@@ -197,6 +198,10 @@ def to_split_dataset(
     resolution: Sequence[float] | None = None,
     axis_order: str | None = None,
     data_key: str | None = None,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
 ) -> Any:
     """Write an array as a split dataset, one block file per block, with ``dask.array.store``.
 
@@ -228,6 +233,13 @@ def to_split_dataset(
         Written to the metadata's ``axis_order`` (default ``tzyx`` for 4-D data).
     data_key : str, optional
         Name of the array in each block file (default ``stack_{ndim}D``, as the original).
+    axes, scale, units : sequence, optional
+        Physical metadata (see "Physical metadata" in the README): axis names (or a string of
+        one letter per axis), the spacing along each axis and its unit (None where unknown).
+        Default: those of ``data`` when it records some (a :class:`SplitDataset`) and none of
+        these options, ``time_step``, ``resolution`` or ``axis_order`` is given.
+    time_step : float, optional
+        Seconds between time points: the scale of the ``t`` axis, with unit ``"second"``.
 
     Returns
     -------
@@ -246,6 +258,16 @@ def to_split_dataset(
     array = _as_dask(data, grid, snapshot=not compute)
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
+    physical = writer_physical_options(
+        data,
+        grid.ndim,
+        axes=axes,
+        scale=scale,
+        units=units,
+        time_step=time_step,
+        resolution=resolution,
+        axis_order=axis_order,
+    )
     _check_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
@@ -264,6 +286,7 @@ def to_split_dataset(
         resolution=resolution,
         axis_order=axis_order,
     )
+    add_physical_metadata(metadata, physical)
     if array.size == 0:
         # dask's store skips empty chunks: write the empty block files of an empty array here.
         for block in grid.blocks():
