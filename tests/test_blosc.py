@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from itertools import product
 from pathlib import Path
 
@@ -323,3 +324,80 @@ def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run):
         handled, fast = _fast(path, source, a.dtype)
         assert handled
         _assert_bits_equal(fast, a[source])
+
+
+# --- chunk maps kept per file version ----------------------------------------------------------
+
+
+def _read_block(path, shape, dtype="u2"):
+    out = np.empty(shape, dtype)
+    full = tuple(slice(0, n, 1) for n in shape)
+    read_block_region(
+        path,
+        key="stack",
+        block=(0,),
+        dtype=np.dtype(dtype),
+        extent=shape,
+        source=full,
+        out=out,
+        dest=full,
+    )
+    return out
+
+
+def test_a_known_file_is_read_without_hdf5(tmp_path, monkeypatch):
+    from splitds_dask import _blockio
+
+    a = _compressible(SHAPE, "u2")
+    path = tmp_path / "0000.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    _assert_bits_equal(_read_block(path, SHAPE), a)
+
+    def no_hdf5(*args, **kwargs):
+        raise AssertionError("opened with HDF5")
+
+    monkeypatch.setattr(_blockio, "open_block", no_hdf5)
+    _assert_bits_equal(_read_block(path, SHAPE), a)
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten in place"])
+def test_a_changed_file_gets_a_new_map(tmp_path, how):
+    a = _compressible(SHAPE, "u2")
+    b = (a + 1).astype("u2")
+    path = tmp_path / "0000.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    _assert_bits_equal(_read_block(path, SHAPE), a)
+    if how == "replaced":
+        _h5py_write(tmp_path / "new.h5", b, **hdf5plugin.Blosc())
+        (tmp_path / "new.h5").replace(path)
+    else:
+        before = path.stat()
+        with h5py.File(path, "r+") as f:
+            f["stack"][...] = b
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    _assert_bits_equal(_read_block(path, SHAPE), b)
+
+
+def test_chunk_map_cache_is_bounded():
+    from splitds_dask._blosc import ChunkMap, _ChunkMapCache
+
+    def fake(n_chunks):
+        zeros = np.zeros(n_chunks, np.int64)
+        return ChunkMap(
+            "stack",
+            (n_chunks,),
+            np.dtype("u2"),
+            np.dtype("u2"),
+            (1,),
+            zeros,
+            zeros,
+            zeros.astype(np.uint32),
+        )
+
+    cache = _ChunkMapCache(max_files=3, max_chunks=10)
+    for i in range(5):
+        cache.put(("f", i), fake(2))
+    assert [cache.get(("f", i)) is not None for i in range(5)] == [False, False, True, True, True]
+    cache.put(("big",), fake(9))  # over the chunk bound: older maps go first
+    assert cache.get(("big",)) is not None
+    assert all(cache.get(("f", i)) is None for i in range(5))

@@ -21,7 +21,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from ._blosc import read_blosc_region, write_blosc_chunks
+from ._blosc import CHUNK_MAPS, ChunkMap, file_version, read_chunks, write_blosc_chunks
 from ._errors import BlockError
 
 __all__ = [
@@ -156,27 +156,29 @@ def read_block_region(
     out, dest
         A C-contiguous output array and the slices of it to fill.
     """
+    try:
+        version = file_version(os.stat(path))
+    except OSError:
+        version = None  # open_block below names the problem
+    cache_key = (os.fspath(path), key, version)
+    chunk_map = CHUNK_MAPS.get(cache_key) if version is not None else None
+    if chunk_map is not None:
+        # A file read before, unchanged since: no HDF5 call at all.
+        _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, path, block)
+        if _is_empty(out, dest) or _read_mapped(path, version, chunk_map, source, out, dest):
+            return
     with open_block(path, block=block, locking=locking) as f:
         dset = _dataset(f, key, path, block, len(extent))
-        shape = dset.shape
-        if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent, strict=True)):
-            raise BlockError(
-                f"block {block} ({path}): '{dset.name[1:]}' has shape {shape}, but the block "
-                f"needs at least {tuple(extent)}",
-                path=path,
-                block=block,
-            )
         found = stored_dtype(dset)
-        if found != dtype:
-            raise BlockError(
-                f"block {block} ({path}): dtype {found} differs from the dataset's {dtype}",
-                path=path,
-                block=block,
-            )
-        if out.size == 0 or math.prod(s.stop - s.start for s in dest) == 0:
+        _check_block(dset.name[1:], dset.shape, found, extent, dtype, path, block)
+        if _is_empty(out, dest):
             return
         try:
-            if not read_blosc_region(dset, source, out, dest):
+            chunk_map = ChunkMap.of(dset, found)
+            if chunk_map is not None and version is not None:
+                CHUNK_MAPS.put(cache_key, chunk_map)
+            fd = f.id.get_vfd_handle()
+            if chunk_map is None or not read_chunks(fd, chunk_map, source, out, dest):
                 dset.read_direct(out.view(np.uint8) if dtype == bool else out, source, dest)
         except OSError as exc:
             raise BlockError(
@@ -184,6 +186,55 @@ def read_block_region(
                 path=path,
                 block=block,
             ) from exc
+
+
+def _check_block(
+    name: str,
+    shape: Sequence[int],
+    found: np.dtype,
+    extent: Sequence[int],
+    dtype: np.dtype,
+    path: Path,
+    block: tuple[int, ...],
+) -> None:
+    if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent, strict=True)):
+        raise BlockError(
+            f"block {block} ({path}): '{name}' has shape {tuple(shape)}, but the block needs at "
+            f"least {tuple(extent)}",
+            path=path,
+            block=block,
+        )
+    if found != dtype:
+        raise BlockError(
+            f"block {block} ({path}): dtype {found} differs from the dataset's {dtype}",
+            path=path,
+            block=block,
+        )
+
+
+def _is_empty(out: np.ndarray, dest: tuple[slice, ...]) -> bool:
+    return out.size == 0 or math.prod(s.stop - s.start for s in dest) == 0
+
+
+def _read_mapped(
+    path: Path,
+    version: tuple[int, ...],
+    chunk_map: ChunkMap,
+    source: tuple[slice, ...],
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+) -> bool:
+    """Read through a cached chunk map, if the file opened is still the version it maps."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return file_version(os.fstat(fd)) == version and read_chunks(
+            fd, chunk_map, source, out, dest
+        )
+    finally:
+        os.close(fd)
 
 
 def _filter_hint(dset: h5py.Dataset) -> str:

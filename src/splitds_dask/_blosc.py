@@ -5,25 +5,29 @@ h5py serialises every HDF5 call behind one process-wide lock, and HDF5 runs the 
 different files. For the common case, a chunked array whose only filter is Blosc, this module
 does the filter's work itself:
 
-- reading, it asks HDF5 only where each chunk lies (:meth:`h5py.h5d.DatasetID.get_chunk_info_by_coord`),
-  reads the compressed bytes with ``os.pread`` and decompresses them with ``numcodecs``, both of
-  which release the GIL, straight into the caller's output array where the chunk is contiguous
-  there;
+- reading, it asks HDF5 once per file where each chunk lies (a :class:`ChunkMap`, kept per
+  process for each version of a file), reads the compressed bytes with ``os.preadv`` and
+  decompresses them with ``numcodecs``, both of which release the GIL, straight into the
+  caller's output array where the chunk is contiguous there. A repeated small read of a known
+  file needs no HDF5 call at all;
 - writing, it compresses chunks with ``numcodecs`` and stores them with
   :meth:`h5py.h5d.DatasetID.write_direct_chunk`. The bytes are what the HDF5 filter would have
   stored, so every Blosc reader (h5py with hdf5plugin, PyTables, the original ``split_dataset``)
   reads them.
 
 Anything else (other or more filters, byte-swapped or non-native types, unallocated chunks,
-a Blosc build without the chunk's codec) is not handled here: :func:`read_blosc_region` returns
+a Blosc build without the chunk's codec) is not handled here: :func:`read_chunks` returns
 ``False`` and the caller reads through h5py, which then also reports damaged data.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
@@ -33,7 +37,15 @@ from numcodecs import blosc
 
 from ._geometry import split_slice
 
-__all__ = ["BLOSC_FILTER", "blosc_filter_options", "read_blosc_region", "write_blosc_chunks"]
+__all__ = [
+    "BLOSC_FILTER",
+    "CHUNK_MAPS",
+    "ChunkMap",
+    "blosc_filter_options",
+    "read_blosc_region",
+    "read_chunks",
+    "write_blosc_chunks",
+]
 
 BLOSC_FILTER = 32001
 
@@ -49,11 +61,11 @@ class _NotHandled(Exception):
     """This chunk or dataset is for h5py's own filter pipeline."""
 
 
-def _native_view(dset: h5py.Dataset, out: np.ndarray) -> np.ndarray | None:
-    """``out`` viewed with the dataset's in-file item layout, or None if they differ."""
+def _native_view(stored: np.dtype, out: np.ndarray) -> np.ndarray | None:
+    """``out`` viewed with the in-file item layout ``stored``, or None if they differ."""
     if out.dtype == bool:
-        return out.view(np.uint8) if dset.dtype.itemsize == 1 else None
-    return out if dset.dtype == out.dtype else None
+        return out.view(np.uint8) if stored.itemsize == 1 else None
+    return out if stored == out.dtype else None
 
 
 def _is_blosc_only(dset: h5py.Dataset) -> bool:
@@ -81,8 +93,112 @@ def _decompress_chunk(raw: memoryview, mask: int, target: np.ndarray) -> None:
         raise _NotHandled from None
 
 
-# (chunk origin, region of the output, chunk-local selection or None for the whole chunk)
-_Part = tuple[tuple[int, ...], tuple[slice, ...], "tuple[slice, ...] | None"]
+@dataclass(frozen=True)
+class ChunkMap:
+    """Where the Blosc chunks of one block file's array lie: all a read needs from HDF5.
+
+    ``offsets``, ``sizes`` and ``masks`` are indexed by chunk number (C order over the chunk
+    grid); an offset of -1 is a chunk never written.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype  # the stored items as h5py reports them (a PyTables bool bitfield is uint8)
+    values: np.dtype  # what they mean (bool for that bitfield)
+    chunk_shape: tuple[int, ...]
+    offsets: np.ndarray
+    sizes: np.ndarray
+    masks: np.ndarray
+
+    @classmethod
+    def of(cls, dset: h5py.Dataset, values: np.dtype) -> ChunkMap | None:
+        """The map of a chunked, Blosc-only array of native byte order, else None."""
+        if not _is_blosc_only(dset) or dset.dtype.newbyteorder("=") != dset.dtype:
+            return None
+        chunk_shape = tuple(dset.chunks)
+        grid = tuple(-(-n // c) for n, c in zip(dset.shape, chunk_shape, strict=True))
+        offsets = np.full(grid, -1, dtype=np.int64)
+        sizes = np.zeros(grid, dtype=np.int64)
+        masks = np.zeros(grid, dtype=np.uint32)
+
+        def visit(info: Any) -> None:
+            k = tuple(o // c for o, c in zip(info.chunk_offset, chunk_shape, strict=True))
+            offsets[k], sizes[k], masks[k] = info.byte_offset, info.size, info.filter_mask
+
+        dsid = dset.id
+        if hasattr(dsid, "chunk_iter"):  # one walk of the chunk index (HDF5 >= 1.12.3)
+            dsid.chunk_iter(visit)
+        else:
+            for i in range(dsid.get_num_chunks()):
+                visit(dsid.get_chunk_info(i))
+        return cls(
+            dset.name.lstrip("/"),
+            tuple(dset.shape),
+            dset.dtype,
+            np.dtype(values),
+            chunk_shape,
+            offsets.reshape(-1),
+            sizes.reshape(-1),
+            masks.reshape(-1),
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Chunk-number step of one chunk along each axis (C order)."""
+        grid = [-(-n // c) for n, c in zip(self.shape, self.chunk_shape, strict=True)]
+        return tuple(math.prod(grid[axis + 1 :]) for axis in range(len(grid)))
+
+
+class _ChunkMapCache:
+    """The chunk maps of recently read files, keyed by path, array name and file version.
+
+    A version is the file's device, inode, modification time and size: a block replaced by
+    rename or rewritten in place gets a new map. Bounded in files and in chunks.
+    """
+
+    def __init__(self, max_files: int = 1024, max_chunks: int = 1 << 22) -> None:
+        self._maps: OrderedDict[tuple[Any, ...], ChunkMap] = OrderedDict()
+        self._chunks = 0
+        self._max_files = max_files
+        self._max_chunks = max_chunks
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> ChunkMap | None:
+        with self._lock:
+            found = self._maps.get(key)
+            if found is not None:
+                self._maps.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], chunk_map: ChunkMap) -> None:
+        with self._lock:
+            if key in self._maps:
+                return
+            self._maps[key] = chunk_map
+            self._chunks += chunk_map.n_chunks
+            while len(self._maps) > self._max_files or self._chunks > self._max_chunks:
+                _, dropped = self._maps.popitem(last=False)
+                self._chunks -= dropped.n_chunks
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+            self._chunks = 0
+
+
+CHUNK_MAPS = _ChunkMapCache()
+
+
+def file_version(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+# (chunk number, region of the output, chunk-local selection or None for the whole chunk)
+_Part = tuple[int, tuple[slice, ...], "tuple[slice, ...] | None"]
 
 
 def _plan(
@@ -94,7 +210,7 @@ def _plan(
         per_axis.append(
             [
                 (
-                    k * c,
+                    k,
                     slice(d.start + j.start, d.start + j.stop),
                     local,
                     local.stop - local.start == c and local.step == 1,
@@ -104,31 +220,12 @@ def _plan(
         )
     return [
         (
-            tuple(p[0] for p in parts),
+            parts,
             tuple(p[1] for p in parts),
             None if all(p[3] for p in parts) else tuple(p[2] for p in parts),
         )
         for parts in product(*per_axis)
     ]
-
-
-def _locations(
-    dsid: h5py.h5d.DatasetID, origins: list[tuple[int, ...]]
-) -> dict[tuple[int, ...], tuple[int, int, int]]:
-    """``(filter mask, byte offset, size)`` of each chunk at ``origins`` that is stored."""
-    found: dict[tuple[int, ...], tuple[int, int, int]] = {}
-    if len(origins) > 8 and hasattr(dsid, "chunk_iter"):
-        # One walk of the chunk index instead of one lookup per chunk.
-        def visit(info: Any) -> None:
-            found[info.chunk_offset] = (info.filter_mask, info.byte_offset, info.size)
-
-        dsid.chunk_iter(visit)
-        return found
-    for origin in origins:
-        info = dsid.get_chunk_info_by_coord(origin)
-        if info.byte_offset is not None:
-            found[origin] = (info.filter_mask, info.byte_offset, info.size)
-    return found
 
 
 # Chunks stored at most this far apart are fetched by one read, up to _MAX_RUN bytes at a time,
@@ -163,40 +260,39 @@ def _runs(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, 
     return runs
 
 
-def read_blosc_region(
-    dset: h5py.Dataset,
+def read_chunks(
+    fd: int,
+    chunk_map: ChunkMap,
     source: tuple[slice, ...],
     out: np.ndarray,
     dest: tuple[slice, ...],
 ) -> bool:
-    """Read ``dset[source]`` into ``out[dest]`` without HDF5's filter pipeline.
+    """Read ``source`` of the mapped array, from the open file ``fd``, into ``out[dest]``.
 
     Returns
     -------
     bool
-        Whether the region was read. ``False`` means the dataset or one of its chunks is not
-        plain Blosc; ``out[dest]`` may then hold partial data and must be read through h5py.
+        Whether the region was read. ``False`` means one of its chunks is not plain Blosc or was
+        never written; ``out[dest]`` may then hold partial data and must be read through h5py.
     """
-    target = _native_view(dset, out)
-    if target is None or not _is_blosc_only(dset):
+    target = _native_view(chunk_map.dtype, out)
+    if target is None:
         return False
-    chunk_shape = dset.chunks
-    plan = _plan(source, dest, chunk_shape)
-    locations = _locations(dset.id, [origin for origin, _, _ in plan])
+    chunk_shape = chunk_map.chunk_shape
+    strides = chunk_map.strides
     stored = []
-    for i, (origin, _, _) in enumerate(plan):
-        location = locations.get(origin)
-        if location is None:
+    plan = _plan(source, dest, chunk_shape)
+    for i, (parts, _, _) in enumerate(plan):
+        number = sum(p[0] * stride for p, stride in zip(parts, strides, strict=True))
+        offset = int(chunk_map.offsets[number])
+        if offset < 0:
             return False  # never written: HDF5 supplies the fill value
-        mask, offset, size = location
-        stored.append((offset, size, mask, i))
-    fd = dset.file.id.get_vfd_handle()
+        stored.append((offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i))
     scratch: np.ndarray | None = None
     try:
         for run in _runs(stored):
             start = run[0][0]
-            length = run[-1][0] + run[-1][1] - start
-            data = _read_run(fd, start, length)
+            data = _read_run(fd, start, run[-1][0] + run[-1][1] - start)
             for offset, size, mask, i in run:
                 raw = data[offset - start : offset - start + size]
                 _, region, local = plan[i]
@@ -211,6 +307,19 @@ def read_blosc_region(
     except _NotHandled:
         return False
     return True
+
+
+def read_blosc_region(
+    dset: h5py.Dataset,
+    source: tuple[slice, ...],
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+) -> bool:
+    """:func:`read_chunks` of an open h5py dataset (False if it is not plain Blosc)."""
+    chunk_map = ChunkMap.of(dset, out.dtype)
+    if chunk_map is None:
+        return False
+    return read_chunks(dset.file.id.get_vfd_handle(), chunk_map, source, out, dest)
 
 
 def blosc_filter_options(dset: h5py.Dataset) -> tuple[str, int, int] | None:
@@ -235,7 +344,7 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
     """
     options = blosc_filter_options(dset)
     values = data.view(np.uint8) if data.dtype == bool else data
-    if options is None or dset.shape != data.shape or _native_view(dset, data) is None:
+    if options is None or dset.shape != data.shape or _native_view(dset.dtype, data) is None:
         return False
     cname, clevel, shuffle = options
     chunk_shape = dset.chunks
