@@ -467,7 +467,7 @@ def memory(ctx: Context) -> list[Row]:
         peaks.append(peak.median)
         row = Row(
             f"6{letter}",
-            f"peak RSS of the mean, fresh process, {nbytes / 1e9:.2f} GB movie ({n} blocks)",
+            f"peak RSS of the mean, fresh process, {nbytes / 1e6:,.0f} MB movie ({n} blocks)",
             peak,
             target="< 1 GB" + ("; growth from 6a < 100 MB" if letter == "b" else ""),
             notes=f"after imports {base:.0f} MB; VmHWM {hwm:.0f} MB; mean took {_fmt_s(secs)} "

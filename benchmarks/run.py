@@ -42,6 +42,10 @@ def fmt_value(x: float, unit: str) -> str:
     return f"{x:.3g}{unit}"
 
 
+def fmt_bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
+
+
 def fmt_stat(s: Stat) -> str:
     med = fmt_value(s.median, s.unit)
     if len(s.samples) == 1:
@@ -141,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ceiling_rate = data.raw_bytes / ctx.ceiling["alloc"].median
     cfg_line = (
-        f"movie {' x '.join(map(str, cfg.movie_shape))} uint16 = {data.raw_bytes / 1e9:.2f} GB "
+        f"movie {' x '.join(map(str, cfg.movie_shape))} uint16 = {fmt_bytes(data.raw_bytes)} "
         f"in {math.ceil(cfg.movie_shape[0] / cfg.block_frames)} blocks of "
-        f"{cfg.block_bytes / 1e6:.1f} MB; on disk {data.compressed_bytes / 1e9:.2f} GB "
+        f"{fmt_bytes(cfg.block_bytes)}; on disk {fmt_bytes(data.compressed_bytes)} "
         f"(compression ratio {data.raw_bytes / data.compressed_bytes:.2f}); "
         f"repeats {args.repeat} (+1 untimed warm-up each); run took {wall:.0f} s"
     )
