@@ -1,6 +1,7 @@
 """Runs INSIDE the old split_dataset 0.4.4 venv (python -c, numpy<2): never imported by the suite.
 
-Usage: ``python -c <this file's text> '<json spec>'``; prints one JSON object on its last line.
+Usage: ``python -c <this file's text> '<json spec>' <benchmarks folder>``; prints one JSON object
+on its last line.
 Every timing is one untimed warm-up call, then ``repeat`` timed calls, as in ``_timing.measure``.
 Specs:
 
@@ -33,17 +34,13 @@ def _sel(spec):
 
 
 def _timed(fn, repeat, setup=None):
+    """Samples of ``measure`` (imported from the suite: stdlib only) and the warm-up's result."""
+    from _timing import measure
+
     if setup is not None:
         setup()
-    result = fn()
-    samples = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return samples, result
+    result = fn()  # the untimed warm-up
+    return measure(fn, repeat, setup=setup, warmup=False).samples, result
 
 
 def main(spec):
@@ -106,4 +103,5 @@ def main(spec):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[2])  # the benchmarks folder, for _timing
     print(json.dumps(main(json.loads(sys.argv[1]))))

@@ -22,5 +22,5 @@ _SCRIPT = (_HERE / "_old_script.py").read_text()
 
 def run_old_spec(spec: dict[str, Any], *, timeout: float = 3600) -> dict[str, Any]:
     """Run one spec (see ``_old_script.py``) in the old venv and return its JSON answer."""
-    proc = run_old_checked(_SCRIPT, json.dumps(spec), timeout=timeout)
+    proc = run_old_checked(_SCRIPT, json.dumps(spec), _HERE, timeout=timeout)
     return json.loads(proc.stdout.strip().splitlines()[-1])
