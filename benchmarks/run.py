@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         data = _data.prepare(data_dir, cfg, log=log)
         log("warming the page cache (reading every movie and zarr file once) ...")
         _data.warm_page_cache([data.movie, data.zarr])
-        ctx = Context(data=data, repeat=args.repeat, log=log)
+        ctx = Context(data=data, repeat=args.repeat)
         log("ceiling: numpy copies ...")
         rows = ceiling(ctx)
         for name in only:
