@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stat", "measure", "stat_of"]
+__all__ = ["Stat", "measure", "measure_interleaved", "stat_of"]
 
 
 @dataclass
@@ -57,15 +57,33 @@ def measure(
 ) -> Stat:
     """Time ``fn()``: an untimed warm-up call (page cache, imports, lazy inits), then ``repeat``
     timed calls. ``setup()`` runs untimed before every call (e.g. removing a previous output)."""
-    if warmup:
-        if setup is not None:
-            setup()
-        fn()
-    samples = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
+    setups = None if setup is None else {"fn": setup}
+    return measure_interleaved({"fn": fn}, repeat, setups=setups, warmup=warmup)["fn"]
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    repeat: int,
+    *,
+    setups: dict[str, Callable[[], Any]] | None = None,
+    warmup: bool = True,
+) -> dict[str, Stat]:
+    """Time several calls round-robin (each repeat runs every call once, in order), so that a
+    change in the machine's load during the measurement affects all of them alike."""
+    setups = setups or {}
+
+    def timed(name: str) -> float:
+        if name in setups:
+            setups[name]()
         t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return stat_of(samples)
+        fns[name]()
+        return time.perf_counter() - t0
+
+    if warmup:
+        for name in fns:
+            timed(name)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name in fns:
+            samples[name].append(timed(name))
+    return {name: stat_of(values) for name, values in samples.items()}

@@ -25,7 +25,7 @@ import hdf5plugin
 import numpy as np
 from _data import BLOSC, KEY, OUR_COMPRESSION, Datasets, block_files
 from _oldpeer import run_old_spec
-from _timing import Stat, measure, stat_of
+from _timing import Stat, measure, measure_interleaved, stat_of
 
 import splitds_dask as sd
 
@@ -131,9 +131,10 @@ def full_read(ctx: Context) -> list[Row]:
     _check(np.array_equal(a, zarr_fn()), "ds[:] vs zarr")
     total = int(a.sum(dtype=np.uint64))
     del a
-    ours = measure(ours_fn, ctx.repeat, warmup=False)
-    h5 = measure(h5_fn, ctx.repeat, warmup=False)
-    zr = measure(zarr_fn, ctx.repeat, warmup=False)
+    t = measure_interleaved(
+        {"ours": ours_fn, "h5": h5_fn, "zarr": zarr_fn}, ctx.repeat, warmup=False
+    )
+    ours, h5, zr = t["ours"], t["h5"], t["zarr"]
     old = ctx.old({"op": "read", "root": str(d.movie), "selections": {"full": [None]}})["full"]
     _check(old["sum"] == total, "ds[:] vs old")
     row = Row(
@@ -180,9 +181,10 @@ def mean(ctx: Context) -> list[Row]:
     m = ours_fn()
     _check(np.allclose(m, h5_fn()), "mean vs h5py")
     _check(np.allclose(m, zarr_fn()), "mean vs zarr")
-    ours = measure(ours_fn, ctx.repeat, warmup=False)
-    h5 = measure(h5_fn, ctx.repeat, warmup=False)
-    zr = measure(zarr_fn, ctx.repeat, warmup=False)
+    t = measure_interleaved(
+        {"ours": ours_fn, "h5": h5_fn, "zarr": zarr_fn}, ctx.repeat, warmup=False
+    )
+    ours, h5, zr = t["ours"], t["h5"], t["zarr"]
     row = Row(
         "2",
         "`ds.to_dask().mean(axis=0).compute()`, default (threads) scheduler",
@@ -246,9 +248,10 @@ def small_reads(ctx: Context) -> list[Row]:
         _check(np.array_equal(a, h5_fn()), f"{label} vs h5py")
         _check(np.array_equal(a, dask_fn()), f"{label} vs dask")
         _check(old[name]["sum"] == int(a.sum(dtype=np.uint64)), f"{label} vs old")
-        ours = measure(ours_fn, ctx.repeat, warmup=False)
-        h5 = measure(h5_fn, ctx.repeat, warmup=False)
-        dk = measure(dask_fn, ctx.repeat, warmup=False)
+        t = measure_interleaved(
+            {"ours": ours_fn, "h5": h5_fn, "dask": dask_fn}, ctx.repeat, warmup=False
+        )
+        ours, h5, dk = t["ours"], t["h5"], t["dask"]
         row = Row(
             f"3{letter}",
             label,
@@ -372,18 +375,19 @@ def write(ctx: Context) -> list[Row]:
         return lambda: shutil.rmtree(path, ignore_errors=True)
 
     cname, level = OUR_COMPRESSION
-    ours = measure(
-        lambda: sd.to_split_dataset(
-            data, outs["ours"], block_shape=bt, compression=cname, compression_level=level
-        ),
-        ctx.repeat,
-        setup=cleaner(outs["ours"]),
-    )
-    h5 = measure(
-        lambda: _h5py_write(data, outs["h5py"], bt), ctx.repeat, setup=cleaner(outs["h5py"])
-    )
     zpath = d.root / "write_zarr"
-    zr = measure(lambda: _zarr_write(data, zpath, bt), ctx.repeat, setup=cleaner(zpath))
+    t = measure_interleaved(
+        {
+            "ours": lambda: sd.to_split_dataset(
+                data, outs["ours"], block_shape=bt, compression=cname, compression_level=level
+            ),
+            "h5": lambda: _h5py_write(data, outs["h5py"], bt),
+            "zarr": lambda: _zarr_write(data, zpath, bt),
+        },
+        ctx.repeat,
+        setups={"ours": cleaner(outs["ours"]), "h5": cleaner(outs["h5py"]), "zarr": cleaner(zpath)},
+    )
+    ours, h5, zr = t["ours"], t["h5"], t["zarr"]
     old = ctx.old(
         {
             "op": "write",
@@ -512,10 +516,9 @@ def distributed(ctx: Context) -> list[Row]:
 
     d = ctx.data
     ds = sd.SplitDataset(d.movie)
-    fn = lambda: ds.to_dask().mean(axis=0).compute()
-    with dask.config.set(scheduler="threads"):
-        expected = fn()
-        threads = measure(fn, ctx.repeat, warmup=False)
+    on_client = lambda: ds.to_dask().mean(axis=0).compute()
+    on_threads = lambda: ds.to_dask().mean(axis=0).compute(scheduler="threads")
+    expected = on_threads()
     rows = []
     for letter, (label, make) in zip(
         "ab",
@@ -523,8 +526,12 @@ def distributed(ctx: Context) -> list[Row]:
         strict=True,
     ):
         with make() as cluster, Client(cluster) as client:
-            _check(np.allclose(fn(), expected), f"distributed mean ({label})")
-            ours = measure(fn, ctx.repeat, warmup=False)
+            _check(np.allclose(on_client(), expected), f"distributed mean ({label})")
+            # Interleaved with the threaded scheduler (the idle workers stay up meanwhile).
+            t = measure_interleaved(
+                {"cluster": on_client, "threads": on_threads}, ctx.repeat, warmup=False
+            )
+            ours, threads = t["cluster"], t["threads"]
             envs = client.run(_malloc_env)
         row = Row(
             f"7{letter}",
