@@ -1,0 +1,79 @@
+"""The benchmark suite still runs: every workload, tiny data, one repeat, in a subprocess.
+
+It checks that the table has every row and that every measured number is positive; it never
+looks at how fast anything was, nor at PASS/FAIL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+ROW_IDS = ["0a", "0b", "1", "2", "3a", "3b", "3c", "3d", "3e", "3f"]
+ROW_IDS += ["4a", "4b", "4c", "5", "6a", "6b", "7a", "7b"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    tmp = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    out = tmp / "out.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--repeat",
+            "1",
+            "--data-dir",
+            str(tmp / "data"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_table_has_every_row(quick_run: tuple[str, dict]) -> None:
+    stdout, result = quick_run
+    assert [row["id"] for row in result["rows"]] == ROW_IDS
+    table_ids = [line.split("|")[1].strip() for line in stdout.splitlines() if line[:2] == "| "]
+    assert table_ids[1:] == ROW_IDS  # after the header line
+
+
+@pytest.mark.parametrize("row_id", ROW_IDS)
+def test_every_number_is_positive(quick_run: tuple[str, dict], row_id: str) -> None:
+    (row,) = [r for r in quick_run[1]["rows"] if r["id"] == row_id]
+    stats = [row["ours"], *row["peers"].values()]
+    for stat in stats:
+        values = [*stat["samples"], stat["median"], stat["min"], stat["max"]]
+        values += stat["parts"].values()
+        assert all(math.isfinite(v) and v > 0 for v in values), stat
+    assert all(math.isfinite(v) and v > 0 for v in row["ratios"].values())
+    assert row["nbytes"] is None or row["nbytes"] > 0
+
+
+def test_machine_is_described(quick_run: tuple[str, dict]) -> None:
+    stdout, result = quick_run
+    machine = result["machine"]
+    assert machine["cores"] > 0
+    assert machine["ram_gb"] > 0
+    assert result["ceiling_mb_s"] > 0
+    for name in ("numpy", "dask", "h5py", "hdf5plugin", "zarr", "kernel", "cpu"):
+        assert machine[name], name
+        assert machine[name] != "not installed", name
+        assert str(machine[name]) in stdout
