@@ -310,13 +310,16 @@ def test_dataset_reads_equal_through_both_paths(tmp_path, random_array, block):
     _assert_bits_equal(ds.to_dask().compute(), a)
 
 
+@pytest.mark.parametrize("parallel", [False, True], ids=["one thread", "pool"])
 @pytest.mark.parametrize(("gap", "run"), [(0, 1), (0, 1 << 26), (1 << 16, 3000)])
-def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run):
-    """Chunks fetched one read each, all in one read, or in runs of a few: the same bytes."""
+def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run, parallel):
+    """Chunks fetched one read each, all in one read, or in runs of a few, by one thread or
+    shared among the pool's: the same bytes."""
     from splitds_dask import _blosc
 
     monkeypatch.setattr(_blosc, "_MAX_GAP", gap)
     monkeypatch.setattr(_blosc, "_MAX_RUN", run)
+    monkeypatch.setattr(_blosc, "_PARALLEL_BYTES", 0 if parallel else 1 << 40)
     a = _compressible(SHAPE, "u2")
     path = tmp_path / "0000.h5"
     _h5py_write(path, a, **hdf5plugin.Blosc())
@@ -401,3 +404,18 @@ def test_chunk_map_cache_is_bounded():
     cache.put(("big",), fake(9))  # over the chunk bound: older maps go first
     assert cache.get(("big",)) is not None
     assert all(cache.get(("f", i)) is None for i in range(5))
+
+
+def test_a_damaged_chunk_in_a_parallel_read_falls_back(tmp_path, monkeypatch):
+    """One pool thread meets a damaged chunk: the whole read goes to HDF5, which reports it."""
+    from splitds_dask import _blosc
+
+    monkeypatch.setattr(_blosc, "_PARALLEL_BYTES", 0)
+    a = _compressible(SHAPE, "u2")
+    path = tmp_path / "0007.h5"
+    _h5py_write(path, a, **hdf5plugin.Blosc())
+    _corrupt_first_chunk(path, 0, b"\x00" * 16)
+    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
+    assert not handled
+    with pytest.raises(BlockError, match=r"0007\.h5"):
+        _read_full(path, a.dtype)

@@ -36,6 +36,7 @@ import numpy as np
 from numcodecs import blosc
 
 from ._geometry import split_slice
+from ._threads import in_pool, map_in_pool
 
 __all__ = [
     "BLOSC_FILTER",
@@ -288,6 +289,38 @@ def read_chunks(
         if offset < 0:
             return False  # never written: HDF5 supplies the fill value
         stored.append((offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i))
+    groups = _groups(stored)
+    if len(groups) == 1:
+        return _read_group(fd, groups[0], plan, target, chunk_shape)
+    n = len(groups)
+    return all(
+        map_in_pool(_read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n)
+    )
+
+
+# A read of at least this many compressed bytes is shared among the pool's threads.
+_PARALLEL_BYTES = 1 << 20
+
+
+def _groups(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
+    """``stored`` cut into one group of neighbouring chunks per pool thread, if worth it."""
+    workers = min(len(stored), os.cpu_count() or 1)
+    total = sum(chunk[1] for chunk in stored)
+    if workers < 2 or total < _PARALLEL_BYTES or in_pool():
+        return [stored]
+    ordered = sorted(stored)
+    step = -(-len(ordered) // workers)
+    return [ordered[i : i + step] for i in range(0, len(ordered), step)]
+
+
+def _read_group(
+    fd: int,
+    stored: list[tuple[int, int, int, int]],
+    plan: list[_Part],
+    target: np.ndarray,
+    chunk_shape: tuple[int, ...],
+) -> bool:
+    """Read and decompress the chunks of ``stored`` into their regions of ``target``."""
     scratch: np.ndarray | None = None
     try:
         for run in _runs(stored):

@@ -24,7 +24,7 @@ from ._metadata import (
     read_metadata_json,
 )
 from ._physical import PhysicalMetadata, read_physical_metadata
-from ._threads import read_pool
+from ._threads import in_pool, map_in_pool
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -395,12 +395,12 @@ class SplitDataset:
             return out
         per_axis = [self._axis_pieces(axis, s) for axis, s in enumerate(selection.axes)]
         jobs = list(product(*per_axis))
-        if len(jobs) == 1:
-            self._read_pieces(jobs[0], out)
+        if len(jobs) == 1 or in_pool():
+            for pieces in jobs:
+                self._read_pieces(pieces, out)
         else:
             # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
-            for _ in read_pool().map(self._read_pieces, jobs, [out] * len(jobs)):
-                pass
+            map_in_pool(self._read_pieces, jobs, [out] * len(jobs))
         return out
 
     def _read_pieces(self, pieces: tuple[_Piece, ...], out: np.ndarray) -> None:

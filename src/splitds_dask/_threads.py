@@ -1,18 +1,35 @@
-"""The thread pool that reads the blocks of one selection in parallel.
+"""The thread pool that reads blocks, and chunks of large block reads, in parallel.
 
-Block reads release the GIL while they decompress (see :mod:`splitds_dask._blosc`), so a
-selection spanning several blocks is read by one thread per core. One pool per process, created
-on first use and forgotten in a forked child, whose copy of it would have no threads.
+Block reads release the GIL while they read and decompress (see :mod:`splitds_dask._blosc`), so
+a selection spanning several blocks, or many chunks of one block, is read by one thread per core.
+One pool per process, created on first use and forgotten in a forked child, whose copy of it
+would have no threads. Work running on the pool never waits for the pool (:func:`in_pool`), so
+nested reads cannot deadlock.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
-__all__ = ["read_pool"]
+T = TypeVar("T")
+
+__all__ = ["in_pool", "map_in_pool"]
 
 _pool: ThreadPoolExecutor | None = None
+_local = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _local.in_pool = True
+
+
+def in_pool() -> bool:
+    """Whether this thread is one of the pool's (and so must not wait on the pool)."""
+    return getattr(_local, "in_pool", False)
 
 
 def read_pool() -> ThreadPoolExecutor:
@@ -20,9 +37,19 @@ def read_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(
-            max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="splitds-read"
+            max_workers=min(8, os.cpu_count() or 1),
+            thread_name_prefix="splitds-read",
+            initializer=_mark_pool_thread,
         )
     return _pool
+
+
+def map_in_pool(function: Callable[..., T], *arguments: Sequence[Any]) -> list[T]:
+    """``[function(*args) for args in zip(*arguments)]`` on the pool, returning (or raising the
+    first error) only once every call has finished, so that none still runs on shared state."""
+    futures = [read_pool().submit(function, *args) for args in zip(*arguments, strict=True)]
+    wait(futures)
+    return [future.result() for future in futures]
 
 
 def _forget_pool() -> None:
