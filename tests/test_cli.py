@@ -22,6 +22,7 @@ from test_png import png_size
 
 import splitds_dask
 from splitds_dask import SplitDataset
+from splitds_dask._sizes import format_bytes
 from splitds_dask._synthetic import FRAME_BYTES, FRAME_SHAPE
 
 # --- arguments --------------------------------------------------------------------------------
@@ -100,10 +101,13 @@ def test_info_text(demo: tuple[Path, Run]) -> None:
     assert fields["path"] == str(folder / "demo")
     assert fields["shape"] == f"({N_FRAMES}, 8, 256, 256) (tzyx)"
     assert fields["dtype"] == "uint16"
-    assert fields["block shape"] == f"({BLOCK_FRAMES}, 8, 256, 256)"
+    assert fields["block shape"] == (
+        f"({BLOCK_FRAMES}, 8, 256, 256), {format_bytes(BLOCK_FRAMES * FRAME_BYTES)}"
+    )
     assert fields["grid"] == "(3, 1, 1, 1) blocks"
     assert fields["files"] == "3"
     assert fields["data key"] == "stack_4D"
+    assert fields["compression"] == "blosc lz4 level 5, byte shuffle (HDF5 chunks (1, 8, 256, 256))"
     assert fields["metadata"].startswith("stack_metadata.json: shape_full, shape_block")
     assert f"{N_FRAMES * FRAME_BYTES:,} bytes" in fields["uncompressed"]
     assert "compression ratio" in fields["on disk"]
