@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Largest slab (bytes) computed at once when a TIFF or HDF5 file is written in order.
-SLAB_BYTES = 256 * 2**20
+SLAB_BYTES = 64 * 2**20
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -400,6 +400,8 @@ def open_source(text: str) -> Source:
         if name.endswith(".ome.zarr") or _has_multiscales(path):
             return _ome_source(text)
         return Source(f"zarr {path}", _ZarrReader(text))
+    if name.endswith(_H5_SUFFIXES) and path.is_file():
+        raise FormatError(f"{text}: name the dataset inside the HDF5 file, e.g. {text}:/data")
     files = _tiff_files(text)
     if files:
         what = f"TIFF {text}" if len(files) == 1 else f"{len(files)} TIFF files {text}"
@@ -455,6 +457,8 @@ def _check_new(path: Path, *, overwrite: bool, replaceable: Callable[[Path], boo
     """Refuse to replace anything but an earlier output of the same kind, and that only if asked."""
     if not path.exists():
         return
+    if path.is_dir() and replaceable is not Path.is_file and not any(path.iterdir()):
+        return  # an empty folder, where a folder is to be written: taken as the target
     if not replaceable(path):
         raise FileExistsError(
             f"{path} exists and is not a {path.suffix or 'split dataset'} output; not replacing it"
@@ -475,19 +479,44 @@ def _publish(staging: Path, path: Path) -> None:
 
 
 class _NpyTarget:
-    """A ``store`` target writing regions of a ``.npy`` file through a fresh memory map each time.
+    """A ``store`` target writing regions of a C-order ``.npy`` file with ``os.pwrite``.
 
-    A memory map pickled to another process would be a copy; this holds only the path.
+    It holds only the path and the layout (a memory map pickled to another process would be a
+    copy), and writes each contiguous run of a region straight to the file: a memory map of a
+    strided region would keep pages of the whole file resident.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
+        self.offset = int(array.offset)
+        array.flush()
+        del array
 
     def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
-        out = np.load(self.path, mmap_mode="r+")
-        out[region] = value
-        out.flush()
-        del out
+        starts = [r.start or 0 for r in region]
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        if value.size == 0:
+            return
+        # Axes after `split` are whole in the region, so each index of the axes before it
+        # addresses one contiguous run of the file.
+        split = len(self.shape) - 1
+        while split > 0 and value.shape[split] == self.shape[split]:
+            split -= 1
+        runs = value.reshape(math.prod(value.shape[:split]), -1)
+        if split == 0:
+            first = [int(np.ravel_multi_index(starts, self.shape))]
+        else:
+            lead = np.indices(value.shape[:split]).reshape(split, -1)
+            lead += np.array(starts[:split])[:, None]
+            rest = [np.full(lead.shape[1], s) for s in starts[split:]]
+            first = np.ravel_multi_index([*lead, *rest], self.shape).tolist()
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for offset, run in zip(first, runs, strict=True):
+                os.pwrite(fd, run.data, self.offset + offset * self.dtype.itemsize)
+        finally:
+            os.close(fd)
 
 
 def _zarr_compressors(compression: str | None, level: int | None) -> Any:
@@ -624,8 +653,9 @@ def write_array(
     target : str
         The output path (``file.h5:/dataset`` for HDF5).
     block_shape : int or sequence, optional
-        Block shape of a split dataset target, chunk shape of a zarr, HDF5 or OME-Zarr target
-        (default: the source's blocks, or chunks of about ``array.chunk-size``).
+        Block shape of a split dataset target, chunk shape of a zarr or OME-Zarr target
+        (default: the source's blocks, or chunks of about ``array.chunk-size``). HDF5 targets
+        are chunked as block files are (about 1 MiB chunks).
     compression, compression_level : optional
         The codec of split dataset, zarr and HDF5 targets (see ``to_split_dataset``).
     overwrite : bool, optional
@@ -644,13 +674,16 @@ def write_array(
     if block_shape is None:
         chunks = source.natural_chunks()
         block_shape = tuple(c[0] if c else 1 for c in chunks)
-    grid = BlockGrid.from_spec(shape, block_shape)
-    x = source.to_dask(grid.chunks)
+    if kind in ("tiff", "hdf5"):
+        # Written slab by slab along axis 0: each slab's tasks read only that slab.
+        x = source.to_dask()
+    else:
+        x = source.to_dask(BlockGrid.from_spec(shape, block_shape).chunks)
     if kind == "split":
+        from ._metadata import is_split_dataset
         from ._writer import to_split_dataset
 
-        if Path(target).exists() and not Path(target).is_dir():
-            raise FileExistsError(f"{target} exists and is not a folder")
+        _check_new(Path(target), overwrite=overwrite, replaceable=is_split_dataset)
         delayed = to_split_dataset(
             x,
             target,
@@ -672,8 +705,8 @@ def write_array(
     staging = _staging(path)
     try:
         if kind == "npy":
-            np.lib.format.open_memmap(staging, mode="w+", dtype=x.dtype, shape=x.shape).flush()
-            compute(da.store(x, _NpyTarget(staging), lock=False, compute=False))
+            target_file = _NpyTarget(staging, x.shape, x.dtype)
+            compute(da.store(x, target_file, lock=False, compute=False))
         elif kind in ("zarr", "ome-zarr"):
             ome = ome_multiscales(shape, source.metadata, path.name) if kind == "ome-zarr" else None
             compressors = _zarr_compressors(compression, compression_level)
