@@ -134,7 +134,7 @@ def local_cluster(
         raise TypeError("local_cluster starts worker processes; processes=False is not supported")
     if "worker_class" in kwargs:
         raise TypeError(
-            "local_cluster chooses the worker class; to use your own, start "
+            "local_cluster chooses the worker_class; to use your own, start "
             "distributed.LocalCluster inside dask.config.set(splitds_dask.distributed_config())"
         )
     return distributed.LocalCluster(
