@@ -254,7 +254,7 @@ def use_scheduler(spec: str) -> Iterator[Any]:
     distributed = _import_distributed()
     if spec == "local":
         with (
-            local_cluster(dashboard_address=None, silence_logs=40) as cluster,
+            local_cluster(dashboard_address=":0", silence_logs=40) as cluster,
             distributed.Client(cluster) as client,
         ):
             yield client
