@@ -20,8 +20,11 @@ depend on what else runs on the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,43 +66,71 @@ def _workers_usage(client: Any) -> Callable[[], tuple[float, int]]:
     return usage
 
 
-def main() -> None:
+CLUSTER_KWARGS = {"dashboard_address": ":0", "silence_logs": 40}
+
+
+def _mmap_1mib() -> Any:
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_"
+    with dask.config.set({key: 1 << 20}):
+        return sd.local_cluster(2, **CLUSTER_KWARGS)
+
+
+def _default_cluster() -> Any:
     import distributed
 
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, **CLUSTER_KWARGS)
+
+
+SETUPS: dict[str, Callable[[], Any] | None] = {
+    "LocalCluster(2 x 1), distributed defaults": _default_cluster,
+    "splitds_dask.local_cluster(2)": lambda: sd.local_cluster(2, **CLUSTER_KWARGS),
+    "local_cluster(2), MALLOC_MMAP_THRESHOLD_=1 MiB": _mmap_1mib,
+    "threaded scheduler (2 threads)": None,
+}
+
+
+def _one_setup(name: str, folder: Path, repeats: int) -> list:
+    """Runs of one setup, in this (fresh) process."""
+    import distributed
+
+    ds = sd.SplitDataset(folder)
+    make_cluster = SETUPS[name]
+    if make_cluster is None:
+        with dask.config.set(scheduler="threads", num_workers=2):
+            return _run(ds, repeats, _usage)
+    with make_cluster() as cluster, distributed.Client(cluster) as client:
+        return _run(ds, repeats, _workers_usage(client))
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=None)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating the setups")
+    parser.add_argument("--setup", choices=SETUPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="splitds-malloc-")) / "movie"
+    if args.setup is not None:
+        print(json.dumps(_one_setup(args.setup, folder, args.repeats)))
+        return
     if not folder.exists():
         sd.to_split_dataset(synthetic_movie(N_FRAMES, block_frames=32), folder)
     ds = sd.SplitDataset(folder)
     print(f"dataset   {folder}: {ds.shape} {ds.dtype}, {ds.nbytes / 1e6:.0f} MB, {ds.grid.grid}")
 
-    cluster_kwargs = {"dashboard_address": ":0", "silence_logs": 40}
-
-    def mmap_1mib() -> distributed.LocalCluster:
-        key = "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_"
-        with dask.config.set({key: 1 << 20}):
-            return sd.local_cluster(2, **cluster_kwargs)
-
-    clusters = {
-        "LocalCluster(2 x 1), distributed defaults": lambda: distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, **cluster_kwargs
-        ),
-        "splitds_dask.local_cluster(2)": lambda: sd.local_cluster(2, **cluster_kwargs),
-        "local_cluster(2), MALLOC_MMAP_THRESHOLD_=1 MiB": mmap_1mib,
-    }
+    # Each setup runs in a new process: a nanny puts the worker environment into the
+    # environment of the process that starts it, where later clusters would inherit it.
     results: dict[str, list] = {}
     for _ in range(args.rounds):
-        for name, make_cluster in clusters.items():
-            with make_cluster() as cluster, distributed.Client(cluster) as client:
-                runs = _run(ds, args.repeats, _workers_usage(client))
-            results.setdefault(name, []).extend(runs)
-        with dask.config.set(scheduler="threads", num_workers=2):
-            runs = _run(ds, args.repeats, _usage)
-        results.setdefault("threaded scheduler (2 threads)", []).extend(runs)
+        for name in SETUPS:
+            command = [sys.executable, __file__, str(folder.parent), "--setup", name]
+            proc = subprocess.run(
+                [*command, "--repeats", str(args.repeats)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results.setdefault(name, []).extend(json.loads(proc.stdout.splitlines()[-1]))
 
     print(f"{'':<47} {'wall median (range)':<22} {'CPU s':>6} {'faults':>8}  runs")
     for name, runs in results.items():

@@ -10,7 +10,7 @@ import sys
 import dask
 import numpy as np
 import pytest
-from cli_support import assert_one_line_error, run_main
+from cli_support import assert_one_line_error, package_pythonpath, run_main
 
 import splitds_dask as sd
 from splitds_dask._cluster import MALLOC_MMAP_THRESHOLD
@@ -20,16 +20,11 @@ distributed = pytest.importorskip("distributed")
 PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
 
 
-def _src_path() -> str:
-    src = os.path.dirname(os.path.dirname(os.path.abspath(sd.__file__)))
-    return os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     # Worker processes must import the same splitds_dask as this test run.
     with (
-        dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": _src_path()}),
+        dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": package_pythonpath()}),
         sd.local_cluster(2, dashboard_address=None, silence_logs=40) as cluster,
     ):
         yield cluster
@@ -166,7 +161,7 @@ def test_commands_on_a_scheduler_address(cluster, source, tmp_path) -> None:
 
 def test_commands_on_a_local_cluster(source, tmp_path) -> None:
     folder, a = source
-    with dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": _src_path()}):
+    with dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": package_pythonpath()}):
         run = run_main(
             "project",
             str(folder),

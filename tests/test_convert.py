@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from cli_support import assert_one_line_error, run_main
+from cli_support import assert_one_line_error, package_env, run_main
 from test_png import png_size
 
 import splitds_dask as sd
@@ -180,14 +180,11 @@ sys.exit(code)
 
 
 def _peak_rss(*argv: str) -> int:
-    env = dict(os.environ)
-    src = str(Path(sd.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS_SCRIPT, *argv],
         capture_output=True,
         text=True,
-        env=env,
+        env=package_env(),
         timeout=600,
         check=False,
     )
@@ -298,6 +295,7 @@ def _bad_inputs(tmp_path: Path) -> None:
         f["x"] = np.zeros((2, 3))
         f.create_group("g")
     zarr.create_group(str(tmp_path / "group.zarr"))
+    np.save(tmp_path / "s.npy", np.array(["text"]))
 
 
 @pytest.mark.parametrize(
@@ -316,6 +314,34 @@ def _bad_inputs(tmp_path: Path) -> None:
         (("convert", "{t}/src", "{t}/o", "--block-shape", "0"), 2, ["--block-shape"]),
         (("convert", "{t}/src", "{t}/o", "--compression", "lzma"), 2, ["unknown compression"]),
         (("convert", "{t}/src", "{t}/o.zarr", "--compression", "bzip2"), 1, ["bzip2", "zarr"]),
+        (("convert", "{t}/src", "{t}/o", "--compression-level", "99"), 1, ["blosc level 99"]),
+        (
+            (
+                "convert",
+                "{t}/src",
+                "{t}/o.h5:/d",
+                "--compression",
+                "gzip",
+                "--compression-level",
+                "12",
+            ),
+            1,
+            ["gzip level 12"],
+        ),
+        (
+            (
+                "convert",
+                "{t}/src",
+                "{t}/o.zarr",
+                "--compression",
+                "zstd",
+                "--compression-level",
+                "99",
+            ),
+            1,
+            ["zstd level 99"],
+        ),
+        (("convert", "{t}/s.npy", "{t}/o"), 1, ["s.npy", "not numbers"]),
         (("convert", "{t}/src", "{t}/o", "--scheduler", "gpu"), 2, ["invalid scheduler 'gpu'"]),
         (("project", "{t}/src", "{t}/p.jpg"), 2, ["OUTPUT must end in"]),
         (("project", "{t}/src", "{t}/p.npy", "--axis", "4"), 2, ["--axis 4", "out of range"]),
@@ -330,6 +356,16 @@ def test_bad_input_is_one_line_error(argv, code, fragments, source, tmp_path: Pa
     assert_one_line_error(run, code, "splitds", *(f.format(t=t) for f in fragments))
     assert not (tmp_path / "o").exists()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_failed_conversion_leaves_nothing_behind(target, source, tmp_path: Path) -> None:
+    folder, _ = source
+    last = max(folder.glob("*.h5"))
+    last.write_bytes(last.read_bytes()[:100])  # truncated: reading this block fails
+    run = run_main("convert", str(folder), str(tmp_path / target), "--block-shape", "2")
+    assert_one_line_error(run, 1, last.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_ome_zarr_needs_named_axes(tmp_path: Path, random_array) -> None:

@@ -9,7 +9,6 @@ line for any text.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -17,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import package_env
 from test_cli import splitds_command
-
-import splitds_dask
 
 README = Path(__file__).parents[1] / "README.md"
 TEXT = README.read_text()
@@ -87,9 +85,7 @@ def test_pattern_matching() -> None:
 
 
 def test_readme_console_sessions(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    src = str(Path(splitds_dask.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env = package_env()
     ran = 0
     for session in SESSIONS:
         for command, expected in _commands(session):

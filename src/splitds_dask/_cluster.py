@@ -106,7 +106,9 @@ def local_cluster(
 
     h5py runs one HDF5 call at a time per process, so parallel reads need worker processes; each
     worker starts with :func:`worker_environment` (the malloc setting that keeps block reads
-    fast), also workers added later by ``cluster.scale``.
+    fast), also workers added later by ``cluster.scale``. As for any distributed ``Nanny``, the
+    variables are also set in this process's ``os.environ`` (that is how they reach the worker
+    processes), so processes started from here later inherit them.
 
     Parameters
     ----------

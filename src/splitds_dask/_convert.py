@@ -375,8 +375,15 @@ def open_source(text: str) -> Source:
     Raises
     ------
     FormatError, SplitDatasetError, OSError
-        Nothing readable is there.
+        Nothing readable is there, or what is there is not an array of numbers.
     """
+    source = _open_source(text)
+    if source.dtype.kind not in "biufc":
+        raise FormatError(f"{text}: holds {source.dtype} data, not numbers")
+    return source
+
+
+def _open_source(text: str) -> Source:
     from ._dataset import SplitDataset
     from ._metadata import is_split_dataset
 
@@ -606,6 +613,26 @@ def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compr
     return da.store(x, array, lock=False, compute=False)
 
 
+def _check_codec(kind: str, compression: str | None, level: int | None, dtype: np.dtype) -> None:
+    """Fail before anything is written if the target cannot use this codec and level."""
+    from ._blockio import compression_options
+
+    try:
+        if kind in ("split", "hdf5"):
+            import h5py
+
+            # h5py checks some options only when it creates a dataset: create one in memory.
+            options = compression_options(compression, level, dtype)
+            with h5py.File(f"{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
+                f.create_dataset("probe", shape=(1,), dtype=dtype, chunks=(1,), **options)
+        elif kind in ("zarr", "ome-zarr"):
+            _zarr_compressors(compression, level)
+    except FormatError:
+        raise
+    except ValueError as exc:
+        raise FormatError(f"compression {compression} level {level}: {exc}") from None
+
+
 def _slabs(x: da.Array, slab_bytes: int) -> Iterator[tuple[slice, da.Array]]:
     """Consecutive slabs of ``x`` along axis 0, each at most ``slab_bytes`` (at least one row)."""
     row = math.prod(x.shape[1:]) * x.dtype.itemsize
@@ -671,6 +698,7 @@ def write_array(
     shape = source.shape
     if not shape:
         raise FormatError("cannot convert a 0-d array")
+    _check_codec(kind, compression, compression_level, source.dtype)
     if block_shape is None:
         chunks = source.natural_chunks()
         block_shape = tuple(c[0] if c else 1 for c in chunks)
@@ -683,17 +711,27 @@ def write_array(
         from ._metadata import is_split_dataset
         from ._writer import to_split_dataset
 
-        _check_new(Path(target), overwrite=overwrite, replaceable=is_split_dataset)
-        delayed = to_split_dataset(
-            x,
-            target,
-            compression=compression,
-            compression_level=compression_level,
-            overwrite=overwrite,
-            compute=False,
-            **source.metadata,
-        )
-        compute(delayed)
+        folder = Path(os.path.abspath(target))
+        _check_new(folder, overwrite=overwrite, replaceable=is_split_dataset)
+        # to_split_dataset stages the files in a hidden folder beside the target, and cleans it
+        # up only when it computes itself: remove the one this call made if the writing fails.
+        pattern = f".{folder.name}.*.partial"
+        earlier = set(folder.parent.glob(pattern))
+        try:
+            delayed = to_split_dataset(
+                x,
+                folder,
+                compression=compression,
+                compression_level=compression_level,
+                overwrite=overwrite,
+                compute=False,
+                **source.metadata,
+            )
+            compute(delayed)
+        except BaseException:
+            for staging in set(folder.parent.glob(pattern)) - earlier:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
     h5 = _split_h5_path(target)
     path = Path(os.path.abspath(h5[0] if h5 else target))
