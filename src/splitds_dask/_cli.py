@@ -242,7 +242,7 @@ def _scheduler_arg(text: str) -> str:
 
 @contextlib.contextmanager
 def use_scheduler(spec: str) -> Iterator[Any]:
-    """Run dask computations inside on ``spec``; yields the distributed Client, if any."""
+    """Run the dask computations of the block on ``spec``; yields the distributed Client, if any."""
     import dask
 
     if spec in ("sync", "threads", "processes"):
@@ -365,14 +365,14 @@ def _compression_arg(text: str) -> str | None:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def _add_common(parser: argparse.ArgumentParser, *, default_scheduler: str = "threads") -> None:
+def _add_scheduler(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument(
         "--scheduler",
         type=_scheduler_arg,
-        default=default_scheduler,
+        default="threads",
         metavar="SCHEDULER",
         help="sync, threads, processes, local (a local cluster of worker processes) or the "
-        f"address of a dask scheduler, e.g. tcp://10.0.0.5:8786 (default: {default_scheduler})",
+        f"address of a dask scheduler, e.g. tcp://10.0.0.5:8786 (default: threads){note}",
     )
 
 
@@ -414,7 +414,7 @@ def _add_demo(commands: Any) -> None:
         help=f"time points per block file (default: {DEFAULT_BLOCK_FRAMES}, "
         f"{format_bytes(DEFAULT_BLOCK_FRAMES * FRAME_BYTES)})",
     )
-    _add_common(demo)
+    _add_scheduler(demo)
     demo.add_argument(
         "--seed",
         type=_int_at_least(0, "a non-negative integer"),
@@ -452,7 +452,9 @@ def _add_info(commands: Any) -> None:
     )
     info.add_argument("path", metavar="PATH", help="the dataset folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _add_common(info)
+    _add_scheduler(
+        info, note="; info computes nothing, it reads the metadata and one file's header"
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -507,7 +509,7 @@ def _add_convert(commands: Any) -> None:
     convert.add_argument(
         "--overwrite", action="store_true", help="replace a TARGET of the same kind"
     )
-    _add_common(convert)
+    _add_scheduler(convert)
     _add_progress(convert)
 
 
@@ -522,11 +524,13 @@ def _check_ndim(shape: Sequence[int], block_shape: Sequence[int] | None) -> None
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ._convert import open_source, target_kind, write_array
 
-    target_kind(args.target)  # a bad target name fails before anything is read
+    kind = target_kind(args.target)  # a bad target name fails before anything is read
     source = open_source(args.source)
     _check_ndim(source.shape, args.block_shape)
     with use_scheduler(args.scheduler) as client:
         runner = _Runner(client, _show_progress(args))
+        # TIFF and HDF5 are computed slab by slab: one progress line, not a bar per slab.
+        in_slabs = kind in ("tiff", "hdf5")
         written = write_array(
             source,
             args.target,
@@ -534,9 +538,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             compression=args.compression,
             compression_level=args.compression_level,
             overwrite=args.overwrite,
-            compute=runner.compute
-            if target_kind(args.target) in ("split", "npy", "zarr", "ome-zarr")
-            else runner.quiet,
+            compute=runner.quiet if in_slabs else runner.compute,
             on_slab=runner.on_slab,
         )
     print(f"read     {source.description}: {source.shape} {source.dtype}")
@@ -565,7 +567,7 @@ def _add_project(commands: Any) -> None:
         "--axis", type=int, default=0, help="the axis to reduce (default: 0, time)"
     )
     project.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    _add_common(project)
+    _add_scheduler(project)
     _add_progress(project)
 
 
