@@ -410,3 +410,17 @@ def test_local_schedulers(scheduler: str, source, tmp_path: Path) -> None:
     run = run_main("convert", str(folder), str(tmp_path / "o.npy"), "--scheduler", scheduler)
     assert run.code == 0, run
     np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), a, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "extra"), [("tifffile", "o.tif", "tiff"), ("zarr", "o.zarr", "zarr")]
+)
+def test_a_missing_optional_package_names_its_extra(
+    module: str, target: str, extra: str, source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = source
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setitem(sys.modules, f"{module}.codecs", None)
+    run = run_main("convert", str(folder), str(tmp_path / target))
+    assert_one_line_error(run, 1, f"splitds-dask[{extra}]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

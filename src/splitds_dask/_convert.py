@@ -174,7 +174,7 @@ class _ZarrReader(_Reader):
         )
 
     def _open(self) -> Any:
-        import zarr
+        zarr = _require("zarr", "zarr")
 
         try:
             return zarr.open_array(store=self.path, path=self.name or "", mode="r")
@@ -203,7 +203,7 @@ class _TiffReader(_Reader):
         import contextlib
 
         tifffile = _require("tifffile", "tiff")
-        import zarr
+        zarr = _require("zarr", "zarr")
 
         @contextlib.contextmanager
         def array() -> Iterator[Any]:
@@ -322,7 +322,7 @@ def _is_zarr(path: Path) -> bool:
 
 def _ome_source(path: str) -> Source:
     """OME-Zarr: the first (full resolution) level of the first multiscale image."""
-    import zarr
+    zarr = _require("zarr", "zarr")
 
     try:
         group = zarr.open_group(store=path, mode="r")
@@ -527,7 +527,8 @@ class _NpyTarget:
 
 
 def _zarr_compressors(compression: str | None, level: int | None) -> Any:
-    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+    codecs = _require("zarr.codecs", "zarr")
+    BloscCodec, GzipCodec, ZstdCodec = codecs.BloscCodec, codecs.GzipCodec, codecs.ZstdCodec
 
     if compression in (None, "none"):
         return None
@@ -588,7 +589,7 @@ def ome_multiscales(shape: Sequence[int], metadata: dict[str, Any], name: str) -
 
 
 def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compressors: Any) -> Any:
-    import zarr
+    zarr = _require("zarr", "zarr")
 
     if ome is None:
         array = zarr.create_array(
