@@ -8,7 +8,10 @@ Compares, on the same Blosc uint16 split dataset (written once to FOLDER):
   datasets with smaller HDF5 chunks);
 - dask's threaded scheduler (2 threads).
 
-Run: ``python benchmarks/cluster_malloc.py [FOLDER] [--repeats 5] [--rounds 3]``. For each
+With ``--serial`` it first times reading every block once, serially, in one process under
+each malloc environment (the effect without a cluster).
+
+Run: ``python benchmarks/cluster_malloc.py [FOLDER] [--repeats 5] [--rounds 3] [--serial]``. For each
 setup it prints, over all runs of all rounds (the setups alternate, so that a busy moment of a
 shared machine hits them all), the median and range of the wall time of
 ``ds.to_dask().mean(axis=0).compute()``, and the median CPU time (user + system) and minor page
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -102,16 +106,77 @@ def _one_setup(name: str, folder: Path, repeats: int) -> list:
         return _run(ds, repeats, _workers_usage(client))
 
 
+# Environments of the serial read in one process (--serial): what distributed sets, and fixes.
+SERIAL_ENVIRONMENTS = {
+    "none (glibc's dynamic threshold)": {},
+    "MALLOC_TRIM_THRESHOLD_=65536": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    "the same + MALLOC_MMAP_THRESHOLD_=1048576": {
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "MALLOC_MMAP_THRESHOLD_": "1048576",
+    },
+    "the same + MALLOC_MMAP_THRESHOLD_=4194304": {
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "MALLOC_MMAP_THRESHOLD_": "4194304",
+    },
+}
+
+
+def _serial_pass(folder: Path, repeats: int) -> list:
+    """Read every block once, one after the other, in this process (its environment as given)."""
+    ds = sd.SplitDataset(folder)
+    x = ds.to_dask()
+
+    def one_pass() -> None:
+        for i in range(ds.grid.grid[0]):
+            x.blocks[i].compute(scheduler="sync")
+
+    runs = []
+    one_pass()  # warm up
+    for _ in range(repeats):
+        cpu0, faults0 = _usage()
+        t0 = time.perf_counter()
+        one_pass()
+        wall = time.perf_counter() - t0
+        cpu1, faults1 = _usage()
+        runs.append((wall, cpu1 - cpu0, faults1 - faults0))
+    return runs
+
+
+def _serial(folder: Path, repeats: int) -> None:
+    print(f"{'serial reads, one process':<47} {'wall median':<22} {'CPU s':>6} {'faults':>8}")
+    for name, extra in SERIAL_ENVIRONMENTS.items():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        proc = subprocess.run(
+            [sys.executable, __file__, str(folder.parent), "--serial-pass"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**env, **extra},
+        )
+        runs = json.loads(proc.stdout.splitlines()[-1])
+        wall = statistics.median(w for w, _, _ in runs)
+        cpu = statistics.median(c for _, c, _ in runs)
+        faults = statistics.median(f for _, _, f in runs)
+        print(f"{name:<47} {wall:.2f} s{'':<16} {cpu:>6.2f} {faults / 1000:>7.0f}k")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=None)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating the setups")
+    parser.add_argument(
+        "--serial", action="store_true", help="also time serial reads in one process"
+    )
     parser.add_argument("--setup", choices=SETUPS, help=argparse.SUPPRESS)
+    parser.add_argument("--serial-pass", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="splitds-malloc-")) / "movie"
     if args.setup is not None:
         print(json.dumps(_one_setup(args.setup, folder, args.repeats)))
+        return
+    if args.serial_pass:
+        print(json.dumps(_serial_pass(folder, args.repeats)))
         return
     if not folder.exists():
         sd.to_split_dataset(synthetic_movie(N_FRAMES, block_frames=32), folder)
@@ -132,6 +197,8 @@ def main() -> None:
             )
             results.setdefault(name, []).extend(json.loads(proc.stdout.splitlines()[-1]))
 
+    if args.serial:
+        _serial(folder, args.repeats)
     print(f"{'':<47} {'wall median (range)':<22} {'CPU s':>6} {'faults':>8}  runs")
     for name, runs in results.items():
         walls = [w for w, _, _ in runs]

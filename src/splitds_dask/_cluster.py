@@ -4,9 +4,8 @@ distributed starts every worker process with ``MALLOC_TRIM_THRESHOLD_=65536`` (i
 ``distributed.nanny.pre-spawn-environ``). Setting any glibc malloc threshold turns off glibc's
 dynamic mmap threshold, which then stays at 128 KiB: every decompressed chunk buffer of a block
 read (1 MiB HDF5 chunks in the files this package writes) is ``mmap``-ed, page-faulted in and
-unmapped again. Reading a split dataset then takes 1.5 times the CPU time on the workers of a
-cluster, and 2.6 times the time when reading serially in one process (figures in the README's
-"Clusters" section). Setting
+unmapped again. Reading a split dataset then takes 1.5 to 1.7 times the CPU time and 4 to 5
+times the page faults (figures in the README's "Clusters" section). Setting
 ``MALLOC_MMAP_THRESHOLD_`` to 4 MiB, above those buffers, before the worker process starts
 restores the speed while keeping distributed's trimming.
 
