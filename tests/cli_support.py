@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import splitds_dask
 from splitds_dask._cli import main
 from splitds_dask._demo import MOSAIC_GAP
 from splitds_dask._synthetic import FRAME_SHAPE
@@ -39,3 +42,14 @@ def assert_one_line_error(run: Run, code: int, *fragments: str) -> None:
     assert "Traceback" not in run.err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def package_pythonpath() -> str:
+    """``PYTHONPATH`` under which other processes import the splitds_dask under test."""
+    src = str(Path(splitds_dask.__file__).resolve().parents[1])
+    return os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+
+
+def package_env() -> dict[str, str]:
+    """This process's environment, with :func:`package_pythonpath`."""
+    return dict(os.environ, PYTHONPATH=package_pythonpath())

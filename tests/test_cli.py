@@ -17,11 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import BLOCK_FRAMES, N_FRAMES, PNG_SHAPE, Run, assert_one_line_error, run_main
+from cli_support import (
+    BLOCK_FRAMES,
+    N_FRAMES,
+    PNG_SHAPE,
+    Run,
+    assert_one_line_error,
+    package_env,
+    run_main,
+)
 from test_png import png_size
 
 import splitds_dask
+import splitds_dask as sd
 from splitds_dask import SplitDataset
+from splitds_dask._cli import dataset_info
+from splitds_dask._sizes import format_bytes
 from splitds_dask._synthetic import FRAME_BYTES, FRAME_SHAPE
 
 # --- arguments --------------------------------------------------------------------------------
@@ -100,10 +111,13 @@ def test_info_text(demo: tuple[Path, Run]) -> None:
     assert fields["path"] == str(folder / "demo")
     assert fields["shape"] == f"({N_FRAMES}, 8, 256, 256) (tzyx)"
     assert fields["dtype"] == "uint16"
-    assert fields["block shape"] == f"({BLOCK_FRAMES}, 8, 256, 256)"
+    assert fields["block shape"] == (
+        f"({BLOCK_FRAMES}, 8, 256, 256), {format_bytes(BLOCK_FRAMES * FRAME_BYTES)}"
+    )
     assert fields["grid"] == "(3, 1, 1, 1) blocks"
     assert fields["files"] == "3"
     assert fields["data key"] == "stack_4D"
+    assert fields["compression"] == "blosc lz4 level 5, byte shuffle (HDF5 chunks (1, 8, 256, 256))"
     assert fields["metadata"].startswith("stack_metadata.json: shape_full, shape_block")
     assert f"{N_FRAMES * FRAME_BYTES:,} bytes" in fields["uncompressed"]
     assert "compression ratio" in fields["on disk"]
@@ -130,6 +144,38 @@ def test_info_json(demo: tuple[Path, Run]) -> None:
     on_disk = sum(p.stat().st_size for p in ds.files.flat)
     assert info["bytes_on_disk"] == on_disk
     assert info["compression_ratio"] == pytest.approx(ds.nbytes / on_disk, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("compression", "description", "filter_ids"),
+    [
+        ("blosc", "blosc lz4 level 5, byte shuffle", [32001]),
+        ("blosc:zstd", "blosc zstd level 5, byte shuffle", [32001]),
+        ("gzip", "gzip level 4, byte shuffle", [2, 1]),
+        ("zstd", "zstd", [32015]),
+        ("bzip2", "bzip2", [307]),
+        ("blosc2", "blosc2", [32026]),
+        (None, "none", []),
+    ],
+)
+def test_info_compression(compression, description, filter_ids, tmp_path: Path) -> None:
+    a = np.arange(6 * 5 * 4, dtype=np.uint16).reshape(6, 5, 4)
+    sd.to_split_dataset(a, tmp_path / "ds", 4, compression=compression)
+    info = dataset_info(tmp_path / "ds")["compression"]
+    assert info["description"] == description
+    assert [f["id"] for f in info["filters"]] == filter_ids
+    assert info["hdf5_chunks"] == (None if compression is None else [4, 5, 4])
+    run = run_main("info", str(tmp_path / "ds"))
+    assert f"compression   {description}" in run.out
+
+
+def test_every_command_takes_a_scheduler() -> None:
+    run = run_main("--help")
+    for command in ("info", "convert", "project", "demo"):
+        assert command in run.out
+        sub = run_main(command, "--help")
+        assert sub.code == 0
+        assert "--scheduler" in sub.out
 
 
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
@@ -160,15 +206,11 @@ def splitds_command() -> list[str]:
 
 
 def run_command(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    # Make the package under test importable however it is installed (or not).
-    src = str(Path(splitds_dask.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return subprocess.run(
         [*splitds_command(), *argv],
         capture_output=True,
         text=True,
-        env=env,
+        env=package_env(),  # the package under test, however it is installed (or not)
         timeout=600,
         check=False,
     )

@@ -1,21 +1,36 @@
-"""The README's Python examples run as written (in order, in one namespace, in a scratch folder)."""
+"""The README's examples run as written.
+
+Python blocks run in order, in one namespace, in a scratch folder. ``console`` blocks are
+sessions: each ``$ splitds ...`` line runs as the installed command in another scratch folder
+(in order, so later commands see what earlier ones wrote), and its output (stdout and stderr)
+must be the lines that follow it, where a line ``...`` stands for any lines and ``...`` inside a
+line for any text.
+"""
 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from cli_support import package_env
 from npe2 import PluginManager
 from project_entry_points import ensure_entry_points
+from test_cli import splitds_command
 from xarray.backends import plugins
 
 README = Path(__file__).parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+TEXT = README.read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
+SESSIONS = re.findall(r"```console\n(.*?)```", TEXT, flags=re.DOTALL)
 
 
 def test_readme_has_examples() -> None:
     assert len(BLOCKS) >= 4
+    assert len(SESSIONS) >= 1
 
 
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,8 +46,73 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ds = namespace["ds"]
     assert ds.shape == (100, 8, 256, 256)
     assert namespace["mean"].shape == (8, 256, 256)
+    assert namespace["maximum"].shape == (8, 256, 256)
     assert namespace["half"].shape == ds.shape
     assert namespace["copy"].shape == (10, 4, 8, 8)
     assert namespace["movie_um"].scale == namespace["doubled"].scale == (0.5, 7.0, 0.6, 0.6)
     assert namespace["one_plane"].shape == (256, 256)
     assert namespace["layer"].axis_labels == ("t", "z", "y", "x")
+    # The job script shown in the README is the one the recipe builds.
+    shown = TEXT.split("The job script it prints:\n\n```bash\n", 1)[1].split("```", 1)[0]
+    real = namespace["job_script"].replace(sys.executable, "/path/to/python")
+    assert_matches(real, shown, "the dask-jobqueue job script")
+
+
+def _pattern(expected: str) -> re.Pattern[str]:
+    """``expected`` as a regex: a line ``...`` matches any lines, ``...`` in a line any text."""
+    parts = []
+    for line in expected.strip("\n").splitlines():
+        if line == "...":
+            parts.append(r"(?:.*\n)*?")
+        else:
+            parts.append(".*?".join(re.escape(p) for p in line.split("...")) + r"\n")
+    return re.compile("".join(parts))
+
+
+def assert_matches(output: str, expected: str, what: str) -> None:
+    text = output.strip("\n") + "\n"
+    assert _pattern(expected).fullmatch(text), f"{what}:\n{text}\n--- README shows ---\n{expected}"
+
+
+def _commands(session: str) -> list[tuple[str, str]]:
+    """``(command line, expected output)`` pairs of a console block."""
+    pairs: list[tuple[str, list[str]]] = []
+    for line in session.splitlines():
+        if line.startswith("$ "):
+            pairs.append((line[2:], []))
+        else:
+            assert pairs, f"console block starts with output: {line!r}"
+            pairs[-1][1].append(line)
+    return [(command, "\n".join(lines)) for command, lines in pairs]
+
+
+def test_pattern_matching() -> None:
+    assert _pattern("a\n...\nz").fullmatch("a\nb\nc\nz\n")
+    assert _pattern("a\n...\nz").fullmatch("a\nz\n")
+    assert _pattern("on disk ... ratio ...").fullmatch("on disk 1 MB, ratio 2.0\n")
+    assert not _pattern("a\nz").fullmatch("a\nb\nz\n")
+    assert not _pattern("ratio 2.00").fullmatch("ratio 2.01\n")
+
+
+def test_readme_console_sessions(tmp_path: Path) -> None:
+    env = package_env()
+    ran = 0
+    for session in SESSIONS:
+        for command, expected in _commands(session):
+            argv = shlex.split(command)
+            assert argv[0] == "splitds", command
+            proc = subprocess.run(
+                [*splitds_command(), *argv[1:]],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            failed = expected.startswith("splitds: error:")
+            assert (proc.returncode != 0) is failed, (command, proc.stdout)
+            assert_matches(proc.stdout, expected, f"$ {command}")
+            ran += 1
+    assert ran >= 5

@@ -8,6 +8,7 @@ split_dataset`` runs code written for the original ``split_dataset`` package.
 from __future__ import annotations
 
 from ._blocks import Blocks
+from ._cluster import connect, distributed_config, local_cluster, worker_environment
 from ._compat import EmptySplitDataset, save_to_split_dataset
 from ._dataset import IncompleteDatasetWarning, SplitDataset
 from ._errors import (
@@ -35,8 +36,12 @@ __all__ = [
     "SplitDatasetError",
     "__version__",
     "physical_metadata_kwargs",
+    "connect",
+    "distributed_config",
+    "local_cluster",
     "save_to_split_dataset",
     "to_split_dataset",
+    "worker_environment",
 ]
 
 

@@ -1,26 +1,36 @@
-"""The ``splitds`` command line: ``splitds demo`` and ``splitds info``.
+"""The ``splitds`` command line: argument parsing and dispatch.
 
-``splitds demo`` writes a synthetic calcium-imaging movie (uint16, axes t, z, y, x) as a split
-dataset, reopens it, computes its mean over time with dask and saves that mean as a PNG.
-``splitds info`` describes an existing split dataset.
+- ``splitds info`` describes a split dataset (shape, blocks, codec, sizes on disk, metadata);
+- ``splitds convert`` converts between split datasets (another block shape or codec), ``.npy``,
+  TIFF, HDF5, zarr and OME-Zarr;
+- ``splitds project`` writes the mean, max, min or std along an axis as ``.npy``, TIFF or PNG;
+- ``splitds demo`` writes a synthetic calcium-imaging movie, averages it and saves a PNG.
 
-Exit codes: 0 on success, 1 when the package or the file system reports an error
-(:class:`~splitds_dask.SplitDatasetError`, :class:`OSError`), 2 for bad command-line input.
-Errors are one line on stderr, never a traceback.
+Each command is one ``_add_<command>`` function (its arguments) and one ``_cmd_<command>``
+function (what it does), registered in ``_COMMANDS``. Every command takes ``--scheduler``:
+``sync``, ``threads``, ``processes``, ``local`` (:func:`~splitds_dask.local_cluster`) or the
+address of a running dask scheduler. Progress bars go to stderr, only when it is a terminal.
 
-The demo itself is :mod:`splitds_dask._demo`, its data :mod:`splitds_dask._synthetic`.
+Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
+2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
+traceback.
+
+Format-specific reading and writing is :mod:`splitds_dask._convert`; the demo is
+:mod:`splitds_dask._demo`, its data :mod:`splitds_dask._synthetic`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -52,6 +62,75 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# HDF5 filter ids: the built-in ones and those hdf5plugin registers.
+_FILTERS = {
+    1: "gzip",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    305: "lzo",
+    307: "bzip2",
+    32001: "blosc",
+    32004: "lz4",
+    32008: "bitshuffle",
+    32015: "zstd",
+    32026: "blosc2",
+}
+_BLOSC_COMPRESSORS = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
+_BLOSC_SHUFFLES = ("no shuffle", "byte shuffle", "bit shuffle")
+
+
+def _describe_filter(fid: int, values: tuple[int, ...]) -> str:
+    name = _FILTERS.get(fid, f"filter {fid}")
+    if fid == 32001 and len(values) >= 7:
+        compressor = values[6]
+        cname = _BLOSC_COMPRESSORS[compressor] if compressor < 6 else f"compressor {compressor}"
+        shuffle = _BLOSC_SHUFFLES[values[5]] if values[5] < 3 else f"shuffle {values[5]}"
+        return f"blosc {cname} level {values[4]}, {shuffle}"
+    if fid == 1 and values:
+        return f"gzip level {values[0]}"
+    return name
+
+
+def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
+    """How one block file stores its array: HDF5 chunk shape and filter pipeline.
+
+    Returns
+    -------
+    dict or None
+        ``description`` (e.g. ``'blosc lz4 level 5, byte shuffle'``, ``'none'``), ``filters``
+        (``[{"id": 32001, "name": "blosc", "options": [...]}]``) and ``hdf5_chunks``; None when
+        the file cannot be read.
+    """
+    from ._blockio import open_h5
+
+    try:
+        with open_h5(path) as f:
+            dset = f[key]
+            plist = dset.id.get_create_plist()
+            filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
+            chunks = dset.chunks
+    except (OSError, KeyError):
+        return None
+    shown = [_describe_filter(fid, tuple(values)) for fid, _, values in filters if fid != 2]
+    if any(fid == 2 for fid, _, _ in filters):
+        shown = [f"{text}, byte shuffle" for text in shown] or ["byte shuffle"]
+    return {
+        "description": "; ".join(shown) or "none",
+        "filters": [
+            {
+                "id": int(fid),
+                "name": _FILTERS.get(fid, str(fid)),
+                "options": [int(v) for v in values],
+            }
+            for fid, _, values in filters
+        ],
+        "hdf5_chunks": list(chunks) if chunks else None,
+    }
+
+
 def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A summary of the split dataset at ``path``, as JSON-serialisable values.
 
@@ -64,9 +143,10 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     -------
     dict
         ``path``, ``shape``, ``dtype``, ``shape_block``, ``grid``, ``padding``, ``n_files``,
-        ``missing_files``, ``data_key``, ``metadata_file``, ``metadata_keys``, ``metadata``,
+        ``missing_files``, ``data_key``, ``compression`` (of the first block file present, see
+        :func:`block_compression`), ``metadata_file``, ``metadata_keys``, ``metadata``,
         ``resolution``, ``axis_order``, ``nbytes`` (uncompressed), ``bytes_on_disk`` (block
-        files) and ``compression_ratio``.
+        files), ``compression_ratio`` and ``block_bytes`` (uncompressed bytes of one full block).
 
     Raises
     ------
@@ -79,6 +159,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     on_disk, missing = bytes_on_disk(ds.files.flat)
     metadata = ds.metadata
     source = ds.parsed_metadata.source
+    present = next((p for p in ds.files.flat if p.is_file()), None)
     return {
         "path": str(ds.root),
         "shape": list(ds.shape),
@@ -89,12 +170,14 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "n_files": int(ds.files.size),
         "missing_files": missing,
         "data_key": ds.data_key,
+        "compression": block_compression(present, ds.data_key) if present else None,
         "metadata_file": str(source) if source is not None else None,
         "metadata_keys": list(metadata),
         "metadata": json.loads(json.dumps(metadata, default=_jsonable)),
         "resolution": list(ds.resolution),
         "axis_order": ds.parsed_metadata.axis_order,
         "nbytes": int(ds.nbytes),
+        "block_bytes": int(np.prod(ds.shape_block)) * ds.dtype.itemsize,
         "bytes_on_disk": on_disk,
         "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
     }
@@ -113,7 +196,7 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
         f"{tup(info['shape'])}" + (f" ({info['axis_order']})" if info["axis_order"] else ""),
     )
     say("dtype", info["dtype"])
-    say("block shape", tup(info["shape_block"]))
+    say("block shape", f"{tup(info['shape_block'])}, {format_bytes(info['block_bytes'])}")
     say("grid", f"{tup(info['grid'])} blocks")
     if any(info["padding"]):
         say("padding", tup(info["padding"]))
@@ -122,6 +205,13 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
         files += f" ({info['missing_files']} missing)"
     say("files", files)
     say("data key", info["data_key"])
+    compression = info["compression"]
+    if compression is not None:
+        chunks = compression["hdf5_chunks"]
+        say(
+            "compression",
+            compression["description"] + (f" (HDF5 chunks {tup(chunks)})" if chunks else ""),
+        )
     metadata_file = info["metadata_file"]
     where = Path(metadata_file).name if metadata_file else "(legacy, inside the block files)"
     say("metadata", f"{where}: {', '.join(info['metadata_keys'])}")
@@ -135,7 +225,84 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
     )
 
 
-# --- command line -----------------------------------------------------------------------------
+# --- schedulers and progress ------------------------------------------------------------------
+
+SCHEDULERS = ("sync", "threads", "processes", "local")
+_ADDRESS = re.compile(r"^([a-z0-9+]+://)?[\w.\-\[\]:]+:\d+$", re.IGNORECASE)
+
+
+def _scheduler_arg(text: str) -> str:
+    if text in SCHEDULERS or ("://" in text and len(text) > 6) or _ADDRESS.match(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid scheduler {text!r}: expected sync, threads, processes, local, or a dask "
+        "scheduler's address such as tcp://10.0.0.5:8786"
+    )
+
+
+@contextlib.contextmanager
+def use_scheduler(spec: str) -> Iterator[Any]:
+    """Run the dask computations of the block on ``spec``; yields the distributed Client, if any."""
+    import dask
+
+    if spec in ("sync", "threads", "processes"):
+        with dask.config.set(scheduler=spec):
+            yield None
+        return
+    from ._cluster import _import_distributed, connect, local_cluster
+
+    distributed = _import_distributed()
+    if spec == "local":
+        with (
+            local_cluster(dashboard_address=":0", silence_logs=40) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client
+    else:
+        with connect(spec, timeout="10s") as client:
+            yield client
+
+
+class _Runner:
+    """Computes dask collections on the chosen scheduler, with a progress bar on a terminal."""
+
+    def __init__(self, client: Any, progress: bool) -> None:
+        self.client = client
+        self.progress = progress
+
+    def compute(self, *collections: Any) -> tuple[Any, ...]:
+        import dask
+
+        if self.client is not None:
+            futures = self.client.compute(list(collections))
+            if self.progress:
+                from distributed import progress
+
+                # distributed draws its bar on stdout; stdout is for results here.
+                with contextlib.redirect_stdout(sys.stderr):
+                    progress(futures)
+            return tuple(self.client.gather(futures))
+        if self.progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(*collections)
+        return dask.compute(*collections)
+
+    def quiet(self, *collections: Any) -> tuple[Any, ...]:
+        return _Runner(self.client, False).compute(*collections)
+
+    def on_slab(self, done: int, total: int) -> None:
+        if self.progress:
+            end = "\n" if done == total else ""
+            print(f"\rwritten {done} of {total} slabs", end=end, file=sys.stderr, flush=True)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+# --- argument types ---------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,18 +338,51 @@ def _int_at_least(minimum: int, what: str) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``splitds`` argument parser."""
-    from . import __version__
+def _block_shape_arg(text: str) -> tuple[int, ...]:
+    """``32`` or ``32,8,256,256``; fewer numbers than axes leave the other axes whole."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas (e.g. 32,8,256,256), got {text!r}"
+        )
+    return values
 
-    parser = _Parser(
-        prog=PROG,
-        description="Split datasets (folders of numbered HDF5 block files) with dask.",
+
+def _compression_arg(text: str) -> str | None:
+    from ._blockio import COMPRESSIONS
+
+    if text == "none":
+        return None
+    if text not in COMPRESSIONS:
+        names = ", ".join(c or "none" for c in COMPRESSIONS)
+        raise argparse.ArgumentTypeError(f"unknown compression {text!r}; choose one of {names}")
+    return text
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _add_scheduler(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument(
+        "--scheduler",
+        type=_scheduler_arg,
+        default="threads",
+        metavar="SCHEDULER",
+        help="sync, threads, processes, local (a local cluster of worker processes) or the "
+        f"address of a dask scheduler, e.g. tcp://10.0.0.5:8786 (default: threads){note}",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
 
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown on a terminal only)"
+    )
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo",
         help="write a synthetic calcium-imaging movie, average it with dask, save a PNG",
@@ -214,12 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"time points per block file (default: {DEFAULT_BLOCK_FRAMES}, "
         f"{format_bytes(DEFAULT_BLOCK_FRAMES * FRAME_BYTES)})",
     )
-    demo.add_argument(
-        "--scheduler",
-        choices=("sync", "threads", "processes"),
-        default="threads",
-        help="dask scheduler (default: threads)",
-    )
+    _add_scheduler(demo)
     demo.add_argument(
         "--seed",
         type=_int_at_least(0, "a non-negative integer"),
@@ -227,19 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the synthetic data (default: 0)",
     )
     demo.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-
-    info = commands.add_parser(
-        "info",
-        help="describe a split dataset",
-        description="Print the shape, dtype, blocks, files, metadata and sizes of a split dataset.",
-    )
-    info.add_argument("path", metavar="PATH", help="the dataset folder")
-    info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return parser
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).splitlines()) or type(exc).__name__
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -249,15 +431,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         folder = Path(args.folder)
     progress = not args.no_progress and sys.stdout.isatty()
-    run_demo(
-        folder,
-        size=args.size,
-        block_frames=args.block_frames,
-        scheduler=args.scheduler,
-        seed=args.seed,
-        progress=progress,
-    )
+    with use_scheduler(args.scheduler) as client:
+        run_demo(
+            folder,
+            size=args.size,
+            block_frames=args.block_frames,
+            scheduler=args.scheduler if client is None else client,
+            seed=args.seed,
+            progress=progress and client is None,
+        )
     return 0
+
+
+def _add_info(commands: Any) -> None:
+    info = commands.add_parser(
+        "info",
+        help="describe a split dataset",
+        description="Print the shape, dtype, blocks, files, compression, metadata and sizes on "
+        "disk of a split dataset.",
+    )
+    info.add_argument("path", metavar="PATH", help="the dataset folder")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_scheduler(
+        info, note="; info computes nothing, it reads the metadata and one file's header"
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -271,6 +468,159 @@ def _cmd_info(args: argparse.Namespace) -> int:
     else:
         _print_info(info, sys.stdout)
     return 0
+
+
+_FORMATS_HELP = (
+    "a split dataset folder, FILE.npy, FILE.tif (a multi-page TIFF; as a source also a folder or "
+    "glob pattern of TIFF files), FILE.h5:/DATASET, FOLDER.zarr or FOLDER.ome.zarr"
+)
+
+
+def _add_convert(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="convert between split datasets, .npy, TIFF, HDF5, zarr and OME-Zarr",
+        description=(
+            "Copy an array into another format, or into a split dataset with another block "
+            "shape or compression. Each task reads its output block's region straight from the "
+            "source, so memory stays a few blocks per worker whatever the size of the data. "
+            f"SOURCE and TARGET: {_FORMATS_HELP}; the format follows from the name."
+        ),
+    )
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("target", metavar="TARGET")
+    convert.add_argument(
+        "--block-shape",
+        type=_block_shape_arg,
+        metavar="N[,N...]",
+        help="block shape of a split dataset target, chunk shape of zarr/OME-Zarr (fewer numbers "
+        "than axes: the other axes whole; default: the source's blocks, or ~128 MiB chunks)",
+    )
+    convert.add_argument(
+        "--compression",
+        type=_compression_arg,
+        default="blosc",
+        metavar="CODEC",
+        help="blosc (default), blosc:zstd, gzip, zstd, none, ... (split dataset, HDF5, zarr)",
+    )
+    convert.add_argument(
+        "--compression-level", type=_int_at_least(0, "a non-negative integer"), metavar="N"
+    )
+    convert.add_argument(
+        "--overwrite", action="store_true", help="replace a TARGET of the same kind"
+    )
+    _add_scheduler(convert)
+    _add_progress(convert)
+
+
+def _check_ndim(shape: Sequence[int], block_shape: Sequence[int] | None) -> None:
+    if block_shape is not None and len(block_shape) > len(shape):
+        raise UsageError(
+            f"{PROG}: error: --block-shape has {len(block_shape)} numbers, the data "
+            f"{len(shape)} axes (shape {tuple(shape)})"
+        )
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ._convert import open_source, target_kind, write_array
+
+    kind = target_kind(args.target)  # a bad target name fails before anything is read
+    source = open_source(args.source)
+    _check_ndim(source.shape, args.block_shape)
+    with use_scheduler(args.scheduler) as client:
+        runner = _Runner(client, _show_progress(args))
+        # TIFF and HDF5 are computed slab by slab: one progress line, not a bar per slab.
+        in_slabs = kind in ("tiff", "hdf5")
+        written = write_array(
+            source,
+            args.target,
+            block_shape=args.block_shape,
+            compression=args.compression,
+            compression_level=args.compression_level,
+            overwrite=args.overwrite,
+            compute=runner.quiet if in_slabs else runner.compute,
+            on_slab=runner.on_slab,
+        )
+    print(f"read     {source.description}: {source.shape} {source.dtype}")
+    print(f"wrote    {written.description} ({format_bytes(written.nbytes)} uncompressed)")
+    return 0
+
+
+_STATS = ("mean", "max", "min", "std")
+
+
+def _add_project(commands: Any) -> None:
+    project = commands.add_parser(
+        "project",
+        help="mean, max, min or std along an axis, to .npy, TIFF or PNG",
+        description=(
+            "Reduce an array along one axis (a time average, a maximum intensity projection, "
+            f"...) with dask and save the result. SOURCE: {_FORMATS_HELP}. OUTPUT: FILE.npy or "
+            "FILE.tif (exact values: float64 for mean and std) or FILE.png (an 8-bit preview, "
+            "contrast stretched, the planes of a 3-D result tiled)."
+        ),
+    )
+    project.add_argument("source", metavar="SOURCE")
+    project.add_argument("output", metavar="OUTPUT")
+    project.add_argument("--stat", choices=_STATS, default="mean", help="default: mean")
+    project.add_argument(
+        "--axis", type=int, default=0, help="the axis to reduce (default: 0, time)"
+    )
+    project.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    _add_scheduler(project)
+    _add_progress(project)
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from ._convert import PROJECTION_SUFFIXES, open_source, save_projection
+
+    if Path(args.output).suffix.lower() not in PROJECTION_SUFFIXES:
+        raise UsageError(f"{PROG}: error: OUTPUT must end in .npy, .tif, .tiff or .png")
+    source = open_source(args.source)
+    ndim = len(source.shape)
+    if not -ndim <= args.axis < ndim:
+        raise UsageError(
+            f"{PROG}: error: --axis {args.axis} is out of range for shape {source.shape}"
+        )
+    x = source.to_dask()
+    reduced = getattr(x, args.stat)(axis=args.axis)
+    with use_scheduler(args.scheduler) as client:
+        (image,) = _Runner(client, _show_progress(args)).compute(reduced)
+    save_projection(np.asarray(image), args.output, overwrite=args.overwrite)
+    print(f"read     {source.description}: {source.shape} {source.dtype}")
+    print(
+        f"wrote    {args.output}: {args.stat} over axis {args.axis % ndim}, {image.shape} {image.dtype}"
+    )
+    return 0
+
+
+#: name → (add the subcommand's arguments, run it)
+_COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
+    "info": (_add_info, _cmd_info),
+    "convert": (_add_convert, _cmd_convert),
+    "project": (_add_project, _cmd_project),
+    "demo": (_add_demo, _cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``splitds`` argument parser."""
+    from . import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Split datasets (folders of numbered HDF5 block files) with dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for add, _ in _COMMANDS.values():
+        add(commands)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).splitlines()) or type(exc).__name__
 
 
 def _silence_stdout() -> None:
@@ -293,9 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code: 0 success, 1 error reported by the package or the file system, 2 bad
-        command-line input, 130 interrupted.
+        The exit code: 0 success, 1 error reported by the package, a file format or the file
+        system, 2 bad command-line input, 130 interrupted.
     """
+    from ._convert import FormatError
     from ._errors import SplitDatasetError
 
     try:
@@ -305,13 +656,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
-    command = {"demo": _cmd_demo, "info": _cmd_info}[args.command]
+    _, command = _COMMANDS[args.command]
     try:
         return command(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into a program that stopped reading (`| head`)
         _silence_stdout()
         return 1
-    except (SplitDatasetError, OSError) as exc:
+    except (SplitDatasetError, FormatError, OSError, ImportError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -165,7 +165,7 @@ def run_demo(
     *,
     size: int = parse_size(DEFAULT_SIZE),
     block_frames: int = DEFAULT_BLOCK_FRAMES,
-    scheduler: str = "threads",
+    scheduler: Any = "threads",
     seed: int = 0,
     progress: bool = False,
     out: TextIO | None = None,
@@ -182,7 +182,7 @@ def run_demo(
         ``size // FRAME_BYTES`` (at least 1).
     block_frames : int, optional
         Time points per block file.
-    scheduler : {"threads", "processes", "sync"}, optional
+    scheduler : {"threads", "processes", "sync"} or distributed.Client, optional
         The dask scheduler used for writing and for the mean.
     seed : int, optional
         Seed of the synthetic data.
@@ -210,8 +210,9 @@ def run_demo(
     folder = Path(folder)
     target = folder / DEMO_DATASET
     n_frames = max(1, size // FRAME_BYTES)
-    if scheduler not in ("threads", "processes", "sync"):
+    if isinstance(scheduler, str) and scheduler not in ("threads", "processes", "sync"):
         raise ValueError(f"unknown scheduler {scheduler!r}")
+    label = scheduler if isinstance(scheduler, str) else "distributed"  # a Client
     overwrite = _is_demo_output(target)
     if not overwrite and is_split_dataset(target):
         raise FileExistsError(
@@ -235,7 +236,7 @@ def run_demo(
         "writing",
         f"{_plural(n_frames, 'time point')} of {format_shape(FRAME_SHAPE)} uint16 "
         f"({format_bytes(nbytes)}), "
-        f"{block_frames} per block file, with to_split_dataset ({scheduler} scheduler)",
+        f"{block_frames} per block file, with to_split_dataset ({label} scheduler)",
     )
     with dask.config.set(scheduler=scheduler):
         t0 = time.perf_counter()
@@ -252,7 +253,7 @@ def run_demo(
         (target / DEMO_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
         ds = SplitDataset(target)
-        say("reading", f"ds.to_dask().mean(axis=0).compute() ({scheduler} scheduler)")
+        say("reading", f"ds.to_dask().mean(axis=0).compute() ({label} scheduler)")
         t0 = time.perf_counter()
         with _progress(progress):
             mean = ds.to_dask().mean(axis=0).compute()
