@@ -39,6 +39,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from ._physical import physical_metadata_kwargs
+
 __all__ = [
     "FormatError",
     "Source",
@@ -300,12 +302,10 @@ def _carry_metadata(dataset: Any) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``resolution`` and ``axis_order``, for :func:`~splitds_dask.to_split_dataset`.
+        ``axes``, ``scale`` and ``units`` (see :func:`~splitds_dask.physical_metadata_kwargs`),
+        for :func:`~splitds_dask.to_split_dataset` and the OME-Zarr writer.
     """
-    return {
-        "resolution": [float(r) for r in dataset.resolution],
-        "axis_order": dataset.parsed_metadata.axis_order,
-    }
+    return physical_metadata_kwargs(dataset)
 
 
 def _split_h5_path(text: str) -> tuple[str, str] | None:
@@ -347,9 +347,11 @@ def _ome_source(path: str) -> Source:
         raise FormatError(f"{path}: no OME-Zarr multiscales metadata") from None
     metadata: dict[str, Any] = {}
     if scale is not None and len(scale) == len(reader.shape):
-        metadata["resolution"] = [float(s) for s in scale]
-    if len(axes) == len(reader.shape) and all(len(a) == 1 for a in axes):
-        metadata["axis_order"] = "".join(axes)
+        metadata["scale"] = tuple(float(s) for s in scale)
+    if len(axes) == len(reader.shape) and all(axes):
+        metadata["axes"] = tuple(axes)
+        units = [a.get("unit") if isinstance(a, dict) else None for a in image["axes"]]
+        metadata["units"] = tuple(u if isinstance(u, str) and u else None for u in units)
     return Source(f"OME-Zarr {path}", reader, metadata)
 
 
@@ -551,8 +553,11 @@ _OME_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x":
 
 def ome_multiscales(shape: Sequence[int], metadata: dict[str, Any], name: str) -> dict[str, Any]:
     """OME-Zarr 0.5 ``ome`` attributes for one full-resolution level at path ``0``."""
-    axis_order = metadata.get("axis_order") or {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}.get(
-        len(shape)
+    names = metadata.get("axes")
+    axis_order = (
+        "".join(names)
+        if names and all(len(a) == 1 for a in names)
+        else {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}.get(len(shape))
     )
     if not 2 <= len(shape) <= 5 or not axis_order or len(axis_order) != len(shape):
         raise FormatError(
@@ -569,10 +574,14 @@ def ome_multiscales(shape: Sequence[int], metadata: dict[str, Any], name: str) -
         raise FormatError(
             f"OME-Zarr needs axes in the order t, c, z, y, x (ending with y, x); got {axis_order!r}"
         )
-    scale = [float(s) for s in metadata.get("resolution") or [1.0] * len(shape)]
+    # Unknown spacing is 1 in OME-Zarr, which has no way to say "unknown".
+    scale = [1.0 if s is None else float(s) for s in metadata.get("scale") or [1.0] * len(shape)]
+    units = metadata.get("units") or [None] * len(shape)
     axes = []
-    for a in axis_order:
+    for a, unit in zip(axis_order, units, strict=True):
         axis: dict[str, Any] = {"name": a, "type": _OME_AXIS_TYPES[a]}
+        if unit is not None:
+            axis["unit"] = unit
         axes.append(axis)
     return {
         "version": "0.5",
