@@ -17,6 +17,7 @@ from ._errors import (
     NotASplitDatasetError,
     SplitDatasetError,
 )
+from ._stream import SplitDatasetWriter
 from ._writer import to_split_dataset
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "NotASplitDatasetError",
     "SplitDataset",
     "SplitDatasetError",
+    "SplitDatasetWriter",
     "__version__",
     "save_to_split_dataset",
     "to_split_dataset",

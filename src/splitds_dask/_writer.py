@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
+from ._durable import claim_staging, fsync_file, remove_stale_staging, replace_folder
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 
@@ -55,13 +56,15 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
+        name = self.folder / block_file_name(index, self.grid.n_blocks)
         write_block(
-            self.folder / block_file_name(index, self.grid.n_blocks),
+            name,
             np.asarray(value),
             key=self.key,
             compression=self.compression,
             compression_level=self.compression_level,
         )
+        fsync_file(name)  # durable before the metadata that declares it
 
 
 def _check_target(path: Path, *, overwrite: bool) -> None:
@@ -86,16 +89,8 @@ def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
-    if path.exists() and is_split_dataset(path):
-        # The old dataset stays readable until the new one is complete.
-        retired = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-        os.rename(path, retired)
-        os.rename(staging, path)
-        shutil.rmtree(retired)
-    else:
-        if path.exists():
-            path.rmdir()  # empty, checked above
-        os.rename(staging, path)
+    # The old dataset stays readable until the new one is complete.
+    replace_folder(staging, path)
     return path
 
 
@@ -237,8 +232,10 @@ def to_split_dataset(
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
     _check_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     staging.mkdir()
+    claim_staging(staging)
     target = _BlockFileTarget(
         staging,
         grid,
