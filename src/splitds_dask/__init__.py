@@ -18,6 +18,7 @@ from ._errors import (
     SplitDatasetError,
 )
 from ._stream import SplitDatasetWriter
+from ._verify import Problem, verify
 from ._writer import to_split_dataset
 
 __version__ = "0.1.0"
@@ -30,12 +31,14 @@ __all__ = [
     "IncompleteDatasetWarning",
     "MetadataError",
     "NotASplitDatasetError",
+    "Problem",
     "SplitDataset",
     "SplitDatasetError",
     "SplitDatasetWriter",
     "__version__",
     "save_to_split_dataset",
     "to_split_dataset",
+    "verify",
 ]
 
 

@@ -162,7 +162,12 @@ class SplitDataset:
         return BlockGrid.from_spec((length0, *grid.shape[1:]), grid.block_shape, grid.padding)
 
     def _trim_last_row(self, grid: BlockGrid, names: tuple[str, ...]) -> BlockGrid:
-        """Shorten axis 0 to what the first file of the last block row really holds."""
+        """Shorten axis 0 to what the first file of the last block row really holds.
+
+        Also fails early when that file's compression filter is not available.
+        """
+        from ._verify import missing_filters
+
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
         path = self._root / names[grid.cartesian_to_linear(last_row)]
         start, stop = grid.file_extent(0, last_row[0])
@@ -172,8 +177,16 @@ class SplitDataset:
                 if key is None or f[key].ndim != grid.ndim:
                     return grid  # not an array block (fimpy traces): geometry from metadata only
                 held = f[key].shape[0]
+                missing = missing_filters(f[key])
         except OSError:
             return grid  # unreadable or missing: reported, naming the file, when it is read
+        if missing:
+            # Every writer compresses all blocks alike: fail at opening, not at the first read.
+            raise BlockError(
+                f"block {last_row} ({path}): cannot decompress, missing {'; '.join(missing)}",
+                path=path,
+                block=last_row,
+            )
         if start + held >= stop:
             return grid
         if held == 0:

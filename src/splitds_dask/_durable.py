@@ -9,28 +9,43 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import os
+import re
 import shutil
 import socket
 import uuid
 from pathlib import Path
 
 __all__ = [
-    "OWNER_NAME",
-    "claim_staging",
     "exchange",
     "fsync_dir",
     "fsync_file",
     "remove_stale_staging",
     "replace_folder",
     "retire",
+    "staging_path",
+    "sync_folder",
 ]
-
-# Written into every staging folder: "<host> <pid>" of the process that owns it.
-OWNER_NAME = ".splitds-owner"
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+# Staging names carry their owner, so that ownership exists from the instant the folder does:
+# .<target>.<uuid>.<host hash>-<pid>.<kind>; kinds: partial (being written), old (a replaced
+# dataset, put back if the target is missing), trash (being deleted, never put back).
+_STAGING = re.compile(
+    r"^\.(?P<target>.+)\.[0-9a-f]{32}\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\."
+    r"(?P<kind>partial|old|trash)$"
+)
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def staging_path(path: Path, kind: str = "partial") -> Path:
+    """A hidden sibling of ``path`` named after this process (see :func:`remove_stale_staging`)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{_host()}-{os.getpid()}.{kind}")
 
 
 def fsync_file(path: Path | str) -> None:
@@ -70,6 +85,26 @@ def _renameat2() -> object | None:
 
 
 _RENAMEAT2 = _renameat2() if os.uname().sysname == "Linux" else None
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_SYNCFS = getattr(_LIBC, "syncfs", None)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush every file of ``folder`` (not recursive) and the folder itself to stable storage.
+
+    One ``syncfs`` of the file system where available (one call instead of one fsync per block
+    file, which costs more than writing a small block), else an fsync per file.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if _SYNCFS is not None and _SYNCFS(fd) == 0:
+            return
+        for entry in os.scandir(folder):
+            if entry.is_file(follow_symlinks=False):
+                fsync_file(entry.path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def exchange(a: Path | str, b: Path | str) -> bool:
@@ -84,21 +119,11 @@ def exchange(a: Path | str, b: Path | str) -> bool:
     return result == 0
 
 
-def claim_staging(folder: Path) -> None:
-    """Mark a new staging folder as owned by this process (see :func:`remove_stale_staging`)."""
-    (folder / OWNER_NAME).write_text(f"{socket.gethostname()} {os.getpid()}")
-
-
-def _owner_is_dead(folder: Path) -> bool:
-    try:
-        host, pid = (folder / OWNER_NAME).read_text().split()
-        pid_number = int(pid)
-    except (OSError, ValueError):
-        return False  # no owner file (not ours, or not yet written): leave it alone
-    if host != socket.gethostname():
+def _owner_is_dead(host: str, pid: int) -> bool:
+    if host != _host():
         return False  # cannot tell whether a process on another machine is alive
     try:
-        os.kill(pid_number, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -107,26 +132,26 @@ def _owner_is_dead(folder: Path) -> bool:
 
 
 def remove_stale_staging(path: Path) -> list[Path]:
-    """Delete the staging folders of ``path`` whose writer process died; return them.
+    """Clean up after writers of ``path`` that died (on this machine); return what was removed.
 
-    Only hidden folders named like our staging (``.<name>.<hex>.partial`` and retired
-    ``.<name>.<hex>.old``) that carry an owner file naming a process of this machine that no
-    longer runs are removed. A retired old dataset is put back at ``path`` instead when ``path``
-    is missing (a crash between the two renames of the fallback swap).
+    Only hidden siblings named by :func:`staging_path` whose process no longer runs are touched:
+    a half-written dataset or one being deleted is removed, a replaced dataset is put back at
+    ``path`` if ``path`` is missing (a crash between the two renames of the fallback swap), and
+    removed otherwise.
     """
     removed: list[Path] = []
-    parent = path.parent
-    prefix = f".{path.name}."
     try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
+        entries = list(os.scandir(path.parent))
     except OSError:
         return removed
     for entry in entries:
-        candidate = Path(entry.path)
-        if not entry.name.endswith((".partial", ".old")) or not _owner_is_dead(candidate):
+        match = _STAGING.match(entry.name)
+        if match is None or match["target"] != path.name or not entry.is_dir():
             continue
-        if entry.name.endswith(".old") and not path.exists():
-            (candidate / OWNER_NAME).unlink(missing_ok=True)
+        if not _owner_is_dead(match["host"], int(match["pid"])):
+            continue
+        candidate = Path(entry.path)
+        if match["kind"] == "old" and not path.exists():
             os.rename(candidate, path)
             continue
         shutil.rmtree(candidate, ignore_errors=True)
@@ -135,33 +160,36 @@ def remove_stale_staging(path: Path) -> list[Path]:
 
 
 def retire(path: Path) -> None:
-    """Delete the folder ``path``: first renamed aside (a crash leaves it whole), then removed."""
-    retired = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-    claim_staging(path)
-    os.rename(path, retired)
+    """Delete the folder ``path``: renamed aside first, so no half-deleted folder is at ``path``."""
+    trash = staging_path(path, "trash")
+    os.rename(path, trash)
     fsync_dir(path.parent)
-    shutil.rmtree(retired)
+    shutil.rmtree(trash)
 
 
 def replace_folder(staging: Path, path: Path) -> None:
     """Put the complete folder ``staging`` at ``path``, replacing the folder there, if any.
 
+    The files of ``staging`` are flushed to stable storage first, so that after a power loss
+    ``path`` is the old folder or the complete new one.
+
     With an atomic exchange readers see the old folder or the new one, nothing between. Without
     it (NFS, macOS) ``path`` is missing between two renames; a crash there leaves the old folder
     under a hidden name that :func:`remove_stale_staging` puts back.
     """
-    fsync_dir(staging)
+    sync_folder(staging)
     if not path.exists():
         os.rename(staging, path)
-    else:
-        claim_staging(path)  # the old folder is owned by us from here on, for clean-up
-        if exchange(staging, path):
-            old = staging
-        else:
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-            os.rename(path, old)
-            os.rename(staging, path)
+    elif exchange(staging, path):
+        # ``staging`` now names the old folder, still marked as ours: removed if we die here.
         fsync_dir(path.parent)
-        shutil.rmtree(old)
-    (path / OWNER_NAME).unlink(missing_ok=True)
+        shutil.rmtree(staging)
+    else:
+        old = staging_path(path, "old")
+        os.rename(path, old)
+        os.rename(staging, path)
+        trash = staging_path(path, "trash")
+        os.rename(old, trash)
+        fsync_dir(path.parent)
+        shutil.rmtree(trash)
     fsync_dir(path.parent)

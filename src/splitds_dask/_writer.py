@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
-from ._durable import claim_staging, fsync_file, remove_stale_staging, replace_folder
+from ._durable import remove_stale_staging, replace_folder, staging_path
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 
@@ -56,15 +55,13 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
-        name = self.folder / block_file_name(index, self.grid.n_blocks)
         write_block(
-            name,
+            self.folder / block_file_name(index, self.grid.n_blocks),
             np.asarray(value),
             key=self.key,
             compression=self.compression,
             compression_level=self.compression_level,
         )
-        fsync_file(name)  # durable before the metadata that declares it
 
 
 def _check_target(path: Path, *, overwrite: bool) -> None:
@@ -233,9 +230,8 @@ def to_split_dataset(
     _check_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    staging = staging_path(path)
     staging.mkdir()
-    claim_staging(staging)
     target = _BlockFileTarget(
         staging,
         grid,
