@@ -100,7 +100,8 @@ class Zygote:
         )
 
     def _ask(self, message: dict) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(message) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -135,7 +136,7 @@ class Zygote:
         assert self.proc.stdout is not None
         self.proc.stdout.close()
 
-    def __enter__(self) -> Zygote:
+    def __enter__(self) -> Zygote:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

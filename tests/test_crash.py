@@ -68,7 +68,9 @@ def test_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote
     assert len(set(np.diff(state.seen))) > 3
     before = state.frames
     zygote.run("stream", folder=str(state.folder), n_frames=7)
-    assert cs.check_stream(state) == before + 7
+    # + one block if the last kill fell between the metadata and the rename of a block, which
+    # the reader did not show yet (IncompleteDatasetWarning) but resuming completes.
+    assert cs.check_stream(state) in (before + 7, before + 7 + cs.BLOCK_LENGTH)
     names = sorted(p.name for p in state.folder.iterdir())
     ds = sd.SplitDataset(state.folder)
     assert names == sorted([*ds.block_names, "stack_metadata.json"]), "leftovers after resuming"
@@ -112,7 +114,8 @@ def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(tmp_path:
     new = da.zeros((10, 4), dtype=np.int32, chunks=5).map_blocks(observe)
     with dask.config.set(scheduler="sync"):
         sd.to_split_dataset(new, tmp_path / "d", overwrite=True)
-    assert seen and all(seen)
+    assert seen
+    assert all(seen)
     np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], 0)
 
 

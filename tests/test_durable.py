@@ -3,6 +3,7 @@ swap with and without the atomic exchange."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_only_staging_of_dead_local_writers_is_removed(tmp_path: Path, dead_pid:
     target = tmp_path / "dataset"
     target.mkdir()
     dead = [_staging_of(target, dead_pid, kind) for kind in ("partial", "old", "trash")]
-    alive = _staging_of(target, sd.__version__ and __import__("os").getpid(), "partial")
+    alive = _staging_of(target, os.getpid(), "partial")
     foreign = _staging_of(target, dead_pid, "partial", host="0badf00d")
     other_target = _staging_of(tmp_path / "dataset2", dead_pid, "partial")
     not_ours = tmp_path / ".dataset.partial"
@@ -57,7 +58,8 @@ def test_a_replaced_dataset_is_put_back_when_the_target_is_missing(
     trash = _staging_of(target, dead_pid, "trash")
     _durable.remove_stale_staging(target)
     assert (target / "0000.h5").read_bytes() == b"x"
-    assert not old.exists() and not trash.exists()
+    assert not old.exists()
+    assert not trash.exists()
 
 
 @pytest.mark.parametrize("atomic", [True, False])
