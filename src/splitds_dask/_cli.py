@@ -1,4 +1,4 @@
-"""The ``splitds`` command line: ``splitds demo`` and ``splitds info``.
+"""The ``splitds`` command line: ``splitds demo``, ``splitds info`` and ``splitds verify``.
 
 ``splitds demo`` writes a synthetic calcium-imaging movie (uint16, axes t, z, y, x) as a split
 dataset, reopens it, computes its mean over time with dask and saves that mean as a PNG.
@@ -235,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("path", metavar="PATH", help="the dataset folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    verify = commands.add_parser(
+        "verify",
+        help="check every block file of a split dataset",
+        description="Open and decompress every block file; print each problem with its file. "
+        "Exit status 0: no problem, 1: problems found.",
+    )
+    verify.add_argument("path", metavar="PATH", help="the dataset folder")
+    verify.add_argument(
+        "--quick", action="store_true", help="check files and arrays, without decompressing"
+    )
     return parser
 
 
@@ -273,6 +284,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ._verify import print_report
+
+    return print_report(args.path, read_data=not args.quick)
+
+
 def _silence_stdout() -> None:
     """Send what is left of stdout to /dev/null, so that exiting does not fail flushing it."""
     try:
@@ -305,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
-    command = {"demo": _cmd_demo, "info": _cmd_info}[args.command]
+    command = {"demo": _cmd_demo, "info": _cmd_info, "verify": _cmd_verify}[args.command]
     try:
         return command(args)
     except BrokenPipeError:  # output piped into a program that stopped reading (`| head`)

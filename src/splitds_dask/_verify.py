@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import h5py
 import numpy as np
@@ -236,3 +238,18 @@ def verify(
         file = root / ds.block_names[index]
         problems += _check_block(ds, file, block, extent, locking=locking, read_data=read_data)
     return problems
+
+
+def print_report(
+    path: str | os.PathLike[str], *, read_data: bool = True, out: TextIO | None = None
+) -> int:
+    """``splitds verify``: print every problem (one line each) and return the exit status."""
+    out = out if out is not None else sys.stdout
+    problems = verify(path, read_data=read_data)
+    for problem in problems:
+        print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=out)
+        return 1
+    print(f"{path}: ok", file=out)
+    return 0
