@@ -28,27 +28,36 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 import crash_support as cs
 
+_CHAIN = 25
+
 
 def stress_stream(zygote: cs.Zygote, base: Path, trials: int, rng: random.Random) -> dict:
-    state = cs.StreamState(base / "stream")
-    zygote.run("stream", folder=str(state.folder), n_frames=60)  # loads the codecs
+    """Chains of ``_CHAIN`` kill-and-resume trials, each chain on a fresh dataset (every check
+    reads the whole dataset back, so one ever-growing chain would cost quadratic time)."""
+    zygote.run("stream", folder=str(base / "warm-up"), n_frames=60)  # loads the codecs
     start = time.perf_counter()
-    zygote.run("stream", folder=str(state.folder), n_frames=60)
+    zygote.run("stream", folder=str(base / "warm-up"), n_frames=60)
     duration = time.perf_counter() - start
-    cs.check_stream(state)
-    for _ in range(trials):
-        state.trials += 1
-        killed = zygote.run(
-            "stream",
-            kill_after=rng.uniform(0, duration),
-            folder=str(state.folder),
-            n_frames=60,
-        )
-        state.kills += killed
+    done = killed = frames = 0
+    chain = 0
+    while done < trials:
+        chain += 1
+        state = cs.StreamState(base / f"stream{chain}")
+        for _ in range(min(_CHAIN, trials - done)):
+            state.trials += 1
+            state.kills += zygote.run(
+                "stream",
+                kill_after=rng.uniform(0, duration),
+                folder=str(state.folder),
+                n_frames=60,
+            )
+            cs.check_stream(state)
+        zygote.run("stream", folder=str(state.folder), n_frames=7)  # resumes to the end
         cs.check_stream(state)
-    zygote.run("stream", folder=str(state.folder), n_frames=7)
-    cs.check_stream(state)
-    return {"trials": state.trials, "killed": state.kills, "frames": state.frames}
+        done += state.trials
+        killed += state.kills
+        frames += state.frames
+    return {"trials": done, "killed": killed, "chains": chain, "frames checked at the end": frames}
 
 
 def stress_store(zygote: cs.Zygote, base: Path, trials: int, rng: random.Random) -> dict:

@@ -138,56 +138,74 @@ def _check_block(
         ]
     with f:
         try:
-            key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))  # type: ignore[attr-defined]
-            node = f.get(key) if key is not None else None
-        except Exception as exc:  # noqa: BLE001 - a damaged file's index
-            return [Problem(path, "unreadable", f"{path}: block {block}: {exc}", block)]
-        if not isinstance(node, h5py.Dataset):
-            keys = ", ".join(sorted(f.keys())) or "nothing"
+            return _inspect(ds, f, path, block, extent, read_data=read_data)
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in any h5py call
             return [
                 Problem(
                     path,
-                    "data-key",
-                    f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",  # type: ignore[attr-defined]
+                    "unreadable",
+                    f"{path}: block {block}: damaged file: {type(exc).__name__}: {exc}",
                     block,
                 )
             ]
-        problems = []
-        if len(node.shape) != len(extent) or any(
-            s < e for s, e in zip(node.shape, extent, strict=True)
-        ):
-            problems.append(
-                Problem(
-                    path,
-                    "shape",
-                    f"{path}: block {block}: '{key}' has shape {node.shape}, the block needs "
-                    f"{extent}",
-                    block,
-                )
+
+
+def _inspect(
+    ds: object,
+    f: h5py.File,
+    path: Path,
+    block: tuple[int, ...],
+    extent: tuple[int, ...],
+    *,
+    read_data: bool,
+) -> list[Problem]:
+    key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))  # type: ignore[attr-defined]
+    node = f.get(key) if key is not None else None
+    if not isinstance(node, h5py.Dataset):
+        keys = ", ".join(sorted(f.keys())) or "nothing"
+        return [
+            Problem(
+                path,
+                "data-key",
+                f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",  # type: ignore[attr-defined]
+                block,
             )
-        found = stored_dtype(node)
-        if found != ds.dtype:  # type: ignore[attr-defined]
-            problems.append(
-                Problem(
-                    path,
-                    "dtype",
-                    f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",  # type: ignore[attr-defined]
-                    block,
-                )
+        ]
+    problems = []
+    if len(node.shape) != len(extent) or any(
+        s < e for s, e in zip(node.shape, extent, strict=True)
+    ):
+        problems.append(
+            Problem(
+                path,
+                "shape",
+                f"{path}: block {block}: '{key}' has shape {node.shape}, the block needs {extent}",
+                block,
             )
-        missing = missing_filters(node)
-        if missing:
-            problems.append(
-                Problem(
-                    path,
-                    "filter",
-                    f"{path}: block {block}: cannot decompress, missing {'; '.join(missing)}",
-                    block,
-                )
+        )
+    found = stored_dtype(node)
+    if found != ds.dtype:  # type: ignore[attr-defined]
+        problems.append(
+            Problem(
+                path,
+                "dtype",
+                f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",  # type: ignore[attr-defined]
+                block,
             )
-        elif read_data:
-            problems += _check_values(node, path, block)
-        return problems
+        )
+    missing = missing_filters(node)
+    if missing:
+        problems.append(
+            Problem(
+                path,
+                "filter",
+                f"{path}: block {block}: cannot decompress, missing {'; '.join(missing)}",
+                block,
+            )
+        )
+    elif read_data:
+        problems += _check_values(node, path, block)
+    return problems
 
 
 def verify(
