@@ -69,14 +69,17 @@ def store_data(version: int) -> np.ndarray:
     return np.random.default_rng(version).integers(0, 65535, STORE_SHAPE, dtype=np.uint16)
 
 
-def run_stream(folder: str, n_frames: int) -> None:
-    """Child: resume the dataset at ``folder`` and append ``n_frames`` frames, one at a time."""
+def run_stream(folder: str, n_frames: int, frame_interval: float = 0.0) -> None:
+    """Child: resume the dataset at ``folder`` and append ``n_frames`` frames, one at a time
+    (every ``frame_interval`` seconds, like a camera, if given)."""
     with sd.SplitDatasetWriter(
         folder, append=True, frame_shape=FRAME_SHAPE, dtype="uint16", block_length=BLOCK_LENGTH
     ) as writer:
         start = writer.n_frames
         for frame in frames(start, start + n_frames):
             writer.append(frame)
+            if frame_interval:
+                time.sleep(frame_interval)
 
 
 def run_store(folder: str, version: int) -> None:

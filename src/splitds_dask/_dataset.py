@@ -107,7 +107,7 @@ class SplitDataset:
                 for n, ok in zip(reversed(files.names), reversed(files.present), strict=True)
                 if ok
             )
-            metadata = read_legacy_metadata(root / last)
+            metadata = read_legacy_metadata(root / last, locking=locking)
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         self._metadata = metadata
         self._grid, self._names = self._match_files(declared, files)

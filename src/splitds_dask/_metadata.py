@@ -234,16 +234,18 @@ def _legacy_sequence(group: Any, path: Path, name: str) -> list:
     return out
 
 
-def read_legacy_metadata(path: Path) -> DatasetMetadata:
+def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> DatasetMetadata:
     """Metadata of a pre-json dataset, from the ``/stack_metadata`` group of a block file.
 
     Only integer attributes are read, through h5py: nothing in the file is ever unpickled.
     """
     import h5py
 
-    from ._blockio import open_h5
-
-    with open_h5(path) as f:
+    try:
+        f = h5py.File(path, "r", locking=locking)
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot open to read its legacy metadata: {exc}") from exc
+    with f:
         group = f.get("stack_metadata")
         if not isinstance(group, h5py.Group):
             raise NotASplitDatasetError(
