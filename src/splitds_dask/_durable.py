@@ -22,6 +22,7 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "remove_stale_staging",
+    "remove_temporaries",
     "replace_folder",
     "retire",
     "staging_path",
@@ -37,6 +38,20 @@ _STAGING = re.compile(
     r"^\.(?P<target>.+)\.[0-9a-f]{32}\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\."
     r"(?P<kind>partial|old|trash)$"
 )
+
+
+# The temporary files of write_block and write_metadata_json: .<name>.<uuid>.partial
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files that writers killed mid-file left in ``folder``.
+
+    Only call it when no live writer uses ``folder``: their temporaries look the same.
+    """
+    for entry in os.scandir(folder):
+        if TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
 
 
 def _host() -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._blockio import write_block
-from ._durable import fsync_dir, fsync_file, remove_stale_staging, retire
+from ._durable import fsync_dir, fsync_file, remove_stale_staging, remove_temporaries, retire
 from ._errors import MetadataError
 from ._metadata import (
     METADATA_NAME,
@@ -50,8 +50,6 @@ __all__ = ["SplitDatasetWriter"]
 
 _LOCK_NAME = ".splitds-writer.lock"
 _STAGED = re.compile(r"^\.(?P<name>[0-9]+\.h5)\.staged$")
-# What our writers leave behind when killed: write_block's and write_metadata_json's temporaries.
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
 
 class SplitDatasetWriter:
@@ -272,8 +270,9 @@ class SplitDatasetWriter:
 
     def _remove_leftovers(self) -> None:
         """Delete the temporary and staged files of a killed writer (nothing else)."""
+        remove_temporaries(self._path)
         for entry in os.scandir(self._path):
-            if (_STAGED.match(entry.name) or _TEMPORARY.match(entry.name)) and entry.is_file():
+            if _STAGED.match(entry.name) and entry.is_file():
                 os.unlink(entry.path)
         if [e.name for e in os.scandir(self._path)] == [_LOCK_NAME]:
             self._unlock()
@@ -292,8 +291,7 @@ class SplitDatasetWriter:
                     os.replace(entry.path, self._path / staged["name"])
                 else:
                     os.unlink(entry.path)
-            elif _TEMPORARY.match(entry.name) and entry.is_file():
-                os.unlink(entry.path)
+        remove_temporaries(self._path)
         fsync_dir(self._path)
 
     def _base_metadata(

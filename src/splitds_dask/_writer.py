@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
-from ._durable import remove_stale_staging, replace_folder, staging_path
+from ._durable import remove_stale_staging, remove_temporaries, replace_folder, staging_path
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 
@@ -84,6 +84,8 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
 
 def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
+    # A worker killed while writing a block left its temporary file; the block was rewritten.
+    remove_temporaries(staging)
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
     # The old dataset stays readable until the new one is complete.
