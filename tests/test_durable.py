@@ -4,6 +4,7 @@ swap with and without the atomic exchange."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,18 @@ def test_exchange_swaps_two_folders(tmp_path: Path) -> None:
         pytest.fail("renameat2(RENAME_EXCHANGE) is not available on this Linux file system")
     assert (tmp_path / "b" / "in_a").exists()
     assert not (tmp_path / "a" / "in_a").exists()
+
+
+def test_a_dataset_left_aside_by_a_crash_is_put_back_before_writing(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    """Killed between the two renames of the fallback swap: ``d`` is missing, the old dataset
+    sits under a hidden name. The next write puts it back rather than writing over it."""
+    sd.to_split_dataset(np.full((4, 2), 7, np.uint8), tmp_path / "d")
+    aside = _staging_of(tmp_path / "d", dead_pid, "old")
+    shutil.rmtree(aside)
+    (tmp_path / "d").rename(aside)
+    with pytest.raises(FileExistsError, match="already a split dataset"):
+        sd.to_split_dataset(np.zeros((4, 2), np.uint8), tmp_path / "d")
+    np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], 7)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]

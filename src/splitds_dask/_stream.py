@@ -90,7 +90,7 @@ class SplitDatasetWriter:
         new one.
     max_pending : int, optional
         Full blocks that may wait for the background writer before ``append`` blocks (bounds
-        memory to ``max_pending + 1`` blocks).
+        memory to ``max_pending + 2`` blocks: waiting, being written, being filled).
 
     Raises
     ------

@@ -229,9 +229,10 @@ def to_split_dataset(
     array = _as_dask(data, grid)
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot write {array.dtype} data to a split dataset")
+    if path.parent.is_dir():
+        remove_stale_staging(path)  # may first put back a dataset a crashed swap left aside
     _check_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path)
     staging = staging_path(path)
     staging.mkdir()
     target = _BlockFileTarget(
