@@ -8,7 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -16,24 +15,6 @@ import pytest
 import splitds_dask as sd
 
 distributed = pytest.importorskip("distributed")
-
-
-@pytest.fixture(scope="module")
-def client():
-    src = os.path.dirname(os.path.dirname(os.path.abspath(sd.__file__)))
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ.PYTHONPATH": path}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=50,
-        ) as cluster,
-        distributed.Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
 
 
 def _slow(block: np.ndarray) -> np.ndarray:
