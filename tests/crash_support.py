@@ -163,6 +163,9 @@ class StreamState:
 def check_stream(state: StreamState) -> int:
     """The folder opens, holds exactly the frames of the movie, never fewer than before."""
     folder = state.folder
+    if not folder.exists():  # killed before it made the folder
+        assert state.frames == 0, "a committed dataset disappeared"
+        return 0
     if not (folder / "stack_metadata.json").exists():
         # Killed before its first block: nothing was committed, nothing may claim to be.
         assert state.frames == 0, "a committed dataset lost its metadata"
