@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from itertools import pairwise
 from pathlib import Path
 
@@ -154,6 +155,10 @@ def test_append_keeps_the_writers_metadata(tmp_path: Path, write_plain, random_a
     with pytest.warns(sd.IncompleteDatasetWarning):
         assert sd.SplitDataset(tmp_path / "original").shape == (12, 2, 4, 4)
     with sd.SplitDatasetWriter(tmp_path / "original", append=True) as writer:
+        # At once the metadata declares the 12 frames on disk: no warning, nothing hidden.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "original")[...], data[:12])
         writer.append(data[12:])
     ds = sd.SplitDataset(tmp_path / "original")
     np.testing.assert_array_equal(ds[...], data)

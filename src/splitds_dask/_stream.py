@@ -177,7 +177,8 @@ class SplitDatasetWriter:
                 self._fill = existing["rest"].shape[0]
                 self._buffer[: self._fill] = existing["rest"]
                 if existing["rewrite_metadata"]:
-                    self._write_metadata(self._n_committed)
+                    # Declare what is on disk, the short last block included.
+                    self._write_metadata(self._n_committed + self._fill)
         except BaseException:
             self._unlock()
             raise
