@@ -34,9 +34,9 @@ _CHAIN = 25
 def stress_stream(zygote: cs.Zygote, base: Path, trials: int, rng: random.Random) -> dict:
     """Chains of ``_CHAIN`` kill-and-resume trials, each chain on a fresh dataset (every check
     reads the whole dataset back, so one ever-growing chain would cost quadratic time)."""
-    zygote.run("stream", folder=str(base / "warm-up"), n_frames=60)  # loads the codecs
+    zygote.run("stream", folder=str(base / "warm-up"), n_frames=58)  # loads the codecs
     start = time.perf_counter()
-    zygote.run("stream", folder=str(base / "warm-up"), n_frames=60)
+    zygote.run("stream", folder=str(base / "warm-up"), n_frames=58)
     duration = time.perf_counter() - start
     done = killed = frames = 0
     chain = 0
@@ -49,7 +49,7 @@ def stress_stream(zygote: cs.Zygote, base: Path, trials: int, rng: random.Random
                 "stream",
                 kill_after=rng.uniform(0, duration),
                 folder=str(state.folder),
-                n_frames=60,
+                n_frames=58,
             )
             cs.check_stream(state)
         zygote.run("stream", folder=str(state.folder), n_frames=7)  # resumes to the end
