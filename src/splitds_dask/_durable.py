@@ -38,10 +38,8 @@ _STAGING = re.compile(
     r"^\.(?P<target>.+)\.[0-9a-f]{32}\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\."
     r"(?P<kind>partial|old|trash)$"
 )
-
-
 # The temporary files of write_block and write_metadata_json: .<name>.<uuid>.partial
-TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
 
 def remove_temporaries(folder: Path) -> None:
@@ -50,7 +48,7 @@ def remove_temporaries(folder: Path) -> None:
     Only call it when no live writer uses ``folder``: their temporaries look the same.
     """
     for entry in os.scandir(folder):
-        if TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+        if _TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
 
 
@@ -86,21 +84,13 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def _renameat2() -> object | None:
-    name = ctypes.util.find_library("c")
-    if name is None:  # pragma: no cover - no C library found
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
-    func = getattr(libc, "renameat2", None)
-    if func is not None:
-        func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-        func.argtypes += [ctypes.c_uint]
-        func.restype = ctypes.c_int
-    return func
-
-
-_RENAMEAT2 = _renameat2() if os.uname().sysname == "Linux" else None
+# libc's renameat2 (Linux, glibc >= 2.28) and syncfs, where this system has them.
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None) if os.uname().sysname == "Linux" else None
+if _RENAMEAT2 is not None:
+    _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    _RENAMEAT2.argtypes += [ctypes.c_uint]
+    _RENAMEAT2.restype = ctypes.c_int
 _SYNCFS = getattr(_LIBC, "syncfs", None)
 
 
