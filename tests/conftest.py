@@ -156,3 +156,33 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     )
     assert run.code == 0, run
     return folder, run
+
+
+# --- a real distributed cluster ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A ``distributed.Client`` on a LocalCluster of 2 single-threaded worker processes."""
+    import os
+
+    import dask
+    import distributed
+
+    import splitds_dask as sd
+
+    # Worker processes must import the same splitds_dask as this test run.
+    src = os.path.dirname(os.path.dirname(os.path.abspath(sd.__file__)))
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ.PYTHONPATH": path}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        yield client

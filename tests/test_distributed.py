@@ -17,25 +17,6 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def client():
-    # Worker processes must import the same splitds_dask as this test run.
-    src = os.path.dirname(os.path.dirname(os.path.abspath(sd.__file__)))
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ.PYTHONPATH": path}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        ) as cluster,
-        distributed.Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
-
-
-@pytest.fixture(scope="module")
 def source(tmp_path_factory, write_plain, random_array):
     a = random_array((23, 3, 8, 7), "u2", seed=5)
     folder = tmp_path_factory.mktemp("dist") / "src"

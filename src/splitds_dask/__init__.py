@@ -19,6 +19,8 @@ from ._errors import (
     SplitDatasetError,
 )
 from ._physical import PhysicalMetadata, physical_metadata_kwargs
+from ._stream import SplitDatasetWriter
+from ._verify import Problem, verify
 from ._writer import to_split_dataset
 
 __version__ = "0.1.0"
@@ -32,8 +34,10 @@ __all__ = [
     "MetadataError",
     "NotASplitDatasetError",
     "PhysicalMetadata",
+    "Problem",
     "SplitDataset",
     "SplitDatasetError",
+    "SplitDatasetWriter",
     "__version__",
     "physical_metadata_kwargs",
     "connect",
@@ -42,6 +46,7 @@ __all__ = [
     "save_to_split_dataset",
     "to_split_dataset",
     "worker_environment",
+    "verify",
 ]
 
 

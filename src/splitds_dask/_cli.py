@@ -4,6 +4,7 @@
 - ``splitds convert`` converts between split datasets (another block shape or codec), ``.npy``,
   TIFF, HDF5, zarr and OME-Zarr;
 - ``splitds project`` writes the mean, max, min or std along an axis as ``.npy``, TIFF or PNG;
+- ``splitds verify`` checks every block file (see :func:`~splitds_dask.verify`);
 - ``splitds demo`` writes a synthetic calcium-imaging movie, averages it and saves a PNG.
 
 Each command is one ``_add_<command>`` function (its arguments) and one ``_cmd_<command>``
@@ -595,8 +596,29 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 #: name → (add the subcommand's arguments, run it)
+def _add_verify(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="check every block file of a split dataset",
+        description="Open and decompress every block file; print each problem with its file. "
+        "Exit status 0: no problem, 1: problems found.",
+    )
+    verify.add_argument("path", metavar="PATH", help="the dataset folder")
+    verify.add_argument(
+        "--quick", action="store_true", help="check files and arrays, without decompressing"
+    )
+    _add_scheduler(verify, note="; verify checks the files one by one in this process")
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ._verify import print_report
+
+    return print_report(args.path, read_data=not args.quick)
+
+
 _COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "info": (_add_info, _cmd_info),
+    "verify": (_add_verify, _cmd_verify),
     "convert": (_add_convert, _cmd_convert),
     "project": (_add_project, _cmd_project),
     "demo": (_add_demo, _cmd_demo),

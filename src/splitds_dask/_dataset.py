@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._blockio import find_data_key, open_block, open_h5, read_block_region, stored_dtype
-from ._errors import BlockError, MetadataError, NotASplitDatasetError
+from ._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
 from ._files import BlockFiles, find_block_files
 from ._geometry import BlockGrid, split_slice
 from ._indexing import OrthogonalSelection, normalize_index
@@ -110,7 +110,7 @@ class SplitDataset:
                 for n, ok in zip(reversed(files.names), reversed(files.present), strict=True)
                 if ok
             )
-            metadata = read_legacy_metadata(root / last)
+            metadata = read_legacy_metadata(root / last, locking=locking)
             declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         self._metadata = metadata
         self._physical = read_physical_metadata(
@@ -168,7 +168,12 @@ class SplitDataset:
         return BlockGrid.from_spec((length0, *grid.shape[1:]), grid.block_shape, grid.padding)
 
     def _trim_last_row(self, grid: BlockGrid, names: tuple[str, ...]) -> BlockGrid:
-        """Shorten axis 0 to what the first file of the last block row really holds."""
+        """Shorten axis 0 to what the first file of the last block row really holds.
+
+        Also fails early when that file's compression filter is not available.
+        """
+        from ._verify import missing_filters
+
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
         path = self._root / names[grid.cartesian_to_linear(last_row)]
         start, stop = grid.file_extent(0, last_row[0])
@@ -177,9 +182,28 @@ class SplitDataset:
                 key = find_data_key(f, grid.ndim)
                 if key is None or f[key].ndim != grid.ndim:
                     return grid  # not an array block (fimpy traces): geometry from metadata only
-                held = f[key].shape[0]
-        except OSError:
-            return grid  # unreadable or missing: reported, naming the file, when it is read
+                shape = f[key].shape
+                missing = missing_filters(f[key])
+        except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
+            return grid
+        if missing:
+            # Every writer compresses all blocks alike: fail at opening, not at the first read.
+            raise BlockError(
+                f"block {last_row} ({path}): cannot decompress, missing {'; '.join(missing)}",
+                path=path,
+                block=last_row,
+            )
+        for axis in range(1, grid.ndim):
+            # Metadata declaring more than the files hold (absurd shapes from a damaged or
+            # hostile file) fails here, before any read allocates for it.
+            need = grid.file_extent(axis, 0)[1]
+            if shape[axis] < need:
+                raise MetadataError(
+                    f"{self._metadata.source or self._root}: the metadata declares blocks of "
+                    f"{grid.block_shape} for shape {grid.shape}, but {path.name} holds "
+                    f"{tuple(shape)}"
+                )
+        held = shape[0]
         if start + held >= stop:
             return grid
         if held == 0:
@@ -231,7 +255,7 @@ class SplitDataset:
     def _probe(self) -> None:
         path = self._block_path(0)
         block = (0,) * self.ndim
-        with open_block(path, block=block, locking=self._locking) as f:
+        with damaged_block(path, block), open_block(path, block=block, locking=self._locking) as f:
             key = find_data_key(f, self.ndim)
             if key is None:
                 keys = ", ".join(sorted(f.keys())) or "nothing"
@@ -422,17 +446,19 @@ class SplitDataset:
                 tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
             )
             target_dest = tuple(slice(0, n) for n in target.shape)
-        read_block_region(
-            self._block_path(self._grid.cartesian_to_linear(block)),
-            key=self.data_key,
-            block=block,
-            dtype=self.dtype,
-            extent=extent,
-            source=source,
-            out=target,
-            dest=target_dest,
-            locking=self._locking,
-        )
+        path = self._block_path(self._grid.cartesian_to_linear(block))
+        with damaged_block(path, block):
+            read_block_region(
+                path,
+                key=self.data_key,
+                block=block,
+                dtype=self.dtype,
+                extent=extent,
+                source=source,
+                out=target,
+                dest=target_dest,
+                locking=self._locking,
+            )
         if target is not out:
             for axis, take in enumerate(takes):
                 if take is not None:

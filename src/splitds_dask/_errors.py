@@ -7,12 +7,16 @@ Every error the package raises on purpose derives from :class:`SplitDatasetError
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 __all__ = [
     "BlockError",
     "BlockIndexError",
     "MetadataError",
     "NotASplitDatasetError",
     "SplitDatasetError",
+    "damaged_block",
 ]
 
 
@@ -51,3 +55,23 @@ class BlockIndexError(IndexError, SplitDatasetError):
     Both an :class:`IndexError` (what indexing code expects) and a :class:`ValueError` (what the
     original package raised, through ``np.unravel_index``).
     """
+
+
+@contextmanager
+def damaged_block(path: object, block: tuple[int, ...]) -> Iterator[None]:
+    """Turn whatever h5py raises on a damaged file into a :class:`BlockError` naming it.
+
+    A corrupted HDF5 file can fail in any call (``RuntimeError`` from a broken link table,
+    ``TypeError``/``KeyError`` from garbled names, ``OSError`` from a bad chunk); callers get
+    one error type that names the file and the block.
+    """
+    try:
+        yield
+    except (SplitDatasetError, MemoryError):
+        raise
+    except Exception as exc:
+        raise BlockError(
+            f"block {tuple(block)} ({path}): damaged file: {type(exc).__name__}: {exc}",
+            path=path,
+            block=block,
+        ) from exc

@@ -92,6 +92,22 @@ def _int_list(value: Any, key: str, source: object, *, allow_none: bool = False)
     return out
 
 
+def _check_files(value: Any, source: object) -> None:
+    """fimpy's ``files`` list (never used to open anything): plain names inside the folder only.
+
+    A list naming ``../x.h5`` or an absolute path would point a reader outside the dataset; such
+    metadata is refused rather than trusted.
+    """
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise MetadataError(f"{source}: 'files' must be a list of file names")
+    for name in value:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\", "~")) or ":" in parts[0] or ".." in parts or not name:
+            raise MetadataError(
+                f"{source}: 'files' entry {name!r} is not a file name inside the dataset folder"
+            )
+
+
 def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> DatasetMetadata:
     """Validate a metadata mapping and return the geometry it declares.
 
@@ -144,6 +160,8 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
         ):
             raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {resolution!r}")
         resolution = tuple(float(r) for r in resolution)
+    if "files" in raw:
+        _check_files(raw["files"], source)
     axis_order = raw.get("axis_order")
     if axis_order is not None and not isinstance(axis_order, str):
         raise MetadataError(f"{source}: 'axis_order' must be a string: {axis_order!r}")
@@ -216,16 +234,18 @@ def _legacy_sequence(group: Any, path: Path, name: str) -> list:
     return out
 
 
-def read_legacy_metadata(path: Path) -> DatasetMetadata:
+def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> DatasetMetadata:
     """Metadata of a pre-json dataset, from the ``/stack_metadata`` group of a block file.
 
     Only integer attributes are read, through h5py: nothing in the file is ever unpickled.
     """
     import h5py
 
-    from ._blockio import open_h5
-
-    with open_h5(path) as f:
+    try:
+        f = h5py.File(path, "r", locking=locking)
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot open to read its legacy metadata: {exc}") from exc
+    with f:
         group = f.get("stack_metadata")
         if not isinstance(group, h5py.Group):
             raise NotASplitDatasetError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
+from ._durable import remove_stale_staging, remove_temporaries, replace_folder, staging_path
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 from ._physical import add_physical_metadata, writer_physical_options
@@ -85,18 +85,12 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
 
 def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
+    # A worker killed while writing a block left its temporary file; the block was rewritten.
+    remove_temporaries(staging)
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
-    if path.exists() and is_split_dataset(path):
-        # The old dataset stays readable until the new one is complete.
-        retired = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-        os.rename(path, retired)
-        os.rename(staging, path)
-        shutil.rmtree(retired)
-    else:
-        if path.exists():
-            path.rmdir()  # empty, checked above
-        os.rename(staging, path)
+    # The old dataset stays readable until the new one is complete.
+    replace_folder(staging, path)
     return path
 
 
@@ -268,9 +262,11 @@ def to_split_dataset(
         resolution=resolution,
         axis_order=axis_order,
     )
+    if path.parent.is_dir():
+        remove_stale_staging(path)  # may first put back a dataset a crashed swap left aside
     _check_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    staging = staging_path(path)
     staging.mkdir()
     target = _BlockFileTarget(
         staging,

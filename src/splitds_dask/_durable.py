@@ -1,0 +1,200 @@
+"""Durable file-system steps: fsync of files and folders, atomic folder swap, stale staging.
+
+A rename is atomic for readers, but after a power loss it only survives if the folder holding
+the new name was fsynced, and the renamed file only holds its data if the file was fsynced
+before the rename. The writers call these helpers at those points.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import re
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+__all__ = [
+    "exchange",
+    "fsync_dir",
+    "fsync_file",
+    "remove_stale_staging",
+    "remove_temporaries",
+    "replace_folder",
+    "retire",
+    "staging_path",
+    "sync_folder",
+]
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+# Staging names carry their owner, so that ownership exists from the instant the folder does:
+# .<target>.<uuid>.<host hash>-<pid>.<kind>; kinds: partial (being written), old (a replaced
+# dataset, put back if the target is missing), trash (being deleted, never put back).
+_STAGING = re.compile(
+    r"^\.(?P<target>.+)\.[0-9a-f]{32}\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\."
+    r"(?P<kind>partial|old|trash)$"
+)
+# The temporary files of write_block and write_metadata_json: .<name>.<uuid>.partial
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files that writers killed mid-file left in ``folder``.
+
+    Only call it when no live writer uses ``folder``: their temporaries look the same.
+    """
+    for entry in os.scandir(folder):
+        if _TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def staging_path(path: Path, kind: str = "partial") -> Path:
+    """A hidden sibling of ``path`` named after this process (see :func:`remove_stale_staging`)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{_host()}-{os.getpid()}.{kind}")
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush a file's data to stable storage (any descriptor of the inode will do)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Flush a folder's entries (the names created or renamed in it) to stable storage."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms whose folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+# libc's renameat2 (Linux, glibc >= 2.28) and syncfs, where this system has them.
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None) if os.uname().sysname == "Linux" else None
+if _RENAMEAT2 is not None:
+    _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    _RENAMEAT2.argtypes += [ctypes.c_uint]
+    _RENAMEAT2.restype = ctypes.c_int
+_SYNCFS = getattr(_LIBC, "syncfs", None)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush every file of ``folder`` (not recursive) and the folder itself to stable storage.
+
+    One ``syncfs`` of the file system where available (one call instead of one fsync per block
+    file, which costs more than writing a small block), else an fsync per file.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if _SYNCFS is not None and _SYNCFS(fd) == 0:
+            return
+        for entry in os.scandir(folder):
+            if entry.is_file(follow_symlinks=False):
+                fsync_file(entry.path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def exchange(a: Path | str, b: Path | str) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False, having changed nothing, where the system or file system cannot do it (NFS,
+    macOS); the caller then falls back to two renames.
+    """
+    if _RENAMEAT2 is None:
+        return False
+    result = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def _owner_is_dead(host: str, pid: int) -> bool:
+    if host != _host():
+        return False  # cannot tell whether a process on another machine is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def remove_stale_staging(path: Path) -> list[Path]:
+    """Clean up after writers of ``path`` that died (on this machine); return what was removed.
+
+    Only hidden siblings named by :func:`staging_path` whose process no longer runs are touched:
+    a half-written dataset or one being deleted is removed, a replaced dataset is put back at
+    ``path`` if ``path`` is missing (a crash between the two renames of the fallback swap), and
+    removed otherwise.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING.match(entry.name)
+        if match is None or match["target"] != path.name or not entry.is_dir():
+            continue
+        if not _owner_is_dead(match["host"], int(match["pid"])):
+            continue
+        candidate = Path(entry.path)
+        if match["kind"] == "old" and not path.exists():
+            os.rename(candidate, path)
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def retire(path: Path) -> None:
+    """Delete the folder ``path``: renamed aside first, so no half-deleted folder is at ``path``."""
+    trash = staging_path(path, "trash")
+    os.rename(path, trash)
+    fsync_dir(path.parent)
+    shutil.rmtree(trash)
+
+
+def replace_folder(staging: Path, path: Path) -> None:
+    """Put the complete folder ``staging`` at ``path``, replacing the folder there, if any.
+
+    The files of ``staging`` are flushed to stable storage first, so that after a power loss
+    ``path`` is the old folder or the complete new one.
+
+    With an atomic exchange readers see the old folder or the new one, nothing between. Without
+    it (NFS, macOS) ``path`` is missing between two renames; a crash there leaves the old folder
+    under a hidden name that :func:`remove_stale_staging` puts back.
+    """
+    sync_folder(staging)
+    if not path.exists():
+        os.rename(staging, path)
+    elif exchange(staging, path):
+        # ``staging`` now names the old folder, still marked as ours: removed if we die here.
+        fsync_dir(path.parent)
+        shutil.rmtree(staging)
+    else:
+        old = staging_path(path, "old")
+        os.rename(path, old)
+        os.rename(staging, path)
+        trash = staging_path(path, "trash")
+        os.rename(old, trash)
+        fsync_dir(path.parent)
+        shutil.rmtree(trash)
+    fsync_dir(path.parent)

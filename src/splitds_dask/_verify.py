@@ -1,0 +1,273 @@
+"""Checking a split dataset file by file: ``verify(path)`` and ``splitds verify PATH``.
+
+Every block file is opened and checked: present, an HDF5 file, holding the data key, with the
+shape and dtype the geometry needs, its compression filters available, and (unless
+``read_data=False``) every chunk decompressing. Problems are collected, not raised, so that one
+run lists everything wrong with a dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import h5py
+import numpy as np
+
+from ._blockio import find_data_key, stored_dtype
+from ._errors import SplitDatasetError
+
+__all__ = ["FILTER_PROVIDERS", "Problem", "missing_filters", "verify"]
+
+# HDF5 filter id -> (name, what makes it available to h5py).
+FILTER_PROVIDERS: dict[int, tuple[str, str]] = {
+    1: ("deflate (gzip)", "HDF5 itself"),
+    2: ("shuffle", "HDF5 itself"),
+    3: ("fletcher32", "HDF5 itself"),
+    4: ("szip", "an HDF5 build with szip"),
+    6: ("scale-offset", "HDF5 itself"),
+    305: ("LZO", "PyTables only (convert with ptrepack)"),
+    307: ("BZip2", "hdf5plugin"),
+    32001: ("Blosc", "hdf5plugin"),
+    32004: ("LZ4", "hdf5plugin"),
+    32008: ("Bitshuffle", "hdf5plugin"),
+    32013: ("ZFP", "hdf5plugin"),
+    32015: ("Zstd", "hdf5plugin"),
+    32017: ("SZ", "hdf5plugin"),
+    32018: ("FCIDECOMP", "hdf5plugin"),
+    32024: ("SZ3", "hdf5plugin"),
+    32026: ("Blosc2", "hdf5plugin"),
+}
+
+# Bytes decompressed per read while checking a block (bounds memory for huge blocks).
+_CHECK_BYTES = 64 << 20
+
+
+def missing_filters(dset: h5py.Dataset) -> list[str]:
+    """The compression filters of ``dset`` that this process cannot run, described for users."""
+    plist = dset.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        fid, _flags, _values, stored_name = plist.get_filter(i)
+        if h5py.h5z.filter_avail(fid):
+            continue
+        name, provider = FILTER_PROVIDERS.get(
+            fid, (stored_name.decode("ascii", "replace") or "unknown", "no known Python package")
+        )
+        out.append(f"HDF5 filter {fid} ({name}), provided by {provider}")
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset.
+
+    Attributes
+    ----------
+    path : Path
+        The file concerned (a block file, the metadata file, or the folder).
+    kind : str
+        ``"dataset"`` (cannot be opened), ``"incomplete"`` (the files hold less than the
+        metadata declares), ``"missing"``, ``"unreadable"``, ``"data-key"``, ``"shape"``,
+        ``"dtype"``, ``"filter"`` or ``"data"`` (a chunk does not decompress).
+    message : str
+        What is wrong, naming the file.
+    block : tuple of int or None
+        The block's grid position, for block files.
+    """
+
+    path: Path
+    kind: str
+    message: str
+    block: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _check_values(dset: h5py.Dataset, path: Path, block: tuple[int, ...]) -> list[Problem]:
+    """Read every chunk (or slab) of ``dset`` once."""
+    if dset.size == 0:
+        return []
+    if dset.chunks is not None:
+        regions = dset.iter_chunks()
+    else:
+        row = max(1, dset.dtype.itemsize * math.prod(dset.shape[1:]))
+        step = max(1, _CHECK_BYTES // row)
+        rest = tuple(slice(0, n) for n in dset.shape[1:])
+        regions = (
+            (slice(i, min(i + step, dset.shape[0])), *rest) for i in range(0, dset.shape[0], step)
+        )
+    try:
+        for region in regions:
+            out = np.empty(tuple(s.stop - s.start for s in region), dset.dtype)
+            dset.read_direct(out, region)
+    except Exception as exc:  # noqa: BLE001 - any failure to decode is what we report
+        return [
+            Problem(
+                path,
+                "data",
+                f"{path}: block {block}: '{dset.name[1:]}' does not decompress: {exc}",
+                block,
+            )
+        ]
+    return []
+
+
+def _check_block(
+    ds: object,
+    path: Path,
+    block: tuple[int, ...],
+    extent: tuple[int, ...],
+    *,
+    locking: bool | str | None,
+    read_data: bool,
+) -> list[Problem]:
+    if not path.is_file():
+        return [Problem(path, "missing", f"{path}: block {block}: the file is missing", block)]
+    try:
+        f = h5py.File(path, "r", locking=locking)
+    except Exception as exc:  # noqa: BLE001 - reported
+        return [
+            Problem(path, "unreadable", f"{path}: block {block}: not a readable HDF5 file: {exc}")
+        ]
+    with f:
+        try:
+            return _inspect(ds, f, path, block, extent, read_data=read_data)
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in any h5py call
+            return [
+                Problem(
+                    path,
+                    "unreadable",
+                    f"{path}: block {block}: damaged file: {type(exc).__name__}: {exc}",
+                    block,
+                )
+            ]
+
+
+def _inspect(
+    ds: object,
+    f: h5py.File,
+    path: Path,
+    block: tuple[int, ...],
+    extent: tuple[int, ...],
+    *,
+    read_data: bool,
+) -> list[Problem]:
+    key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))  # type: ignore[attr-defined]
+    node = f.get(key) if key is not None else None
+    if not isinstance(node, h5py.Dataset):
+        keys = ", ".join(sorted(f.keys())) or "nothing"
+        return [
+            Problem(
+                path,
+                "data-key",
+                f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",  # type: ignore[attr-defined]
+                block,
+            )
+        ]
+    problems = []
+    if len(node.shape) != len(extent) or any(
+        s < e for s, e in zip(node.shape, extent, strict=True)
+    ):
+        problems.append(
+            Problem(
+                path,
+                "shape",
+                f"{path}: block {block}: '{key}' has shape {node.shape}, the block needs {extent}",
+                block,
+            )
+        )
+    found = stored_dtype(node)
+    if found != ds.dtype:  # type: ignore[attr-defined]
+        problems.append(
+            Problem(
+                path,
+                "dtype",
+                f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",  # type: ignore[attr-defined]
+                block,
+            )
+        )
+    missing = missing_filters(node)
+    if missing:
+        problems.append(
+            Problem(
+                path,
+                "filter",
+                f"{path}: block {block}: cannot decompress, missing {'; '.join(missing)}",
+                block,
+            )
+        )
+    elif read_data:
+        problems += _check_values(node, path, block)
+    return problems
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    prefix: str | None = None,
+    locking: bool | str | None = None,
+    read_data: bool = True,
+) -> list[Problem]:
+    """Check a split dataset block by block and list every problem found.
+
+    Parameters
+    ----------
+    path : str or Path
+        The dataset folder.
+    prefix : str, optional
+        As for :class:`SplitDataset`.
+    locking : bool or str, optional
+        Passed to :class:`h5py.File`.
+    read_data : bool, optional
+        Decompress every chunk of every block (default). False checks only that each file opens
+        and describes the right array.
+
+    Returns
+    -------
+    list of Problem
+        Empty when the dataset is sound. Each problem names its file.
+    """
+    from ._dataset import IncompleteDatasetWarning, SplitDataset
+
+    root = Path(path)
+    problems: list[Problem] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IncompleteDatasetWarning)
+            ds = SplitDataset(root, prefix, locking=locking)
+        for warning in caught:
+            if issubclass(warning.category, IncompleteDatasetWarning):
+                problems.append(Problem(root, "incomplete", str(warning.message)))
+        ds.dtype  # noqa: B018 - opens the first block: its failure is the dataset's
+    except SplitDatasetError as exc:
+        where = getattr(exc, "path", None)
+        problems.append(Problem(Path(where) if where else root, "dataset", str(exc)))
+        return problems
+    grid = ds.grid
+    for index, block in enumerate(grid.blocks()):
+        extent = tuple(b - a for a, b in (grid.file_extent(i, k) for i, k in enumerate(block)))
+        file = root / ds.block_names[index]
+        problems += _check_block(ds, file, block, extent, locking=locking, read_data=read_data)
+    return problems
+
+
+def print_report(
+    path: str | os.PathLike[str], *, read_data: bool = True, out: TextIO | None = None
+) -> int:
+    """``splitds verify``: print every problem (one line each) and return the exit status."""
+    out = out if out is not None else sys.stdout
+    problems = verify(path, read_data=read_data)
+    for problem in problems:
+        print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=out)
+        return 1
+    print(f"{path}: ok", file=out)
+    return 0

@@ -1,0 +1,100 @@
+"""Staging folders named after their owner, cleaned up only when the owner is dead; the folder
+swap with and without the atomic exchange."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import splitds_dask as sd
+from splitds_dask import _durable
+
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(proc.stdout)
+
+
+def _staging_of(path: Path, pid: int, kind: str, host: str | None = None) -> Path:
+    name = _durable.staging_path(path, kind).name
+    stem, _, _ = name.rpartition(f".{_durable._host()}-")
+    folder = path.with_name(f"{stem}.{host or _durable._host()}-{pid}.{kind}")
+    folder.mkdir()
+    (folder / "0000.h5").write_bytes(b"x")
+    return folder
+
+
+def test_only_staging_of_dead_local_writers_is_removed(tmp_path: Path, dead_pid: int) -> None:
+    target = tmp_path / "dataset"
+    target.mkdir()
+    dead = [_staging_of(target, dead_pid, kind) for kind in ("partial", "old", "trash")]
+    alive = _staging_of(target, os.getpid(), "partial")
+    foreign = _staging_of(target, dead_pid, "partial", host="0badf00d")
+    other_target = _staging_of(tmp_path / "dataset2", dead_pid, "partial")
+    not_ours = tmp_path / ".dataset.partial"
+    not_ours.mkdir()
+    removed = _durable.remove_stale_staging(target)
+    assert sorted(removed) == sorted(dead)
+    for kept in (alive, foreign, other_target, not_ours, target):
+        assert kept.is_dir()
+
+
+def test_a_replaced_dataset_is_put_back_when_the_target_is_missing(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    target = tmp_path / "dataset"
+    old = _staging_of(target, dead_pid, "old")
+    trash = _staging_of(target, dead_pid, "trash")
+    _durable.remove_stale_staging(target)
+    assert (target / "0000.h5").read_bytes() == b"x"
+    assert not old.exists()
+    assert not trash.exists()
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_overwrite_with_and_without_the_atomic_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atomic: bool
+) -> None:
+    if not atomic:  # what happens on NFS or macOS, where renameat2 is not available
+        monkeypatch.setattr(_durable, "exchange", lambda a, b: False)
+    sd.to_split_dataset(np.zeros((6, 2), np.int64), tmp_path / "d", 2)
+    sd.to_split_dataset(np.ones((5, 3), np.int64), tmp_path / "d", 4, overwrite=True)
+    np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], np.ones((5, 3)))
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_exchange_swaps_two_folders(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "in_a").touch()
+    (tmp_path / "b").mkdir()
+    if not _durable.exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.fail("renameat2(RENAME_EXCHANGE) is not available on this Linux file system")
+    assert (tmp_path / "b" / "in_a").exists()
+    assert not (tmp_path / "a" / "in_a").exists()
+
+
+def test_a_dataset_left_aside_by_a_crash_is_put_back_before_writing(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    """Killed between the two renames of the fallback swap: ``d`` is missing, the old dataset
+    sits under a hidden name. The next write puts it back rather than writing over it."""
+    sd.to_split_dataset(np.full((4, 2), 7, np.uint8), tmp_path / "d")
+    aside = _staging_of(tmp_path / "d", dead_pid, "old")
+    shutil.rmtree(aside)
+    (tmp_path / "d").rename(aside)
+    with pytest.raises(FileExistsError, match="already a split dataset"):
+        sd.to_split_dataset(np.zeros((4, 2), np.uint8), tmp_path / "d")
+    np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], 7)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
