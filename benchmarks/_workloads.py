@@ -490,21 +490,15 @@ def _default_cluster() -> Any:
 
 
 def _fixed_cluster() -> Any:
-    """A LocalCluster whose workers keep glibc's adaptive mmap threshold (notes §3.5).
+    """The package's :func:`splitds_dask.local_cluster`: workers keep a sane malloc (notes §3.5).
 
-    distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers' environment, which freezes the
-    mmap threshold at 128 KiB: every HDF5 chunk buffer becomes an mmap/munmap. Setting
-    ``MALLOC_MMAP_THRESHOLD_`` as well, before the workers start, avoids it.
-    TODO(lead): switch to the library's ``splitds_dask.local_cluster(...)`` once it lands.
+    distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers' environment, which freezes
+    glibc's mmap threshold at 128 KiB, so every chunk buffer becomes an mmap/munmap;
+    ``local_cluster`` also sets ``MALLOC_MMAP_THRESHOLD_`` before the workers start.
     """
-    from dask.distributed import LocalCluster
+    import splitds_dask as sd
 
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-    env["MALLOC_MMAP_THRESHOLD_"] = 1 << 20
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
-        return LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        )
+    return sd.local_cluster(2, threads_per_worker=1, dashboard_address=":0")
 
 
 def _malloc_env() -> dict[str, str]:
@@ -522,7 +516,7 @@ def distributed(ctx: Context) -> list[Row]:
     rows = []
     for letter, (label, make) in zip(
         "ab",
-        [("default config", _default_cluster), ("malloc fix, `_fixed_cluster()`", _fixed_cluster)],
+        [("default config", _default_cluster), ("`splitds_dask.local_cluster`", _fixed_cluster)],
         strict=True,
     ):
         with make() as cluster, Client(cluster) as client:
