@@ -430,3 +430,23 @@ def test_relative_path_and_chdir_before_compute(tmp_path, random_array, monkeypa
     assert _listing(tmp_path / "elsewhere") == []
     _check_on_disk(tmp_path / "rel" / "out", a, (2,))
     np.testing.assert_array_equal(ds[...], a, strict=True)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_durable_flushes_before_publishing(tmp_path, random_array, monkeypatch, durable):
+    """The flush to stable storage runs before the dataset appears, and only when asked for."""
+    from splitds_dask import _durable
+
+    flushed = []
+    real = _durable.sync_folder
+
+    def record(folder):
+        assert not (tmp_path / "out").exists()  # not yet published
+        flushed.append(folder)
+        real(folder)
+
+    monkeypatch.setattr(_durable, "sync_folder", record)
+    a = random_array((10, 6), "u2")
+    ds = sd.to_split_dataset(a, tmp_path / "out", (3,), durable=durable)
+    np.testing.assert_array_equal(ds[...], a, strict=True)
+    assert len(flushed) == (1 if durable else 0)

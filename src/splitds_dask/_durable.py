@@ -172,17 +172,18 @@ def retire(path: Path) -> None:
     shutil.rmtree(trash)
 
 
-def replace_folder(staging: Path, path: Path) -> None:
+def replace_folder(staging: Path, path: Path, *, durable: bool = True) -> None:
     """Put the complete folder ``staging`` at ``path``, replacing the folder there, if any.
 
-    The files of ``staging`` are flushed to stable storage first, so that after a power loss
-    ``path`` is the old folder or the complete new one.
+    With ``durable``, the files of ``staging`` are flushed to stable storage first, so that
+    after a power loss ``path`` is the old folder or the complete new one.
 
     With an atomic exchange readers see the old folder or the new one, nothing between. Without
     it (NFS, macOS) ``path`` is missing between two renames; a crash there leaves the old folder
     under a hidden name that :func:`remove_stale_staging` puts back.
     """
-    sync_folder(staging)
+    if durable:
+        sync_folder(staging)
     if not path.exists():
         os.rename(staging, path)
     elif exchange(staging, path):

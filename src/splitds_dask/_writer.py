@@ -83,14 +83,16 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
         )
 
 
-def _publish(_stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool) -> Path:
+def _publish(
+    _stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool, durable: bool
+) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
     # A worker killed while writing a block left its temporary file; the block was rewritten.
     remove_temporaries(staging)
     write_metadata_json(staging, metadata)
     _check_target(path, overwrite=overwrite)
     # The old dataset stays readable until the new one is complete.
-    replace_folder(staging, path)
+    replace_folder(staging, path, durable=durable)
     return path
 
 
@@ -196,6 +198,7 @@ def to_split_dataset(
     scale: Sequence[float | None] | None = None,
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
+    durable: bool = True,
 ) -> Any:
     """Write an array as a split dataset, one block file per block, with ``dask.array.store``.
 
@@ -218,6 +221,11 @@ def to_split_dataset(
     overwrite : bool, optional
         Replace an existing split dataset at ``path``; it stays readable until the new one is
         complete. A folder that is not a split dataset is never replaced.
+    durable : bool, optional
+        Flush the block files to stable storage before the dataset appears at ``path``, so that
+        after a power loss ``path`` holds the old dataset or the complete new one (default).
+        False skips that flush, for scratch results: a crash of the process still never leaves
+        a partial dataset at ``path``, but a power loss may.
     compute : bool, optional
         Write now and return the opened dataset; with False, return a ``dask.delayed`` object
         whose computation writes everything and returns the opened dataset.
@@ -289,7 +297,9 @@ def to_split_dataset(
             region = grid.owned_slices(block)
             target[region] = np.empty([s.stop - s.start for s in region], dtype=array.dtype)
     stored = _store(array, target)
-    published = dask.delayed(_publish, pure=False)(stored, staging, path, metadata, overwrite)
+    published = dask.delayed(_publish, pure=False)(
+        stored, staging, path, metadata, overwrite, durable
+    )
     result = dask.delayed(_open_published, pure=False)(published)
     if not compute:
         return result
