@@ -201,6 +201,7 @@ def _corrupt_first_chunk(path, at, data):
 
 
 def _read_full(path, dtype, block=(7,)):
+    """The whole block file, through read_block_region (fast path, cache or h5py)."""
     out = np.empty(SHAPE, dtype)
     full = SELECTIONS[0]
     read_block_region(
@@ -332,35 +333,19 @@ def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run, paralle
 # --- chunk maps kept per file version ----------------------------------------------------------
 
 
-def _read_block(path, shape, dtype="u2"):
-    out = np.empty(shape, dtype)
-    full = tuple(slice(0, n, 1) for n in shape)
-    read_block_region(
-        path,
-        key="stack",
-        block=(0,),
-        dtype=np.dtype(dtype),
-        extent=shape,
-        source=full,
-        out=out,
-        dest=full,
-    )
-    return out
-
-
 def test_a_known_file_is_read_without_hdf5(tmp_path, monkeypatch):
     from splitds_dask import _blockio
 
     a = _compressible(SHAPE, "u2")
     path = tmp_path / "0000.h5"
     _h5py_write(path, a, **hdf5plugin.Blosc())
-    _assert_bits_equal(_read_block(path, SHAPE), a)
+    _assert_bits_equal(_read_full(path, np.dtype("u2")), a)
 
     def no_hdf5(*args, **kwargs):
         raise AssertionError("opened with HDF5")
 
     monkeypatch.setattr(_blockio, "open_block", no_hdf5)
-    _assert_bits_equal(_read_block(path, SHAPE), a)
+    _assert_bits_equal(_read_full(path, np.dtype("u2")), a)
 
 
 @pytest.mark.parametrize("how", ["replaced", "rewritten in place"])
@@ -369,7 +354,7 @@ def test_a_changed_file_gets_a_new_map(tmp_path, how):
     b = (a + 1).astype("u2")
     path = tmp_path / "0000.h5"
     _h5py_write(path, a, **hdf5plugin.Blosc())
-    _assert_bits_equal(_read_block(path, SHAPE), a)
+    _assert_bits_equal(_read_full(path, np.dtype("u2")), a)
     if how == "replaced":
         _h5py_write(tmp_path / "new.h5", b, **hdf5plugin.Blosc())
         (tmp_path / "new.h5").replace(path)
@@ -378,7 +363,7 @@ def test_a_changed_file_gets_a_new_map(tmp_path, how):
         with h5py.File(path, "r+") as f:
             f["stack"][...] = b
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
-    _assert_bits_equal(_read_block(path, SHAPE), b)
+    _assert_bits_equal(_read_full(path, np.dtype("u2")), b)
 
 
 def test_chunk_map_cache_is_bounded():

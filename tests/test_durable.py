@@ -98,3 +98,21 @@ def test_a_dataset_left_aside_by_a_crash_is_put_back_before_writing(
         sd.to_split_dataset(np.zeros((4, 2), np.uint8), tmp_path / "d")
     np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], 7)
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_discard_leaves_nothing_a_late_task_can_write_into(tmp_path):
+    """A task still running after a failure cannot add a file to a discarded staging folder."""
+    from splitds_dask._durable import discard, staging_path
+
+    target = tmp_path / "out"
+    staging = staging_path(target)
+    staging.mkdir()
+    (staging / "0000.h5").write_bytes(b"done")
+    with open(staging / ".0001.h5.tmp.partial", "wb") as in_flight:  # a block being written
+        discard(staging, target)
+        in_flight.write(b"more")  # the open file still works, but it is in no folder now
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        (staging / ".0002.h5.tmp.partial").write_bytes(b"late")  # a task starting later
+    assert list(tmp_path.iterdir()) == []
+    discard(staging, target)  # already gone: nothing to do

@@ -39,6 +39,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from ._durable import discard
 from ._physical import physical_metadata_kwargs
 
 __all__ = [
@@ -740,7 +741,7 @@ def write_array(
             compute(delayed)
         except BaseException:
             for staging in set(folder.parent.glob(pattern)) - earlier:
-                shutil.rmtree(staging, ignore_errors=True)
+                discard(staging, folder)
             raise
         return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
     h5 = _split_h5_path(target)

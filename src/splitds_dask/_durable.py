@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "exchange",
+    "discard",
     "fsync_dir",
     "fsync_file",
     "remove_stale_staging",
@@ -162,6 +163,20 @@ def remove_stale_staging(path: Path) -> list[Path]:
         shutil.rmtree(candidate, ignore_errors=True)
         removed.append(candidate)
     return removed
+
+
+def discard(staging: Path, target: Path) -> None:
+    """Delete the unfinished ``staging`` folder of ``target``, which tasks may still write into.
+
+    After a failed task dask returns while other tasks run on. Renamed aside first: they address
+    their files by the old name, so none can add a file to the folder while it is deleted.
+    """
+    trash = staging_path(target, "trash")
+    try:
+        os.rename(staging, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def retire(path: Path) -> None:

@@ -9,7 +9,6 @@ leaves the target as it was (absent, or the previous dataset), never a half-writ
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,13 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
-from ._durable import remove_stale_staging, remove_temporaries, replace_folder, staging_path
+from ._durable import (
+    discard,
+    remove_stale_staging,
+    remove_temporaries,
+    replace_folder,
+    staging_path,
+)
 from ._geometry import BlockGrid
 from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
 from ._physical import add_physical_metadata, writer_physical_options
@@ -306,5 +311,5 @@ def to_split_dataset(
     try:
         return result.compute()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging, path)
         raise
