@@ -160,8 +160,7 @@ def read_block_region(
         version = file_version(os.stat(path))
     except OSError:
         version = None  # open_block below names the problem
-    cache_key = (os.fspath(path), key, version)
-    chunk_map = CHUNK_MAPS.get(cache_key) if version is not None else None
+    chunk_map = CHUNK_MAPS.get((os.fspath(path), key, version)) if version is not None else None
     if chunk_map is not None:
         # A file read before, unchanged since: no HDF5 call at all.
         _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, path, block)
@@ -175,9 +174,11 @@ def read_block_region(
             return
         try:
             chunk_map = ChunkMap.of(dset, found)
-            if chunk_map is not None and version is not None:
-                CHUNK_MAPS.put(cache_key, chunk_map)
             fd = f.id.get_vfd_handle()
+            if chunk_map is not None:
+                # Keyed by the file opened, which may be newer than the one stat()ed above.
+                opened = file_version(os.fstat(fd))
+                CHUNK_MAPS.put((os.fspath(path), key, opened), chunk_map)
             if chunk_map is None or not read_chunks(fd, chunk_map, source, out, dest):
                 dset.read_direct(out.view(np.uint8) if dtype == bool else out, source, dest)
         except OSError as exc:
