@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import splitds_dask as sd
 from splitds_dask._blockio import read_block_region, write_block
-from splitds_dask._blosc import BLOSC_FILTER, read_blosc_region, write_blosc_chunks
+from splitds_dask._blosc import BLOSC_FILTER, ChunkMap, read_chunks, write_blosc_chunks
 from splitds_dask._errors import BlockError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
@@ -51,6 +51,14 @@ def _compressed_chunks(path):
 def _h5py_write(path, data, *, chunks=CHUNKS, **filter_options):
     with h5py.File(path, "w") as f:
         f.create_dataset("stack", data=data, chunks=chunks, **filter_options)
+
+
+def read_blosc_region(dset, source, out, dest):
+    """The fast path on an open h5py dataset: False if it is not plain Blosc."""
+    chunk_map = ChunkMap.of(dset, out.dtype)
+    if chunk_map is None:
+        return False
+    return read_chunks(dset.file.id.get_vfd_handle(), chunk_map, source, out, dest)
 
 
 def _fast(path, source, dtype):
@@ -367,7 +375,7 @@ def test_a_changed_file_gets_a_new_map(tmp_path, how):
 
 
 def test_chunk_map_cache_is_bounded():
-    from splitds_dask._blosc import ChunkMap, _ChunkMapCache
+    from splitds_dask._blosc import _ChunkMapCache
 
     def fake(n_chunks):
         zeros = np.zeros(n_chunks, np.int64)

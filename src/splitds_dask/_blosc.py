@@ -43,7 +43,6 @@ __all__ = [
     "CHUNK_MAPS",
     "ChunkMap",
     "blosc_filter_options",
-    "read_blosc_region",
     "read_chunks",
     "write_blosc_chunks",
 ]
@@ -347,19 +346,6 @@ def _read_group(
     except _NotHandled:
         return False
     return True
-
-
-def read_blosc_region(
-    dset: h5py.Dataset,
-    source: tuple[slice, ...],
-    out: np.ndarray,
-    dest: tuple[slice, ...],
-) -> bool:
-    """:func:`read_chunks` of an open h5py dataset (False if it is not plain Blosc)."""
-    chunk_map = ChunkMap.of(dset, out.dtype)
-    if chunk_map is None:
-        return False
-    return read_chunks(dset.file.id.get_vfd_handle(), chunk_map, source, out, dest)
 
 
 def blosc_filter_options(dset: h5py.Dataset) -> tuple[str, int, int] | None:
