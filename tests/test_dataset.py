@@ -564,3 +564,24 @@ def test_relative_root_survives_chdir(tmp_path, write_plain, random_array, monke
     np.testing.assert_array_equal(ds[...], a, strict=True)
     np.testing.assert_array_equal(x.compute(scheduler="sync"), a, strict=True)
     np.testing.assert_array_equal(pickle.loads(blob)[1:3], a[1:3], strict=True)
+
+
+def test_a_block_committed_while_opening_is_seen(tmp_path, write_plain, random_array, monkeypatch):
+    """Metadata read just before a writer committed a block, listing just after: read again."""
+    from splitds_dask import _dataset
+    from splitds_dask._metadata import parse_metadata
+
+    a = random_array((12, 3), "u2")
+    write_plain(tmp_path, a, (3,))  # 4 blocks on disk, metadata for 4
+    real = _dataset.read_metadata_json
+    stale = parse_metadata({"shape_full": [9, 3], "shape_block": [3, 3]})  # before block 3
+    reads = []
+
+    def racing(path):
+        reads.append(path)
+        return stale if len(reads) == 1 else real(path)
+
+    monkeypatch.setattr(_dataset, "read_metadata_json", racing)
+    ds = sd.SplitDataset(tmp_path)
+    assert len(reads) == 2
+    np.testing.assert_array_equal(ds[...], a, strict=True)

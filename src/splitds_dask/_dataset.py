@@ -94,9 +94,17 @@ class SplitDataset:
         self._locking = locking
         metadata_path = find_metadata_file(root)
         if metadata_path is not None:
-            metadata = read_metadata_json(metadata_path)
-            declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
-            files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
+            # Writers commit the metadata of a block before its file, so a listing that holds
+            # more blocks than the metadata read before it means a block was committed in
+            # between: read the metadata again, once, before calling it a mismatch.
+            for _ in range(2):
+                metadata = read_metadata_json(metadata_path)
+                declared = BlockGrid.from_spec(
+                    metadata.shape, metadata.block_shape, metadata.padding
+                )
+                files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
+                if files.count <= declared.n_blocks:
+                    break
         else:
             try:
                 files = find_block_files(root, prefix=prefix)
