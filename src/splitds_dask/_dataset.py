@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator
-from itertools import product
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blockio import find_data_key, open_block, open_h5, read_block_region, stored_dtype
+from ._blockio import find_data_key, open_block, open_h5, stored_dtype
 from ._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
-from ._files import BlockFiles, find_block_files
-from ._geometry import BlockGrid, split_slice
-from ._indexing import OrthogonalSelection, normalize_index
+from ._files import BlockFiles, BlockNames, find_block_files
+from ._geometry import BlockGrid
 from ._metadata import (
     DatasetMetadata,
     find_metadata_file,
@@ -24,7 +22,7 @@ from ._metadata import (
     read_metadata_json,
 )
 from ._physical import PhysicalMetadata, read_physical_metadata
-from ._threads import in_pool, map_in_pool
+from ._reader import BlockReader
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -37,10 +35,6 @@ __all__ = ["IncompleteDatasetWarning", "SplitDataset"]
 
 class IncompleteDatasetWarning(UserWarning):
     """The files hold less data than the metadata declares (e.g. an acquisition stopped early)."""
-
-
-# One piece of an axis read: (block index, file-local selection, output slice, take positions).
-_Piece = tuple[int, slice, slice, "np.ndarray | None"]
 
 
 class SplitDataset:
@@ -128,14 +122,13 @@ class SplitDataset:
         self._files: np.ndarray | None = None
         self._data_key: str | None = None
         self._dtype: np.dtype | None = None
-        self._dask: da.Array | None = None
+        self._reader: BlockReader | None = None
+        self._dask: dict[tuple[int, ...], da.Array] = {}
         self._blocks: Blocks | None = None
 
     # --- opening -----------------------------------------------------------------------------
 
-    def _match_files(
-        self, declared: BlockGrid, files: BlockFiles
-    ) -> tuple[BlockGrid, tuple[str, ...]]:
+    def _match_files(self, declared: BlockGrid, files: BlockFiles) -> tuple[BlockGrid, BlockNames]:
         """Fit the declared grid to the files present, shortening axis 0 if data stops early."""
         where = self._metadata.source or self._root
         if files.count > declared.n_blocks:
@@ -169,13 +162,13 @@ class SplitDataset:
                 IncompleteDatasetWarning,
                 stacklevel=3,
             )
-        return grid, files.names[: grid.n_blocks]
+        return grid, files.names.head(grid.n_blocks)
 
     @staticmethod
     def _regrid(grid: BlockGrid, length0: int) -> BlockGrid:
         return BlockGrid.from_spec((length0, *grid.shape[1:]), grid.block_shape, grid.padding)
 
-    def _trim_last_row(self, grid: BlockGrid, names: tuple[str, ...]) -> BlockGrid:
+    def _trim_last_row(self, grid: BlockGrid, names: BlockNames) -> BlockGrid:
         """Shorten axis 0 to what the first file of the last block row really holds.
 
         Also fails early when that file's compression filter is not available.
@@ -296,7 +289,8 @@ class SplitDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_dask"] = None  # rebuilt on demand; keeps pickles small
+        state["_dask"] = {}  # rebuilt on demand; keeps pickles small
+        state["_reader"] = None
         state["_files"] = None
         state["_blocks"] = None
         return state
@@ -333,13 +327,18 @@ class SplitDataset:
         """The block files as an object array of ``Path`` shaped like the block grid."""
         if self._files is None:
             out = np.empty(len(self._names), dtype=object)
-            out[:] = [self._root / name for name in self._names]
+            out[:] = [self._root / name for name in self._names.as_tuple()]
             self._files = out.reshape(self._grid.grid)
         return self._files.copy()
 
     @property
     def block_names(self) -> tuple[str, ...]:
         """File names of the blocks in block-number (C) order."""
+        return self._names.as_tuple()
+
+    @property
+    def block_naming(self) -> BlockNames:
+        """The block file names as a compact record (a naming rule where the files follow one)."""
         return self._names
 
     def _block_path(self, index: int) -> str:
@@ -417,102 +416,66 @@ class SplitDataset:
 
     def __getitem__(self, key: Any) -> Any:
         """Exactly ``numpy.asarray(self)[key]``, reading only the blocks and parts it needs."""
-        selection = normalize_index(key, self.shape)
-        data = self._read_orthogonal(selection)
-        return data if selection.post is None else data[selection.post]
+        return self.reader[key]
 
-    def _read_orthogonal(self, selection: OrthogonalSelection) -> np.ndarray:
-        out = np.empty(selection.shape, dtype=self.dtype)
-        if out.size == 0:
-            return out
-        per_axis = [self._axis_pieces(axis, s) for axis, s in enumerate(selection.axes)]
-        jobs = list(product(*per_axis))
-        if len(jobs) == 1 or in_pool():
-            for pieces in jobs:
-                self._read_pieces(pieces, out)
-        else:
-            # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
-            map_in_pool(self._read_pieces, jobs, [out] * len(jobs))
-        return out
-
-    def _read_pieces(self, pieces: tuple[_Piece, ...], out: np.ndarray) -> None:
-        """Read one block's share of a selection into ``out``."""
-        block = tuple(p[0] for p in pieces)
-        source = tuple(p[1] for p in pieces)
-        dest = tuple(p[2] for p in pieces)
-        extent = tuple(
-            stop - start
-            for start, stop in (self._grid.file_extent(a, k) for a, k in enumerate(block))
-        )
-        takes = [p[3] for p in pieces]
-        if all(t is None for t in takes):
-            target, target_dest = out, dest
-        else:
-            # Index arrays: read the bounding box of this block's indices, then keep what was
-            # asked for.
-            target = np.empty(
-                tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
-            )
-            target_dest = tuple(slice(0, n) for n in target.shape)
-        path = self._block_path(self._grid.cartesian_to_linear(block))
-        with damaged_block(path, block):
-            read_block_region(
-                path,
-                key=self.data_key,
-                block=block,
+    @property
+    def reader(self) -> BlockReader:
+        """The small picklable object that reads selections (what each dask task carries)."""
+        if self._reader is None:
+            self._reader = BlockReader(
+                root=self._abs_root,
+                names=self._names,
+                grid=self._grid,
                 dtype=self.dtype,
-                extent=extent,
-                source=source,
-                out=target,
-                dest=target_dest,
+                data_key=self.data_key,
                 locking=self._locking,
             )
-        if target is not out:
-            for axis, take in enumerate(takes):
-                if take is not None:
-                    target = np.take(target, take, axis=axis)
-            out[dest] = target
-
-    def _axis_pieces(self, axis: int, selection: slice | np.ndarray) -> list[_Piece]:
-        """Split one axis' selection by the blocks that own its elements."""
-        grid = self._grid
-        pieces: list[_Piece] = []
-        if isinstance(selection, slice):
-            return [
-                (k, local, dest, None)
-                for k, local, dest in split_slice(
-                    selection.start,
-                    selection.stop,
-                    selection.step,
-                    grid.block_shape[axis],
-                    cells=grid.grid[axis],
-                )
-            ]
-        if selection.size == 0:
-            return pieces
-        owners = np.minimum(selection // max(grid.block_shape[axis], 1), grid.grid[axis] - 1)
-        bounds = np.flatnonzero(np.diff(owners)) + 1
-        for p0, p1 in zip(np.r_[0, bounds], np.r_[bounds, selection.size], strict=True):
-            k = int(owners[p0])
-            lo = grid.owned_extent(axis, k)[0]
-            local = selection[p0:p1] - lo
-            box = slice(int(local[0]), int(local[-1]) + 1, 1)
-            pieces.append((k, box, slice(int(p0), int(p1)), local - local[0]))
-        return pieces
+        return self._reader
 
     # --- dask ----------------------------------------------------------------------------------
 
-    def to_dask(self) -> da.Array:
-        """This dataset as a dask array with one chunk (one read task) per block file.
+    def to_dask(
+        self,
+        *,
+        blocks_per_chunk: int | Sequence[int] | None = None,
+        chunk_size: int | str | None = None,
+    ) -> da.Array:
+        """This dataset as a dask array; by default one chunk (one read task) per block file.
 
         Building it does no I/O beyond listing file times for the graph's name; slicing it
-        culls the graph to the blocks touched and reads only the selected part of each.
-        """
-        if self._dask is None:
-            from ._graph import dataset_to_dask
+        culls the graph to the blocks touched and, in dask's default (legacy graph) mode, reads
+        only the selected part of each. Every task carries the same small reader (no list of
+        block files where they are numbered by a rule), so a task costs the same whatever the
+        number of blocks.
 
-            self._dask = dataset_to_dask(self)
-        return self._dask
+        Parameters
+        ----------
+        blocks_per_chunk : int or sequence of int, optional
+            Group neighbouring block files into one chunk: an int groups along axis 0, a
+            sequence gives the group per axis (missing trailing entries are 1). One task then
+            reads several files, which pays on a cluster when blocks are small (each task costs
+            a few milliseconds of scheduling there, whatever it reads).
+        chunk_size : int or str, optional
+            Instead of ``blocks_per_chunk``: the largest chunk wanted, in bytes or as a string
+            such as ``"64 MiB"``; blocks are grouped along axis 0, then the next axes, as far as
+            chunks stay within it (at least one block per chunk).
+
+        Returns
+        -------
+        dask.array.Array
+            Cached: the same grouping returns the same array.
+        """
+        from ._graph import dataset_to_dask, group_blocks
+
+        group = group_blocks(
+            self._grid,
+            self.dtype.itemsize,
+            blocks_per_chunk=blocks_per_chunk,
+            chunk_size=chunk_size,
+        )
+        if group not in self._dask:
+            self._dask[group] = dataset_to_dask(self, group)
+        return self._dask[group]
 
     @property
     def dask(self) -> da.Array:

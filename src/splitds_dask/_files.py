@@ -18,12 +18,96 @@ import numpy as np
 
 from ._errors import NotASplitDatasetError
 
-__all__ = ["BlockFiles", "find_block_files"]
+__all__ = ["BlockFiles", "BlockNames", "find_block_files"]
 
 # Matched against all the folder's names joined by "/", the one character no file name holds: one
 # regex pass in C instead of a Python call per name keeps listing 100,000 files fast. Names that
 # start with "." (our temporary files) are not blocks.
 _BLOCK_NAMES = re.compile(r"(?:^|/)(?!\.)([^/]*?)([0-9]+)\.h5(?=/|$)")
+
+
+@dataclass(frozen=True)
+class BlockNames:
+    """The file name of every block, by block number (C order of the grid).
+
+    Writers name block ``i`` ``<stem><first + i>.h5`` with the number zero-padded to ``width``
+    digits (wider numbers keep all their digits). Such a family is kept as that rule; only
+    folders whose names follow no rule keep the explicit list.
+
+    Attributes
+    ----------
+    stem : str
+        What precedes the number (``""``, ``"stack_"``).
+    first : int
+        Number of block 0 (0, or 1 for 1-based numbering).
+    width : int
+        Minimum number of digits.
+    count : int
+        Number of blocks.
+    explicit : tuple of str or None
+        The names, when they follow no rule.
+    """
+
+    stem: str
+    first: int
+    width: int
+    count: int
+    explicit: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, names: tuple[str, ...], *, stem: str, first: int, width: int) -> BlockNames:
+        """The rule ``stem, first, width`` if it gives exactly ``names``, else the list.
+
+        ``names`` are ``<stem><digits>.h5`` whose numbers are ``first``, ``first + 1``, ...
+        (what :func:`find_block_files` lists): for those, a name has the rule's length exactly
+        when its digits are the rule's, so lengths are compared in bulk and a few names in full.
+        """
+        rule = cls(stem, first, width, len(names))
+        if names and all(rule[i] == names[i] for i in _spot_checks(len(names))):
+            lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+            numbers = np.arange(first, first + len(names), dtype=np.int64)
+            digits = np.maximum(width, _digit_counts(numbers))
+            if np.array_equal(lengths, digits + len(stem) + 3):
+                return rule
+        return cls(stem, first, width, len(names), tuple(names))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> str:
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(f"block number {index} is out of range for {self.count} blocks")
+        if self.explicit is not None:
+            return self.explicit[index]
+        return f"{self.stem}{self.first + index:0{self.width}d}.h5"
+
+    @property
+    def is_rule(self) -> bool:
+        """Whether the names are kept as a rule (constant size) rather than a list."""
+        return self.explicit is None
+
+    def head(self, count: int) -> BlockNames:
+        """The names of the first ``count`` blocks."""
+        explicit = None if self.explicit is None else self.explicit[:count]
+        return BlockNames(self.stem, self.first, self.width, count, explicit)
+
+    def as_tuple(self) -> tuple[str, ...]:
+        if self.explicit is not None:
+            return self.explicit
+        return tuple(self[i] for i in range(self.count))
+
+
+def _spot_checks(count: int) -> list[int]:
+    return sorted({0, 1 % count, count // 2, count - 1})
+
+
+def _digit_counts(numbers: np.ndarray) -> np.ndarray:
+    counts = np.ones(numbers.shape, dtype=np.int64)
+    for power in range(1, 19):
+        counts += numbers >= 10**power
+    return counts
 
 
 @dataclass(frozen=True)
@@ -34,16 +118,17 @@ class BlockFiles:
     ----------
     root : Path
         The folder.
-    names : tuple of str
+    names : BlockNames
         ``names[i]`` is the file name of block ``i`` (C order), for ``i`` from 0 to the highest
         block found. A block whose file is absent gets the name it would have, so that errors can
-        name it. Plain strings: a ``Path`` per file costs more than listing 100,000 files.
+        name it. Kept as a naming rule where the files follow one, so that an opened dataset of
+        a million blocks does not hold a million strings.
     present : tuple of bool
         Whether each of ``names`` exists.
     """
 
     root: Path
-    names: tuple[str, ...]
+    names: BlockNames
     present: tuple[bool, ...]
 
     @property
@@ -53,7 +138,7 @@ class BlockFiles:
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        return tuple(self.root / name for name in self.names)
+        return tuple(self.root / name for name in self.names.as_tuple())
 
 
 def _families(root: Path) -> dict[str, list[str]]:
@@ -67,7 +152,7 @@ def _families(root: Path) -> dict[str, list[str]]:
 
 
 def _choose_family(
-    families: dict[str, list[tuple[int, str]]], prefix: str | None, expected: int | None
+    families: dict[str, list[str]], prefix: str | None, expected: int | None
 ) -> str | None:
     if prefix is not None:
         # The original globbed "*{prefix}_[0-9]*.h5"; accept the stem with or without "_".
@@ -118,15 +203,16 @@ def find_block_files(
     # 1-based numbering (fimpy's volumetric loader, SplitDataset.jl) starts at 1.
     first = 1 if numbers[0] == 1 else 0
     count = int(numbers[-1]) - first + 1
-    if count == len(names):
-        return BlockFiles(root, tuple(names), (True,) * count)
-    # Gaps: a missing block gets the name it would have, so that errors can name it.
     width = len(digits[order[0]])
+    if count == len(names):
+        return BlockFiles(
+            root, BlockNames.of(tuple(names), stem=stem, first=first, width=width), (True,) * count
+        )
+    # Gaps: a missing block gets the name it would have, so that errors can name it.
     present = np.zeros(count, dtype=bool)
     present[numbers - first] = True
     by_number = dict(zip(numbers.tolist(), names, strict=True))
+    filled = tuple(by_number.get(n, f"{stem}{n:0{width}d}.h5") for n in range(first, first + count))
     return BlockFiles(
-        root,
-        tuple(by_number.get(n, f"{stem}{n:0{width}d}.h5") for n in range(first, first + count)),
-        tuple(present.tolist()),
+        root, BlockNames.of(filled, stem=stem, first=first, width=width), tuple(present.tolist())
     )

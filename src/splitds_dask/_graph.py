@@ -1,43 +1,38 @@
-"""The dask graph of a split dataset: one chunk, and one read task, per block file.
+"""The dask graph of a split dataset: one chunk, and one read task, per block file by default.
 
-The array is ``dask.array.from_array`` over a small picklable source whose ``__getitem__`` is the
-dataset's exact numpy indexing. Each chunk's task reads its block; when the array is sliced,
-dask's slice fusion hands the combined index to that same task, so ``x[5]`` reads one time point
-of one block file. The source holds paths only, never an open file, so graphs pickle to
-distributed workers and processes; importing this package on a worker registers hdf5plugin.
+The array is ``dask.array.from_array`` over the dataset's :class:`~splitds_dask._reader.BlockReader`,
+whose ``__getitem__`` is the dataset's exact numpy indexing. Each chunk's task reads its block;
+in dask's default graph mode, slice fusion hands a slice of the array to that same task, so
+``x[5]`` reads one time point of one block file. (dask's array-expr mode fuses no slice into
+``from_array``: there a task reads its whole block, then slices.)
+
+What a task carries does not grow with the number of blocks: the reader names block files by
+their numbering rule, so it is inlined into every task (a few hundred bytes); a folder whose
+names follow no rule keeps its list of names in one shared graph key that every task refers to,
+which distributed sends once per worker instead of once per task. No open file is ever in a
+graph, so graphs pickle to distributed workers and processes; importing this package on a worker
+registers hdf5plugin.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.utils import parse_bytes
+
+from ._geometry import BlockGrid
 
 if TYPE_CHECKING:
     from ._dataset import SplitDataset
 
-__all__ = ["dataset_to_dask", "dataset_token"]
-
-
-class _BlockSource:
-    """What ``from_array`` slices: forwards every index to :meth:`SplitDataset.__getitem__`."""
-
-    __slots__ = ("dataset", "dtype", "ndim", "shape")
-
-    def __init__(self, dataset: SplitDataset) -> None:
-        self.dataset = dataset
-        self.shape = dataset.shape
-        self.dtype = dataset.dtype
-        self.ndim = dataset.ndim
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self.dataset[key])
-
+__all__ = ["dataset_to_dask", "dataset_token", "group_blocks", "grouped_chunks"]
 
 # Stat at most this many block files for the token: a few milliseconds, whatever the block count.
 _STAMPED_FILES = 1024
@@ -51,21 +46,22 @@ def _stamp(path: str) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _stamps(root: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
+def _stamps(dataset: SplitDataset, root: str) -> list[tuple[int, int]]:
     """Modification time and size of the folder and of up to ``_STAMPED_FILES`` block files.
 
     Adding, removing or replacing (renaming over) a block file changes the folder's time, so
     every atomic writer changes the token. A block rewritten in place is caught when it is one of
     the stamped files: all of them up to ``_STAMPED_FILES`` blocks, evenly spread beyond.
     """
-    picked = np.unique(np.linspace(0, len(names) - 1, min(len(names), _STAMPED_FILES)).astype(int))
+    names = dataset.block_naming
+    count = len(names)
+    picked = np.unique(np.linspace(0, count - 1, min(count, _STAMPED_FILES)).astype(int))
     return [_stamp(root)] + [_stamp(os.path.join(root, names[i])) for i in picked.tolist()]
 
 
 def dataset_token(dataset: SplitDataset) -> str:
     """A deterministic token: same folder, metadata and block files (times, sizes) → same token."""
     root = os.path.realpath(dataset.root)
-    names = hashlib.sha256("\n".join(dataset.block_names).encode()).hexdigest()
     return tokenize(
         root,
         json.dumps(dataset.metadata, sort_keys=True, default=str),
@@ -74,21 +70,77 @@ def dataset_token(dataset: SplitDataset) -> str:
         dataset.padding,
         str(dataset.dtype),
         dataset.data_key,
-        names,
-        _stamps(root, dataset.block_names),
+        dataset.block_naming,
+        _stamps(dataset, root),
     )
 
 
-def dataset_to_dask(dataset: SplitDataset) -> da.Array:
+def group_blocks(
+    grid: BlockGrid,
+    itemsize: int,
+    *,
+    blocks_per_chunk: int | Sequence[int] | None = None,
+    chunk_size: int | str | None = None,
+) -> tuple[int, ...]:
+    """How many neighbouring blocks each chunk holds along each axis (all 1 by default).
+
+    See :meth:`SplitDataset.to_dask` for the two ways of asking for a grouping.
+    """
+    ndim = grid.ndim
+    if blocks_per_chunk is not None and chunk_size is not None:
+        raise ValueError("give blocks_per_chunk or chunk_size, not both")
+    if chunk_size is not None:
+        limit = parse_bytes(chunk_size) if isinstance(chunk_size, str) else int(chunk_size)
+        if limit <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
+        group = [1] * ndim
+        block_bytes = math.prod(grid.block_shape) * itemsize
+        for axis in range(ndim):
+            # Grow along this axis as far as the limit allows; go on to the next axis only
+            # once this one is whole, so that chunks stay boxes of neighbouring blocks.
+            room = limit // max(block_bytes, 1)
+            group[axis] = max(1, min(grid.grid[axis], room))
+            block_bytes *= group[axis]
+            if group[axis] < grid.grid[axis]:
+                break
+        return tuple(group)
+    if blocks_per_chunk is None:
+        return (1,) * ndim
+    entries = (
+        [blocks_per_chunk] if isinstance(blocks_per_chunk, (int, np.integer)) else blocks_per_chunk
+    )
+    entries = list(entries)
+    if len(entries) > ndim:
+        raise ValueError(f"blocks_per_chunk {blocks_per_chunk!r} has more than {ndim} axes")
+    if any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in entries):
+        raise ValueError(
+            f"blocks_per_chunk entries must be positive integers: {blocks_per_chunk!r}"
+        )
+    entries += [1] * (ndim - len(entries))
+    return tuple(int(g) for g in entries)
+
+
+def grouped_chunks(grid: BlockGrid, group: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks holding ``group[axis]`` neighbouring blocks along each axis."""
+    return tuple(
+        tuple(sum(lengths[i : i + g]) for i in range(0, len(lengths), g))
+        for lengths, g in zip(grid.chunks, group, strict=True)
+    )
+
+
+def dataset_to_dask(dataset: SplitDataset, group: Sequence[int] | None = None) -> da.Array:
     """Build the dask array of ``dataset`` (see the module docstring)."""
+    group = tuple(group) if group is not None else (1,) * dataset.ndim
+    token = dataset_token(dataset)
+    reader = dataset.reader.stamped(token)
     return da.from_array(
-        _BlockSource(dataset),
-        chunks=dataset.chunks,
-        name=f"splitds-{dataset_token(dataset)}",
+        reader,
+        chunks=grouped_chunks(dataset.grid, group),
+        name=f"splitds-{tokenize(token, group)}",
         meta=np.empty((0,) * dataset.ndim, dtype=dataset.dtype),
-        # Our __getitem__ takes every numpy index, so dask may fuse any slice into the read.
+        # The reader takes every numpy index, so dask may fuse any slice into the read.
         fancy=True,
         asarray=False,
-        inline_array=True,
+        inline_array=reader.names.is_rule,
         lock=False,
     )
