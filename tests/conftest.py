@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from itertools import product
 from pathlib import Path
@@ -186,3 +188,29 @@ def client():
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client
+
+
+def _hard_linked_dataset(folder: Path, n: int, *, name: str = "{:04d}.h5") -> np.ndarray:
+    """``n`` blocks of shape (1, 4, 3, 2) sharing one file through hard links: a large block
+    count made in milliseconds. Returns the block every file holds."""
+    block = np.arange(4 * 3 * 2, dtype="u2").reshape(1, 4, 3, 2)
+    folder.mkdir(parents=True)
+    source = folder / name.format(0)
+    with h5py.File(source, "w") as f:
+        f.create_dataset("stack_4D", data=block)
+    for i in range(1, n):
+        if i % 60_000 == 0:  # ext4 allows 65,000 links to one file
+            source = folder / name.format(i)
+            shutil.copyfile(folder / name.format(0), source)
+        else:
+            os.link(source, folder / name.format(i))
+    (folder / "stack_metadata.json").write_text(
+        json.dumps({"shape_full": [n, 4, 3, 2], "shape_block": [1, 4, 3, 2]})
+    )
+    return block
+
+
+@pytest.fixture(scope="session")
+def hard_linked_dataset() -> Callable[..., np.ndarray]:
+    """``hard_linked_dataset(folder, n, name="{:04d}.h5")``: ``n`` one-frame blocks, hard-linked."""
+    return _hard_linked_dataset

@@ -269,6 +269,26 @@ def test_project(stat, axis, expected, suffix, source, tmp_path: Path) -> None:
     assert f"{stat} over axis {axis % 4}" in run.out
 
 
+@pytest.mark.parametrize("blocks", ["1", "2", "50"])
+def test_project_blocks_per_chunk(blocks, source, tmp_path: Path) -> None:
+    folder, data = source
+    out = tmp_path / "p.npy"
+    run = run_main("project", str(folder), str(out), "--stat", "max", "--blocks-per-chunk", blocks)
+    assert run.code == 0, run.err
+    np.testing.assert_array_equal(np.load(out), data.max(axis=0), strict=True)
+
+
+def test_project_blocks_per_chunk_needs_a_split_dataset(source, tmp_path: Path) -> None:
+    _, data = source
+    np.save(tmp_path / "movie.npy", data)
+    run = run_main(
+        "project", str(tmp_path / "movie.npy"), str(tmp_path / "p.npy"), "--blocks-per-chunk", "2"
+    )
+    assert run.code == 2
+    assert "--blocks-per-chunk needs a split dataset" in run.err
+    assert not (tmp_path / "p.npy").exists()
+
+
 def test_project_png_of_a_3d_result_tiles_its_planes(source, tmp_path: Path) -> None:
     folder, a = source
     run = run_main("project", str(folder), str(tmp_path / "p.png"))

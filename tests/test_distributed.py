@@ -4,10 +4,12 @@ putting h5py objects into the graph)."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import dask
 import dask.array as da
+import h5py
 import numpy as np
 import pytest
 
@@ -113,3 +115,40 @@ def test_overwrite_in_place_on_cluster(client, tmp_path, random_array):
     assert ds.shape_block == (5, 2, 5)
     np.testing.assert_array_equal(ds[...], a, strict=True)
     assert sorted(os.listdir(tmp_path)) == ["ds"]
+
+
+# --- what reaches the workers does not grow with the number of blocks --------------------------
+
+
+def _scheduler_to_worker_bytes(dask_scheduler) -> int:
+    """Bytes the scheduler has sent to its workers (its batched stream to each of them)."""
+    return sum(stream.byte_count for stream in dask_scheduler.stream_comms.values())
+
+
+def _read_numbered(root, block_id=None):
+    """The least a reader can do: its task carries what finds its own file, nothing more."""
+    with h5py.File(os.path.join(root, f"{block_id[0]:04d}.h5"), "r") as f:
+        return f["stack_4D"][...]
+
+
+def _bytes_per_task(client, x, expected) -> float:
+    before = client.run_on_scheduler(_scheduler_to_worker_bytes)
+    assert client.compute(x.sum()).result() == expected
+    return (client.run_on_scheduler(_scheduler_to_worker_bytes) - before) / x.npartitions
+
+
+def test_bytes_sent_per_task_do_not_grow_with_the_blocks(client, tmp_path, hard_linked_dataset):
+    per_task = {}
+    for n in (500, 5_000):
+        block = hard_linked_dataset(tmp_path / str(n), n)
+        x = sd.SplitDataset(tmp_path / str(n)).to_dask()
+        per_task[n] = _bytes_per_task(client, x, n * int(block.sum()))
+    minimal = da.map_blocks(
+        functools.partial(_read_numbered, str(tmp_path / "5000")),
+        chunks=((1,) * 5_000, (4,), (3,), (2,)),
+        dtype=block.dtype,
+        meta=np.empty((0, 0, 0, 0), dtype=block.dtype),
+    )
+    minimal_per_task = _bytes_per_task(client, minimal, 5_000 * int(block.sum()))
+    assert per_task[5_000] <= 1.05 * per_task[500], per_task
+    assert per_task[5_000] <= 1.15 * minimal_per_task, (per_task, minimal_per_task)

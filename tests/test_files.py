@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 
@@ -139,3 +140,56 @@ def test_subfolders_named_like_blocks_are_ignored(tmp_path):
     (tmp_path / "0002.h5").mkdir()
     files = find_block_files(tmp_path)
     assert [p.name for p in files.paths] == ["0000.h5", "0001.h5"]
+
+
+# --- names kept as a rule -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "rule"),
+    [
+        ([f"{i:04d}.h5" for i in range(12)], ("", 0, 4)),
+        ([f"{i:04d}.h5" for i in range(1, 13)], ("", 1, 4)),
+        ([f"{i:03d}.h5" for i in range(1005)], ("", 0, 3)),  # widened past 999, as writers do
+        ([f"{i:d}.h5" for i in range(101)], ("", 0, 1)),
+        ([f"stack_{i:04d}.h5" for i in range(7)], ("stack_", 0, 4)),
+        (["0000.h5"], ("", 0, 4)),
+    ],
+)
+def test_names_following_a_rule_are_kept_as_the_rule(tmp_path, names, rule):
+    _touch(tmp_path, names)
+    files = find_block_files(tmp_path)
+    assert files.names.is_rule
+    assert (files.names.stem, files.names.first, files.names.width) == rule
+    # An independent oracle: the names as listed, in number order.
+    assert [files.names[i] for i in range(len(names))] == names
+    assert files.names.as_tuple() == tuple(names)
+    assert files.names[-1] == names[-1]
+    with pytest.raises(IndexError):
+        files.names[len(names)]
+    # The rule does not grow with the number of blocks.
+    assert len(pickle.dumps(files.names)) < 200
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0000.h5", "1.h5", "0002.h5"],  # padding that changes within the family
+        ["00.h5", "01.h5", "002.h5", "03.h5"],
+        ["0.h5", "01.h5"],
+    ],
+)
+def test_names_following_no_rule_are_kept_as_a_list(tmp_path, names):
+    _touch(tmp_path, names)
+    files = find_block_files(tmp_path)
+    assert not files.names.is_rule
+    assert files.names.as_tuple() == tuple(names)
+    assert [files.names[i] for i in range(len(names))] == names
+
+
+def test_head_keeps_the_first_names(tmp_path):
+    names = [f"{i:04d}.h5" for i in range(9)]
+    _touch(tmp_path, names)
+    head = find_block_files(tmp_path).names.head(4)
+    assert head.as_tuple() == tuple(names[:4])
+    assert len(head) == 4

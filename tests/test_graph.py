@@ -3,7 +3,9 @@ selection pushed into the read, and every local scheduler."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import pickle
 
@@ -12,6 +14,7 @@ import dask.array as da
 import h5py
 import numpy as np
 import pytest
+from dask._task_spec import Task, convert_legacy_graph
 from dask.array.utils import assert_eq
 
 import splitds_dask as sd
@@ -214,3 +217,149 @@ def test_graph_pickles_small(dataset):
     assert len(blob) < 12 * 4000  # paths and geometry per task, never data or handles
     back = pickle.loads(pickle.dumps(x))
     np.testing.assert_array_equal(back.compute(scheduler="sync"), a, strict=True)
+
+
+# --- grouping blocks into chunks ---------------------------------------------------------------
+
+
+def _expected_group_chunks(lengths, group):
+    """Chunks of ``group`` neighbouring blocks, by walking the block lengths one at a time."""
+    out, current, count = [], 0, 0
+    for n in lengths:
+        current += n
+        count += 1
+        if count == group:
+            out.append(current)
+            current, count = 0, 0
+    if count:
+        out.append(current)
+    return tuple(out)
+
+
+@pytest.mark.parametrize(
+    ("shape", "block", "group"),
+    [
+        ((23, 6, 5), (2, 3), 4),  # last group short, last block short
+        ((23, 6, 5), (2, 3), (3, 2)),
+        ((23, 6, 5), (2, 3), (1, 2, 1)),
+        ((8, 4), (1,), 100),  # more than there are: one chunk
+        ((9, 4), (4, 1), (2, 3)),
+    ],
+)
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_blocks_per_chunk(tmp_path, write_plain, random_array, shape, block, group, scheduler):
+    a = random_array(shape, "u2")
+    write_plain(tmp_path, a, block, compression="gzip")
+    ds = sd.SplitDataset(tmp_path)
+    x = ds.to_dask(blocks_per_chunk=group)
+    groups = [group] if isinstance(group, int) else list(group)
+    groups += [1] * (len(shape) - len(groups))
+    assert x.chunks == tuple(
+        _expected_group_chunks(c, g) for c, g in zip(ds.chunks, groups, strict=True)
+    )
+    assert x.name != ds.to_dask().name
+    assert ds.to_dask(blocks_per_chunk=group) is x  # cached per grouping
+    with dask.config.set(scheduler=scheduler):
+        np.testing.assert_array_equal(x.compute(), a, strict=True)
+        np.testing.assert_array_equal(x[3:17:3, 1].compute(), a[3:17:3, 1], strict=True)
+        np.testing.assert_array_equal(x.sum(axis=0).compute(), a.sum(axis=0), strict=True)
+
+
+@pytest.mark.parametrize(
+    ("limit", "group"),
+    [
+        (60, (1, 1, 1)),
+        (59, (1, 1, 1)),  # smaller than one block: one block per chunk
+        (120, (2, 1, 1)),
+        ("240 B", (4, 1, 1)),
+        ("1 KiB", (12, 1, 1)),  # axis 0 whole (12 blocks = 720 B); two rows do not fit
+        (1440, (12, 2, 1)),
+        (10**9, (12, 2, 1)),
+    ],
+)
+def test_chunk_size_groups_along_the_first_axes(tmp_path, write_plain, random_array, limit, group):
+    a = random_array((23, 6, 5), "u2")
+    write_plain(tmp_path, a, (2, 3))  # blocks of 2 x 3 x 5 uint16 = 60 bytes; grid (12, 2, 1)
+    ds = sd.SplitDataset(tmp_path)
+    x = ds.to_dask(chunk_size=limit)
+    assert x.chunks == tuple(
+        _expected_group_chunks(c, g) for c, g in zip(ds.chunks, group, strict=True)
+    )
+    largest = max(math.prod(shape) for shape in itertools.product(*x.chunks)) * 2
+    assert largest <= max(60, dask.utils.parse_bytes(limit) if isinstance(limit, str) else limit)
+    np.testing.assert_array_equal(x.compute(scheduler="sync"), a, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"blocks_per_chunk": 0}, "positive"),
+        ({"blocks_per_chunk": (1, -2)}, "positive"),
+        ({"blocks_per_chunk": 2.5}, "positive"),
+        ({"blocks_per_chunk": True}, "positive"),
+        ({"blocks_per_chunk": (1, 1, 1, 1)}, "more than 3 axes"),
+        ({"chunk_size": 0}, "positive"),
+        ({"chunk_size": "-1 MiB"}, "positive"),
+        ({"blocks_per_chunk": 2, "chunk_size": "1 MiB"}, "not both"),
+    ],
+)
+def test_grouping_arguments_are_checked(dataset, kwargs, match):
+    ds, _ = dataset
+    with pytest.raises(ValueError, match=match):
+        ds.to_dask(**kwargs)
+
+
+def test_grouped_tasks_read_only_the_blocks_they_hold(tmp_path, write_plain, random_array):
+    """A slice of a grouped array reads only the block files under it."""
+    a = random_array((40, 3, 5), "u2")
+    paths = write_plain(tmp_path, a, (2,))  # 20 blocks
+    ds = sd.SplitDataset(tmp_path)
+    x = ds.to_dask(blocks_per_chunk=5)  # 4 chunks of 5 blocks
+    _ = ds.dtype
+    for i, path in enumerate(paths):
+        if not 5 <= i < 8:  # blocks 5-7 hold rows 10-15
+            path.write_bytes(b"garbage" * 50)
+    np.testing.assert_array_equal(x[10:16].compute(scheduler="sync"), a[10:16], strict=True)
+    with pytest.raises(sd.BlockError):
+        x[10:17].compute(scheduler="sync")
+
+
+# --- what a task carries -----------------------------------------------------------------------
+
+
+def _one_task_pickled(array):
+    graph = convert_legacy_graph(dict(array.__dask_graph__()))
+    reads = [v for v in graph.values() if isinstance(v, Task)]
+    return len(pickle.dumps(reads[0])), len(reads)
+
+
+@pytest.mark.parametrize("fmt", ["{:04d}.h5", "{:d}.h5"])
+def test_task_size_does_not_grow_with_the_blocks(tmp_path, fmt, hard_linked_dataset):
+    sizes = []
+    for n in (10, 2000):
+        folder = tmp_path / str(n)
+        hard_linked_dataset(folder, n, name=fmt)
+        x = sd.SplitDataset(folder).to_dask()
+        size, reads = _one_task_pickled(x)
+        assert reads == n
+        sizes.append(size)
+    # Same reader, same kind of index: only the digits of the numbers differ.
+    assert abs(sizes[1] - sizes[0]) <= 8, sizes
+    assert sizes[1] < 1000
+
+
+def test_names_without_a_rule_are_shared_not_copied_into_tasks(tmp_path, hard_linked_dataset):
+    """Irregular names: the reader holding them is one graph key that every task refers to."""
+    sizes = []
+    for n in (10, 2000):
+        folder = tmp_path / str(n)
+        block = hard_linked_dataset(folder, n)
+        (folder / "0001.h5").rename(folder / "1.h5")  # the family follows no naming rule now
+        ds = sd.SplitDataset(folder)
+        assert not ds.block_naming.is_rule
+        x = ds.to_dask()
+        size, reads = _one_task_pickled(x)
+        assert reads == n
+        sizes.append(size)
+        assert int(x.sum().compute(scheduler="sync")) == n * int(block.sum())
+    assert abs(sizes[1] - sizes[0]) <= 8, sizes

@@ -147,6 +147,17 @@ def test_open_with_engine(movie, splitds_engine) -> None:
     np.testing.assert_array_equal(rechunked.values, data)
 
 
+def test_blocks_per_chunk(movie, splitds_engine) -> None:
+    data, ds = movie  # 9 time points in blocks of 4: chunks (4, 4, 1) along t
+    grouped = xr.open_dataarray(ds.root, engine="splitds", chunks={}, blocks_per_chunk=2)
+    assert grouped.chunks == ((8, 1), (2, 1), (8,), (10,))
+    np.testing.assert_array_equal(grouped.mean("t").values, data.mean(axis=0), strict=True)
+    direct = ds.to_xarray(blocks_per_chunk=(2, 2))
+    assert direct.chunks == ((8, 1), (3,), (8,), (10,))
+    np.testing.assert_array_equal(direct.values, data, strict=True)
+    assert ds.to_xarray(chunk_size=10**9).chunks == tuple((n,) for n in data.shape)
+
+
 def test_backend_options_and_legacy_folders(tmp_path, write_plain, random_array) -> None:
     data = random_array((6, 4, 5), "int16")
     # a prefixed, pre-json dataset: metadata in the h5 files

@@ -568,6 +568,13 @@ def _add_project(commands: Any) -> None:
         "--axis", type=int, default=0, help="the axis to reduce (default: 0, time)"
     )
     project.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    project.add_argument(
+        "--blocks-per-chunk",
+        type=_int_at_least(1, "a positive integer"),
+        metavar="N",
+        help="read N neighbouring block files of a split dataset per task (fewer, larger tasks: "
+        "pays on a cluster when blocks are small; default: 1)",
+    )
     _add_scheduler(project)
     _add_progress(project)
 
@@ -583,7 +590,12 @@ def _cmd_project(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{PROG}: error: --axis {args.axis} is out of range for shape {source.shape}"
         )
-    x = source.to_dask()
+    if args.blocks_per_chunk is None:
+        x = source.to_dask()
+    elif source.dataset is None:
+        raise UsageError(f"{PROG}: error: --blocks-per-chunk needs a split dataset SOURCE")
+    else:
+        x = source.dataset.to_dask(blocks_per_chunk=args.blocks_per_chunk)
     reduced = getattr(x, args.stat)(axis=args.axis)
     with use_scheduler(args.scheduler) as client:
         (image,) = _Runner(client, _show_progress(args)).compute(reduced)

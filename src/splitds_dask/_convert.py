@@ -274,10 +274,10 @@ class Source:
     def to_dask(self, chunks: Any = None) -> da.Array:
         """The source as a dask array whose every chunk is one read of that region."""
         chunks = self.natural_chunks() if chunks is None else chunks
-        if self.dataset is not None and (
-            da.core.normalize_chunks(chunks, self.shape) == self.dataset.chunks
-        ):
-            return self.dataset.to_dask()
+        if self.dataset is not None:
+            from ._graph import dataset_to_dask
+
+            return dataset_to_dask(self.dataset, da.core.normalize_chunks(chunks, self.shape))
         return da.from_array(
             self.reader,
             chunks=chunks,

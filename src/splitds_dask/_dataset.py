@@ -465,7 +465,7 @@ class SplitDataset:
         dask.array.Array
             Cached: the same grouping returns the same array.
         """
-        from ._graph import dataset_to_dask, group_blocks
+        from ._graph import dataset_to_dask, group_blocks, grouped_chunks
 
         group = group_blocks(
             self._grid,
@@ -474,7 +474,7 @@ class SplitDataset:
             chunk_size=chunk_size,
         )
         if group not in self._dask:
-            self._dask[group] = dataset_to_dask(self, group)
+            self._dask[group] = dataset_to_dask(self, grouped_chunks(self._grid, group))
         return self._dask[group]
 
     @property
@@ -482,12 +482,21 @@ class SplitDataset:
         """Same as :meth:`to_dask`."""
         return self.to_dask()
 
-    def to_xarray(self, *, name: str | None = None) -> xr.DataArray:
+    def to_xarray(
+        self,
+        *,
+        name: str | None = None,
+        blocks_per_chunk: int | Sequence[int] | None = None,
+        chunk_size: int | str | None = None,
+    ) -> xr.DataArray:
         """This dataset as a lazy :class:`xarray.DataArray` over :meth:`to_dask` (needs xarray).
 
         Dims are :attr:`axes`; each has a coordinate ``index * scale`` whose ``units`` attribute
-        is the axis' unit. Nothing is read until the array is computed.
+        is the axis' unit. Nothing is read until the array is computed. ``blocks_per_chunk`` and
+        ``chunk_size`` group blocks into chunks as in :meth:`to_dask`.
         """
         from ._xarray import dataset_to_xarray
 
-        return dataset_to_xarray(self, name=name)
+        return dataset_to_xarray(
+            self, name=name, blocks_per_chunk=blocks_per_chunk, chunk_size=chunk_size
+        )

@@ -107,15 +107,14 @@ def group_blocks(
     if blocks_per_chunk is None:
         return (1,) * ndim
     entries = (
-        [blocks_per_chunk] if isinstance(blocks_per_chunk, (int, np.integer)) else blocks_per_chunk
+        list(blocks_per_chunk) if isinstance(blocks_per_chunk, Sequence) else [blocks_per_chunk]
     )
-    entries = list(entries)
-    if len(entries) > ndim:
-        raise ValueError(f"blocks_per_chunk {blocks_per_chunk!r} has more than {ndim} axes")
     if any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in entries):
         raise ValueError(
             f"blocks_per_chunk entries must be positive integers: {blocks_per_chunk!r}"
         )
+    if len(entries) > ndim:
+        raise ValueError(f"blocks_per_chunk {blocks_per_chunk!r} has more than {ndim} axes")
     entries += [1] * (ndim - len(entries))
     return tuple(int(g) for g in entries)
 
@@ -128,15 +127,23 @@ def grouped_chunks(grid: BlockGrid, group: Sequence[int]) -> tuple[tuple[int, ..
     )
 
 
-def dataset_to_dask(dataset: SplitDataset, group: Sequence[int] | None = None) -> da.Array:
-    """Build the dask array of ``dataset`` (see the module docstring)."""
-    group = tuple(group) if group is not None else (1,) * dataset.ndim
+def dataset_to_dask(
+    dataset: SplitDataset, chunks: tuple[tuple[int, ...], ...] | None = None
+) -> da.Array:
+    """Build the dask array of ``dataset`` (see the module docstring).
+
+    ``chunks`` defaults to one chunk per block; any other chunking works too (a chunk spanning
+    several blocks reads each of them, a chunk within a block reads only its part).
+    """
+    chunks = dataset.chunks if chunks is None else chunks
     token = dataset_token(dataset)
     reader = dataset.reader.stamped(token)
     return da.from_array(
         reader,
-        chunks=grouped_chunks(dataset.grid, group),
-        name=f"splitds-{tokenize(token, group)}",
+        chunks=chunks,
+        name=f"splitds-{token}"
+        if chunks == dataset.chunks
+        else f"splitds-{tokenize(token, chunks)}",
         meta=np.empty((0,) * dataset.ndim, dtype=dataset.dtype),
         # The reader takes every numpy index, so dask may fuse any slice into the read.
         fancy=True,

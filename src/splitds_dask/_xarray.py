@@ -4,7 +4,8 @@
 ``xarray.backends`` entry point ``splitds``, makes ``xr.open_dataset(path, engine="splitds")`` and
 ``xr.open_dataarray(...)`` work the way they do for netCDF or zarr: without ``chunks`` the variable
 is lazily indexed (each selection reads only the blocks it needs); with ``chunks={}`` it is a dask
-array with one chunk per block. Both use dims from the axis names and 1-D numpy coordinates
+array with one chunk per block (or per group of ``blocks_per_chunk`` blocks along the first
+axis). Both use dims from the axis names and 1-D numpy coordinates
 ``index * scale`` whose ``units`` attribute is the axis' unit. Nothing is read on opening.
 
 Needs the optional dependency xarray (``pip install "splitds-dask[xarray]"``).
@@ -13,7 +14,7 @@ Needs the optional dependency xarray (``pip install "splitds-dask[xarray]"``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +51,16 @@ def _attrs(dataset: SplitDataset) -> dict[str, Any]:
     return {"split_dataset": str(dataset.root)}
 
 
-def dataset_to_xarray(dataset: SplitDataset, *, name: str | None = None) -> xr.DataArray:
+def dataset_to_xarray(
+    dataset: SplitDataset,
+    *,
+    name: str | None = None,
+    blocks_per_chunk: int | Sequence[int] | None = None,
+    chunk_size: int | str | None = None,
+) -> xr.DataArray:
     """``dataset`` as a lazy DataArray over its dask array (see :meth:`SplitDataset.to_xarray`)."""
     return xr.DataArray(
-        dataset.to_dask(),
+        dataset.to_dask(blocks_per_chunk=blocks_per_chunk, chunk_size=chunk_size),
         dims=dataset.axes,
         coords=_coords(dataset),
         name=_name(dataset) if name is None else name,
@@ -64,12 +71,13 @@ def dataset_to_xarray(dataset: SplitDataset, *, name: str | None = None) -> xr.D
 class SplitDatasetBackendArray(BackendArray):
     """The lazily indexed array xarray holds: each selection reads only what it needs.
 
-    Holds the (picklable) dataset, never an open file. Indexing is outer indexing with at most
-    one index array, which :meth:`SplitDataset.__getitem__` answers exactly as numpy does.
+    Holds the dataset's small picklable reader, never an open file (nor the list of block files,
+    when they are numbered by a rule). Indexing is outer indexing with at most one index array,
+    which the reader answers exactly as numpy does.
     """
 
     def __init__(self, dataset: SplitDataset) -> None:
-        self.dataset = dataset
+        self.reader = dataset.reader
         self.shape = dataset.shape
         self.dtype = dataset.dtype
 
@@ -83,7 +91,7 @@ class SplitDatasetBackendArray(BackendArray):
         # ints as length-1 slices and drop those axes afterwards.
         ints = tuple(isinstance(k, (int, np.integer)) for k in key)
         widened = tuple(slice(k, k + 1) if i else k for k, i in zip(key, ints, strict=True))
-        data = np.asarray(self.dataset[widened])
+        data = np.asarray(self.reader[widened])
         return data[tuple(0 if i else slice(None) for i in ints)] if any(ints) else data
 
 
@@ -91,12 +99,20 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
     """``xr.open_dataset(path, engine="splitds")``: a split dataset as one data variable.
 
     The variable is named after the dataset's folder; its dims are the axis names. Extra
-    arguments: ``prefix`` and ``locking``, as for :class:`SplitDataset`.
+    arguments: ``prefix`` and ``locking``, as for :class:`SplitDataset`, and
+    ``blocks_per_chunk``: the chunks ``chunks={}`` gives hold that many blocks along the first
+    axis (one task reading several small block files pays on a cluster).
     """
 
     description = "Split datasets (folders of numbered HDF5 block files) via splitds-dask"
     url = "https://github.com/portugueslab/split_dataset"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "prefix", "locking")
+    open_dataset_parameters = (
+        "filename_or_obj",
+        "drop_variables",
+        "prefix",
+        "locking",
+        "blocks_per_chunk",
+    )
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -105,17 +121,21 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         prefix: str | None = None,
         locking: bool | str | None = None,
+        blocks_per_chunk: int | None = None,
     ) -> xr.Dataset:
         from ._dataset import SplitDataset
+        from ._graph import group_blocks
 
         dataset = SplitDataset(_as_path(filename_or_obj), prefix, locking=locking)
+        group = group_blocks(
+            dataset.grid, dataset.dtype.itemsize, blocks_per_chunk=blocks_per_chunk
+        )
+        preferred = [b * g for b, g in zip(dataset.shape_block, group, strict=True)]
         data = indexing.LazilyIndexedArray(SplitDatasetBackendArray(dataset))
         variable = xr.Variable(
             dataset.axes,
             data,
-            encoding={
-                "preferred_chunks": dict(zip(dataset.axes, dataset.shape_block, strict=True))
-            },
+            encoding={"preferred_chunks": dict(zip(dataset.axes, preferred, strict=True))},
         )
         result = xr.Dataset(
             {_name(dataset): variable}, coords=_coords(dataset), attrs=_attrs(dataset)
