@@ -77,3 +77,29 @@ def test_machine_is_described(quick_run: tuple[str, dict]) -> None:
         assert machine[name], name
         assert machine[name] != "not installed", name
         assert str(machine[name]) in stdout
+
+
+def test_array_expr_comparison_runs(tmp_path: Path) -> None:
+    """benchmarks/array_expr.py: both dask modes, every read, a table of positive times."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "array_expr.py"),
+            *("--frames", "4", "--block-frames", "2", "--repeat", "1"),
+            *("--data-dir", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert [r[0].strip() for r in rows] == ["`x[t]`", "`x[:, z]`", "`x[:, z, y, x]`", "`x[::7]`"]
+    for row in rows:
+        times = [float(cell.split()[0]) for cell in row[1:4]]
+        assert all(math.isfinite(t) and t > 0 for t in times), row
+    assert list(tmp_path.iterdir()) == []  # the dataset was removed
