@@ -180,13 +180,30 @@ def read_block_region(
                 opened = file_version(os.fstat(fd))
                 CHUNK_MAPS.put((os.fspath(path), key, opened), chunk_map)
             if chunk_map is None or not read_chunks(fd, chunk_map, source, out, dest):
-                dset.read_direct(out.view(np.uint8) if dtype == bool else out, source, dest)
+                _read_with_h5py(dset, source, out, dest)
         except OSError as exc:
             raise BlockError(
                 f"block {block} ({path}): cannot read '{dset.name[1:]}': {exc}{_filter_hint(dset)}",
                 path=path,
                 block=block,
             ) from exc
+
+
+# Below this many bytes, h5py's getitem (a few microseconds of set-up) plus a copy beats
+# read_direct, whose selection set-up alone costs tens of microseconds: what decides the cost of
+# the tiny blocks of a dataset of very many blocks.
+_SMALL_READ_BYTES = 1 << 16
+
+
+def _read_with_h5py(
+    dset: h5py.Dataset, source: tuple[slice, ...], out: np.ndarray, dest: tuple[slice, ...]
+) -> None:
+    if out.dtype == bool:  # stored as a 1-byte bitfield, which h5py reads as raw bytes
+        dset.read_direct(out.view(np.uint8), source, dest)
+    elif out[dest].nbytes <= _SMALL_READ_BYTES:
+        out[dest] = dset[source]
+    else:
+        dset.read_direct(out, source, dest)
 
 
 def _check_block(

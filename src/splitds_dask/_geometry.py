@@ -13,6 +13,7 @@ Conventions (those of every writer of the format):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterator, Sequence
@@ -127,9 +128,9 @@ class BlockGrid:
     def ndim(self) -> int:
         return len(self.shape)
 
-    @property
+    @functools.cached_property
     def grid(self) -> tuple[int, ...]:
-        """Number of blocks along each axis."""
+        """Number of blocks along each axis (computed once: every read of a block asks)."""
         return tuple(
             1 if b == 0 or n - p <= 0 else math.ceil((n - p) / b)
             for n, b, p in zip(self.shape, self.block_shape, self.padding, strict=True)
