@@ -375,6 +375,8 @@ def scale(ctx: Context) -> list[Row]:
 
 
 def _fmt_s(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
     return f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} µs"
 
 
