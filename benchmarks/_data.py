@@ -43,7 +43,7 @@ class Config:
     movie_shape: tuple[int, int, int, int]
     block_frames: int
     write_frames: int  # volumes of the movie written by the write workload
-    many_counts: tuple[int, int]
+    many_counts: tuple[int, ...]
     long_bytes: tuple[float, float]  # uncompressed sizes of the two long movies (memory)
     seed: int = 0
 
@@ -63,14 +63,14 @@ FULL = Config(
     movie_shape=(240, 12, 512, 512),  # 1.51 GB, 30 blocks of 8 volumes (50 MB)
     block_frames=8,
     write_frames=96,  # 604 MB, 12 blocks
-    many_counts=(10_000, 100_000),
+    many_counts=(10_000, 100_000, 1_000_000),
     long_bytes=(2e9, 8e9),
 )
 QUICK = Config(
     movie_shape=(16, 2, 64, 64),
     block_frames=4,
     write_frames=8,
-    many_counts=(100, 1_000),
+    many_counts=(100, 1_000, 10_000),
     long_bytes=(2 * 4 * 2 * 64 * 64 * 2, 8 * 4 * 2 * 64 * 64 * 2),
 )
 

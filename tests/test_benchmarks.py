@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-ROW_IDS = ["0a", "0b", "1", "2", "3a", "3b", "3c", "3d", "3e", "3f"]
-ROW_IDS += ["4a", "4b", "4c", "5", "5b", "6a", "6b", "7a", "7b"]
+ROW_IDS = ["0a", "0b", "1", "2", "2b", "2c", "2d", "2e", "3a", "3b", "3c", "3d", "3e", "3f"]
+ROW_IDS += ["4a", "4b", "4c", "4d", "5", "5b", "6a", "6b", "6c", "6d", "7a", "7b"]
 
 
 @pytest.fixture(scope="module")

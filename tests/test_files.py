@@ -193,3 +193,20 @@ def test_head_keeps_the_first_names(tmp_path):
     head = find_block_files(tmp_path).names.head(4)
     assert head.as_tuple() == tuple(names[:4])
     assert len(head) == 4
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0000.h5", "01.h5", "0002.h5"],  # one name padded less than the first
+        [f"{i:02d}.h5" for i in range(10)] + ["010.h5", "11.h5"],  # one padded more
+        ["1.h5", "02.h5", "3.h5"],  # 1-based, one padded
+        [f"{i:d}.h5" for i in range(12)],  # no padding: a rule, widths grow with the numbers
+    ],
+)
+def test_names_kept_as_listed_whatever_their_padding(tmp_path, names):
+    _touch(tmp_path, reversed(names))
+    files = find_block_files(tmp_path)
+    assert [p.name for p in files.paths] == names
+    assert [files.names[i] for i in range(len(names))] == names
+    assert files.present == (True,) * len(names)

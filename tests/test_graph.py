@@ -333,21 +333,6 @@ def _one_task_pickled(array):
     return len(pickle.dumps(reads[0])), len(reads)
 
 
-@pytest.mark.parametrize("fmt", ["{:04d}.h5", "{:d}.h5"])
-def test_task_size_does_not_grow_with_the_blocks(tmp_path, fmt, hard_linked_dataset):
-    sizes = []
-    for n in (10, 2000):
-        folder = tmp_path / str(n)
-        hard_linked_dataset(folder, n, name=fmt)
-        x = sd.SplitDataset(folder).to_dask()
-        size, reads = _one_task_pickled(x)
-        assert reads == n
-        sizes.append(size)
-    # Same reader, same kind of index: only the digits of the numbers differ.
-    assert abs(sizes[1] - sizes[0]) <= 8, sizes
-    assert sizes[1] < 1000
-
-
 def test_names_without_a_rule_are_shared_not_copied_into_tasks(tmp_path, hard_linked_dataset):
     """Irregular names: the reader holding them is one graph key that every task refers to."""
     sizes = []

@@ -168,6 +168,24 @@ def _choose_family(
     return max(families, key=lambda s: (len(families[s]), s == "", -len(s)))
 
 
+def _contiguous_rule(digits: list[str], numbers: np.ndarray, stem: str) -> BlockNames | None:
+    """The naming rule of ``digits`` when they number blocks 0 (or 1) to n without gaps.
+
+    The common case, checked in bulk in listing order: no sort and no list of names. A string of
+    digits is the rule's name for its value exactly when it has the rule's length.
+    """
+    low = int(numbers.min())
+    if low not in (0, 1) or int(numbers.max()) - low + 1 != numbers.size:
+        return None
+    if not np.all(np.bincount(numbers - low, minlength=numbers.size) == 1):
+        return None  # a number given twice (then one is missing): reported by the full path
+    width = len(digits[int(numbers.argmin())])
+    lengths = np.fromiter(map(len, digits), dtype=np.int64, count=len(digits))
+    if not np.array_equal(lengths, np.maximum(width, _digit_counts(numbers))):
+        return None
+    return BlockNames(stem, low, width, int(numbers.size))
+
+
 def find_block_files(
     root: Path, *, prefix: str | None = None, expected: int | None = None
 ) -> BlockFiles:
@@ -189,7 +207,10 @@ def find_block_files(
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"
         raise NotASplitDatasetError(f"{root}: no block files {what}: not a split dataset")
     digits = families[stem]
-    numbers = np.array([int(d) for d in digits], dtype=np.int64)
+    numbers = np.fromiter(map(int, digits), dtype=np.int64, count=len(digits))
+    rule = _contiguous_rule(digits, numbers, stem)
+    if rule is not None:
+        return BlockFiles(root, rule, (True,) * rule.count)
     order = np.argsort(numbers, kind="stable")
     numbers = numbers[order]
     repeated = np.flatnonzero(numbers[1:] == numbers[:-1])
