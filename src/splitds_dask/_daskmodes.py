@@ -1,0 +1,51 @@
+"""What dask's default graph mode and its opt-in array-expr mode do differently, in one place.
+
+dask's array-expr mode (``DASK_ARRAY__QUERY_PLANNING=True``, fixed when ``dask.array`` is first
+imported) returns another ``Array`` class, which lacks some of the default class's API. The
+package's own code goes through the functions here, which give the same answer in both modes:
+
+- ``dask.array.store`` raises NotImplementedError: :func:`store_chunks` writes every chunk to
+  the target with one task per chunk instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+__all__ = ["array_expr_enabled", "store_chunks"]
+
+
+def array_expr_enabled() -> bool:
+    """Whether ``dask.array`` runs in its array-expr mode (False for dask versions without it)."""
+    enabled = getattr(da, "array_expr_enabled", None)
+    return bool(enabled()) if enabled is not None else False
+
+
+def _store_chunk(chunk: np.ndarray, target: Any, block_info: dict | None = None) -> np.ndarray:
+    assert block_info is not None
+    location = block_info[0]["array-location"]  # the input chunk's place in the array
+    target[tuple(slice(start, stop) for start, stop in location)] = chunk
+    return np.zeros((1,) * chunk.ndim, dtype=np.uint8)
+
+
+def store_chunks(array: da.Array, target: Any) -> Any:
+    """A dask collection whose computation writes each chunk of ``array`` to ``target``.
+
+    Each task runs ``target[region] = chunk`` for one chunk, its region in ``array``'s
+    coordinates, without a lock (targets here write each region to a file, or a part of a file,
+    of its own). In the default mode this is ``dask.array.store(..., compute=False)``; dask's
+    array-expr mode has no ``store``, so there the same tasks come from ``map_blocks``, and the
+    collection is an array of one ``uint8`` per chunk.
+    """
+    if not array_expr_enabled():
+        return da.store(array, target, lock=False, compute=False)
+    return array.map_blocks(
+        _store_chunk,
+        target=target,
+        chunks=tuple((1,) * len(c) for c in array.chunks),
+        dtype=np.uint8,
+        meta=np.empty((0,) * array.ndim, dtype=np.uint8),
+    )
