@@ -39,7 +39,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ._daskmodes import store_chunks
+from ._daskmodes import array_nbytes, store_chunks
 from ._durable import discard
 from ._physical import physical_metadata_kwargs
 
@@ -744,7 +744,7 @@ def write_array(
             for staging in set(folder.parent.glob(pattern)) - earlier:
                 discard(staging, folder)
             raise
-        return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
+        return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
     h5 = _split_h5_path(target)
     path = Path(os.path.abspath(h5[0] if h5 else target))
     if kind in ("zarr", "ome-zarr"):
@@ -781,7 +781,7 @@ def write_array(
         else:
             staging.unlink(missing_ok=True)
         raise
-    return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
+    return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
 
 
 def _write_tiff(

@@ -5,23 +5,30 @@ imported) returns another ``Array`` class, which lacks some of the default class
 package's own code goes through the functions here, which give the same answer in both modes:
 
 - ``dask.array.store`` raises NotImplementedError: :func:`store_chunks` writes every chunk to
-  the target with one task per chunk instead.
+  the target with one task per chunk instead;
+- the array has no ``nbytes``: :func:`array_nbytes`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
-__all__ = ["array_expr_enabled", "store_chunks"]
+__all__ = ["array_expr_enabled", "array_nbytes", "store_chunks"]
 
 
 def array_expr_enabled() -> bool:
     """Whether ``dask.array`` runs in its array-expr mode (False for dask versions without it)."""
     enabled = getattr(da, "array_expr_enabled", None)
     return bool(enabled()) if enabled is not None else False
+
+
+def array_nbytes(array: Any) -> int:
+    """Bytes of ``array``'s data, from its shape and dtype (computes nothing)."""
+    return math.prod(int(n) for n in array.shape) * np.dtype(array.dtype).itemsize
 
 
 def _store_chunk(chunk: np.ndarray, target: Any, block_info: dict | None = None) -> np.ndarray:
