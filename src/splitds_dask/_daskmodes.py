@@ -6,7 +6,9 @@ package's own code goes through the functions here, which give the same answer i
 
 - ``dask.array.store`` raises NotImplementedError: :func:`store_chunks` writes every chunk to
   the target with one task per chunk instead;
-- the array has no ``nbytes``: :func:`array_nbytes`.
+- the array has no ``nbytes``: :func:`array_nbytes`;
+- the array has no ``__array__``, so ``numpy.asarray`` wraps it in a 0-d object array instead of
+  computing it: :func:`to_numpy`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import is_dask_collection
 
-__all__ = ["array_expr_enabled", "array_nbytes", "store_chunks"]
+__all__ = ["array_expr_enabled", "array_nbytes", "store_chunks", "to_numpy"]
 
 
 def array_expr_enabled() -> bool:
@@ -29,6 +32,13 @@ def array_expr_enabled() -> bool:
 def array_nbytes(array: Any) -> int:
     """Bytes of ``array``'s data, from its shape and dtype (computes nothing)."""
     return math.prod(int(n) for n in array.shape) * np.dtype(array.dtype).itemsize
+
+
+def to_numpy(data: Any) -> np.ndarray:
+    """``data`` as a numpy array, computing it first if it is a dask collection."""
+    if is_dask_collection(data):
+        data = data.compute()
+    return np.asarray(data)
 
 
 def _store_chunk(chunk: np.ndarray, target: Any, block_info: dict | None = None) -> np.ndarray:
