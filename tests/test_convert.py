@@ -269,6 +269,20 @@ def test_project(stat, axis, expected, suffix, source, tmp_path: Path) -> None:
     assert f"{stat} over axis {axis % 4}" in run.out
 
 
+@pytest.mark.parametrize("dtype", ["f4", "c8", "c16", "i1"])
+def test_project_std_has_numpys_dtype_and_values(dtype: str, tmp_path: Path, random_array) -> None:
+    # dask's array-expr std calls np.iscomplexobj on the array, which its __array_function__
+    # refuses: project passes numpy's dtype (and takes a complex array's parts), so both dask
+    # modes give numpy's answer.
+    a = random_array((6, 3, 4), dtype)
+    np.save(tmp_path / "movie.npy", a)
+    run = run_main("project", str(tmp_path / "movie.npy"), str(tmp_path / "p.npy"), "--stat", "std")
+    assert run.code == 0, run
+    got, want = np.load(tmp_path / "p.npy"), a.std(axis=0)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype in ("f4", "c8") else 1e-12)
+
+
 def test_project_png_of_a_3d_result_tiles_its_planes(source, tmp_path: Path) -> None:
     folder, a = source
     run = run_main("project", str(folder), str(tmp_path / "p.png"))

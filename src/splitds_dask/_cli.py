@@ -574,6 +574,7 @@ def _add_project(commands: Any) -> None:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from ._convert import PROJECTION_SUFFIXES, open_source, save_projection
+    from ._daskmodes import std
 
     if Path(args.output).suffix.lower() not in PROJECTION_SUFFIXES:
         raise UsageError(f"{PROG}: error: OUTPUT must end in .npy, .tif, .tiff or .png")
@@ -584,7 +585,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
             f"{PROG}: error: --axis {args.axis} is out of range for shape {source.shape}"
         )
     x = source.to_dask()
-    reduced = getattr(x, args.stat)(axis=args.axis)
+    reduced = std(x, args.axis) if args.stat == "std" else getattr(x, args.stat)(axis=args.axis)
     with use_scheduler(args.scheduler) as client:
         (image,) = _Runner(client, _show_progress(args)).compute(reduced)
     save_projection(np.asarray(image), args.output, overwrite=args.overwrite)

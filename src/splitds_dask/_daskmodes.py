@@ -8,7 +8,9 @@ package's own code goes through the functions here, which give the same answer i
   the target with one task per chunk instead;
 - the array has no ``nbytes``: :func:`array_nbytes`;
 - the array has no ``__array__``, so ``numpy.asarray`` wraps it in a 0-d object array instead of
-  computing it: :func:`to_numpy`.
+  computing it: :func:`to_numpy`;
+- ``std`` and ``var`` without a ``dtype`` call ``numpy.iscomplexobj`` on the array, which its
+  ``__array_function__`` refuses (NotImplementedError): :func:`std`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection
 
-__all__ = ["array_expr_enabled", "array_nbytes", "store_chunks", "to_numpy"]
+__all__ = ["array_expr_enabled", "array_nbytes", "std", "store_chunks", "to_numpy"]
 
 
 def array_expr_enabled() -> bool:
@@ -39,6 +41,21 @@ def to_numpy(data: Any) -> np.ndarray:
     if is_dask_collection(data):
         data = data.compute()
     return np.asarray(data)
+
+
+def std(array: da.Array, axis: int | tuple[int, ...] | None = None) -> da.Array:
+    """``array.std(axis=axis)`` with numpy's result dtype, in both dask modes.
+
+    The dtype is given, as numpy would choose it, so dask need not ask numpy whether the array
+    is complex. A complex array's deviation is that of its real and imaginary parts together.
+    """
+    if np.dtype(array.dtype).kind == "c":
+        real = np.empty(0, array.dtype).real.dtype
+        return da.sqrt(
+            array.real.var(axis=axis, dtype=real) + array.imag.var(axis=axis, dtype=real)
+        )
+    dtype = np.std(np.ones(1, dtype=array.dtype)).dtype
+    return array.std(axis=axis, dtype=dtype)
 
 
 def _store_chunk(chunk: np.ndarray, target: Any, block_info: dict | None = None) -> np.ndarray:
