@@ -233,6 +233,19 @@ def test_zero_d_and_object_data_rejected(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_dtype_given_to_dask_as_a_scalar_type(tmp_path):
+    # When calling the function on an empty block fails, dask's array-expr map_blocks reports
+    # the dtype as given (np.uint8, a scalar type, not a dtype): the writer still writes uint8.
+    def add_block_number(block, block_info=None):
+        return block + np.uint8(block_info[0]["chunk-location"][0])
+
+    x = da.zeros((6, 3), dtype=np.uint8, chunks=(2, 3))
+    x = x.map_blocks(add_block_number, dtype=np.uint8)
+    ds = sd.to_split_dataset(x, tmp_path / "out")
+    expected = np.repeat(np.arange(3, dtype=np.uint8), 2)[:, None].repeat(3, axis=1)
+    np.testing.assert_array_equal(ds[...], expected, strict=True)
+
+
 # --- compute=False and the graph -------------------------------------------------------------
 
 

@@ -242,8 +242,10 @@ def to_split_dataset(
         raise ValueError("cannot write a 0-d array as a split dataset")
     grid = BlockGrid.from_spec(shape, block_shape)
     array = _as_dask(data, grid, snapshot=not compute)
-    if array.dtype.kind not in "biufc":
-        raise TypeError(f"cannot write {array.dtype} data to a split dataset")
+    # np.dtype(): dask's array-expr map_blocks may report the scalar type it was given.
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biufc":
+        raise TypeError(f"cannot write {dtype} data to a split dataset")
     physical = writer_physical_options(
         data,
         grid.ndim,
@@ -279,7 +281,7 @@ def to_split_dataset(
         # dask's store skips empty chunks: write the empty block files of an empty array here.
         for block in grid.blocks():
             region = grid.owned_slices(block)
-            target[region] = np.empty([s.stop - s.start for s in region], dtype=array.dtype)
+            target[region] = np.empty([s.stop - s.start for s in region], dtype=dtype)
     stored = store_chunks(array, target)
     published = dask.delayed(_publish, pure=False)(
         stored, staging, path, metadata, overwrite, durable
