@@ -209,6 +209,17 @@ def test_contrast_limits_edge_cases(values, expected) -> None:
     assert estimate_contrast_limits(values) == expected
 
 
+def test_layer_planes_convert_with_numpy(movie) -> None:
+    # napari shows a plane with np.asarray(data[index]); dask's array-expr Array has no
+    # __array__ (np.asarray wraps it in an object array), so the reader's array adds it there.
+    data, ds = movie
+    ((layer_data, _, _),) = napari_get_reader(str(ds.root))(str(ds.root))
+    assert isinstance(layer_data, da.Array)
+    assert layer_data.name == ds.to_dask().name
+    np.testing.assert_array_equal(np.asarray(layer_data[3, 1]), data[3, 1], strict=True)
+    np.testing.assert_array_equal(np.asarray(layer_data[2:5][1, 0]), data[3, 0], strict=True)
+
+
 # --- single block files ---------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ package's own code goes through the functions here, which give the same answer i
 - the array has no ``nbytes``: :func:`array_nbytes`;
 - the array has no ``__array__``, so ``numpy.asarray`` wraps it in a 0-d object array instead of
   computing it: :func:`to_numpy`;
+- for the same reason napari cannot show it: :func:`numpy_convertible`;
 - ``std`` and ``var`` without a ``dtype`` call ``numpy.iscomplexobj`` on the array, which its
   ``__array_function__`` refuses (NotImplementedError): :func:`std`.
 """
@@ -22,7 +23,14 @@ import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection
 
-__all__ = ["array_expr_enabled", "array_nbytes", "std", "store_chunks", "to_numpy"]
+__all__ = [
+    "array_expr_enabled",
+    "array_nbytes",
+    "numpy_convertible",
+    "std",
+    "store_chunks",
+    "to_numpy",
+]
 
 
 def array_expr_enabled() -> bool:
@@ -41,6 +49,32 @@ def to_numpy(data: Any) -> np.ndarray:
     if is_dask_collection(data):
         data = data.compute()
     return np.asarray(data)
+
+
+if array_expr_enabled():
+
+    class _ConvertibleArray(da.Array):
+        """dask's array-expr Array plus ``__array__``, kept by indexing."""
+
+        def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+            out = np.asarray(self.compute())
+            return out if dtype is None else out.astype(dtype, copy=False)
+
+        def __getitem__(self, key: Any) -> Any:
+            return _ConvertibleArray(super().__getitem__(key).expr)
+
+
+def numpy_convertible(array: da.Array) -> da.Array:
+    """``array``, made such that ``numpy.asarray(array[key])`` computes the selection.
+
+    For consumers that index a dask array and convert what they get with numpy (napari does).
+    Default dask arrays already do. dask's array-expr Array has no ``__array__``, so there the
+    array is one of a subclass that adds it (and keeps it through indexing); it is still a
+    ``dask.array.Array``, with the same graph and name.
+    """
+    if not array_expr_enabled():
+        return array
+    return _ConvertibleArray(array.expr)
 
 
 def std(array: da.Array, axis: int | tuple[int, ...] | None = None) -> da.Array:

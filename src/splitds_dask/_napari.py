@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._blockio import find_data_key, open_h5, stored_dtype
-from ._daskmodes import to_numpy
+from ._daskmodes import numpy_convertible, to_numpy
 from ._errors import SplitDatasetError
 
 __all__ = ["estimate_contrast_limits", "napari_get_reader"]
@@ -84,7 +84,8 @@ def _dataset_layer(dataset: Any) -> LayerData:
         "rgb": False,
         "metadata": {"split_dataset": str(dataset.root)},
     }
-    return dataset.to_dask(), kwargs, "image"
+    # napari shows a plane with np.asarray(data[index]).
+    return numpy_convertible(dataset.to_dask()), kwargs, "image"
 
 
 def _h5_key(path: Path) -> str | None:
