@@ -21,6 +21,8 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter for files written h
 import numpy as np
 import pytest
 
+pytest_plugins = ["hang_guard"]
+
 
 def _random_array(shape: Sequence[int], dtype: Any, seed: int = 0) -> np.ndarray:
     """Random values of ``dtype`` covering its range (distinct values, so mix-ups show)."""

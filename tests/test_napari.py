@@ -209,6 +209,17 @@ def test_contrast_limits_edge_cases(values, expected) -> None:
     assert estimate_contrast_limits(values) == expected
 
 
+def test_layer_planes_convert_with_numpy(movie) -> None:
+    # napari shows a plane with np.asarray(data[index]); dask's array-expr Array has no
+    # __array__ (np.asarray wraps it in an object array), so the reader's array adds it there.
+    data, ds = movie
+    ((layer_data, _, _),) = napari_get_reader(str(ds.root))(str(ds.root))
+    assert isinstance(layer_data, da.Array)
+    assert layer_data.name == ds.to_dask().name
+    np.testing.assert_array_equal(np.asarray(layer_data[3, 1]), data[3, 1], strict=True)
+    np.testing.assert_array_equal(np.asarray(layer_data[2:5][1, 0]), data[3, 0], strict=True)
+
+
 # --- single block files ---------------------------------------------------------------------
 
 
@@ -341,3 +352,11 @@ def test_napari_opens_a_folder_through_the_plugin(movie, plugin, reads) -> None:
     assert reads.elements < data.size / 2
     (block,) = viewer.open(str(ds.files.flat[1]), plugin="splitds-dask")
     np.testing.assert_array_equal(block.data, data[4:8])
+
+
+def test_contrast_limits_of_a_dask_array_are_numpys(random_array) -> None:
+    # dask's array-expr Array has no __array__ (np.asarray wraps it in an object array): the
+    # planes are computed first, so both dask modes give numpy's answer.
+    data = random_array((6, 2, 5, 4), "uint16")
+    expected = estimate_contrast_limits(data)
+    assert estimate_contrast_limits(da.from_array(data, chunks=(2, 1, 5, 4))) == expected

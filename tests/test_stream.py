@@ -9,6 +9,7 @@ import warnings
 from itertools import pairwise
 from pathlib import Path
 
+import dask.array
 import h5py
 import numpy as np
 import pytest
@@ -56,6 +57,17 @@ def test_frames_read_back_exactly(
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
         [*ds.block_names, "stack_metadata.json"]
     ), "only block files and the metadata are left"
+
+
+def test_frames_from_a_dask_array(tmp_path: Path, random_array) -> None:
+    # dask's array-expr Array has no __array__ (np.asarray wraps it in an object array): append
+    # computes it, so both dask modes write numpy's frames.
+    data = random_array((7, 3, 4), "uint16")
+    with sd.SplitDatasetWriter(
+        tmp_path / "run", frame_shape=(3, 4), dtype="uint16", block_length=3
+    ) as writer:
+        writer.append(dask.array.from_array(data, chunks=2))
+    np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "run")[...], data, strict=True)
 
 
 @settings(max_examples=25, deadline=None)

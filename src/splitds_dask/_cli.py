@@ -581,6 +581,7 @@ def _add_project(commands: Any) -> None:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from ._convert import PROJECTION_SUFFIXES, open_source, save_projection
+    from ._daskmodes import std
 
     if Path(args.output).suffix.lower() not in PROJECTION_SUFFIXES:
         raise UsageError(f"{PROG}: error: OUTPUT must end in .npy, .tif, .tiff or .png")
@@ -596,7 +597,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROG}: error: --blocks-per-chunk needs a split dataset SOURCE")
     else:
         x = source.dataset.to_dask(blocks_per_chunk=args.blocks_per_chunk)
-    reduced = getattr(x, args.stat)(axis=args.axis)
+    reduced = std(x, args.axis) if args.stat == "std" else getattr(x, args.stat)(axis=args.axis)
     with use_scheduler(args.scheduler) as client:
         (image,) = _Runner(client, _show_progress(args)).compute(reduced)
     save_projection(np.asarray(image), args.output, overwrite=args.overwrite)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ._blockio import compression_options, write_block
 from ._blocks import Blocks
+from ._daskmodes import to_numpy
 from ._errors import MetadataError
 from ._metadata import original_metadata_dict, write_metadata_json
 from ._physical import add_physical_metadata, resolve_physical_metadata
@@ -138,7 +139,7 @@ class EmptySplitDataset(Blocks):
         path = self.root / self._file_name(n)
         if verbose:
             print(f"Saving {path}")
-        write_block(path, np.asarray(data), key="stack", compression="blosc")
+        write_block(path, to_numpy(data), key="stack", compression="blosc")
 
     def _metadata_dict(self) -> dict[str, Any]:
         """The ``stack_metadata.json`` content :meth:`finalize` writes.
@@ -270,7 +271,7 @@ def save_to_split_dataset(
     for i, (_, slices) in enumerate(blocks.slices()):
         write_block(
             blocks.root / blocks.files[i],
-            np.asarray(data[slices]),
+            to_numpy(data[slices]),
             key=key,
             compression=codec,
             compression_level=level,

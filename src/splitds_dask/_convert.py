@@ -39,6 +39,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from ._daskmodes import array_nbytes, store_chunks
 from ._durable import discard
 from ._physical import physical_metadata_kwargs
 
@@ -621,7 +622,7 @@ def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compr
             fill_value=0,
             dimension_names=[a["name"] for a in ome["multiscales"][0]["axes"]],
         )
-    return da.store(x, array, lock=False, compute=False)
+    return store_chunks(x, array)
 
 
 def _check_codec(kind: str, compression: str | None, level: int | None, dtype: np.dtype) -> None:
@@ -743,7 +744,7 @@ def write_array(
             for staging in set(folder.parent.glob(pattern)) - earlier:
                 discard(staging, folder)
             raise
-        return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
+        return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
     h5 = _split_h5_path(target)
     path = Path(os.path.abspath(h5[0] if h5 else target))
     if kind in ("zarr", "ome-zarr"):
@@ -755,7 +756,7 @@ def write_array(
     try:
         if kind == "npy":
             target_file = _NpyTarget(staging, x.shape, x.dtype)
-            compute(da.store(x, target_file, lock=False, compute=False))
+            compute(store_chunks(x, target_file))
         elif kind in ("zarr", "ome-zarr"):
             ome = ome_multiscales(shape, source.metadata, path.name) if kind == "ome-zarr" else None
             compressors = _zarr_compressors(compression, compression_level)
@@ -780,7 +781,7 @@ def write_array(
         else:
             staging.unlink(missing_ok=True)
         raise
-    return Written(f"{_KIND_NAMES[kind]} {target}", x.nbytes)
+    return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
 
 
 def _write_tiff(

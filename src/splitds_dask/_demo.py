@@ -202,6 +202,7 @@ def run_demo(
     """
     import dask
 
+    from ._daskmodes import array_nbytes
     from ._dataset import SplitDataset
     from ._png import write_png
     from ._writer import to_split_dataset
@@ -226,7 +227,7 @@ def run_demo(
         )
     folder.mkdir(parents=True, exist_ok=True)
     movie = synthetic_movie(n_frames, block_frames=block_frames, seed=seed)
-    nbytes = movie.nbytes
+    nbytes = array_nbytes(movie)
 
     def say(label: str, text: str) -> None:
         print(f"{label:<9} {text}", file=out, flush=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._blockio import find_data_key, open_h5, stored_dtype
+from ._daskmodes import numpy_convertible, to_numpy
 from ._errors import SplitDatasetError
 
 __all__ = ["estimate_contrast_limits", "napari_get_reader"]
@@ -60,7 +61,7 @@ def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> 
     low, high = math.inf, -math.inf
     for position in positions:
         index = tuple(int(i) for i in np.unravel_index(int(position), leading))
-        plane = np.asarray(data[index])
+        plane = to_numpy(data[index])
         if plane.dtype.kind == "c":
             plane = np.abs(plane)
         finite = plane[np.isfinite(plane)] if plane.dtype.kind == "f" else plane
@@ -83,7 +84,8 @@ def _dataset_layer(dataset: Any) -> LayerData:
         "rgb": False,
         "metadata": {"split_dataset": str(dataset.root)},
     }
-    return dataset.to_dask(), kwargs, "image"
+    # napari shows a plane with np.asarray(data[index]).
+    return numpy_convertible(dataset.to_dask()), kwargs, "image"
 
 
 def _h5_key(path: Path) -> str | None:

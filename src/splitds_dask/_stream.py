@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._blockio import write_block
+from ._daskmodes import to_numpy
 from ._durable import fsync_dir, fsync_file, remove_stale_staging, remove_temporaries, retire
 from ._errors import MetadataError
 from ._metadata import (
@@ -381,7 +382,7 @@ class SplitDatasetWriter:
         if self._closed:
             raise ValueError(f"{self._path}: the writer is closed")
         self._raise_if_failed()
-        frames = np.asarray(frames)
+        frames = to_numpy(frames)
         if frames.shape == self._frame_shape:
             frames = frames[np.newaxis]
         elif frames.shape[1:] != self._frame_shape:

@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 
 from ._blockio import write_block
+from ._daskmodes import store_chunks
 from ._durable import (
     discard,
     remove_stale_staging,
@@ -165,28 +166,6 @@ def _as_dask(data: Any, grid: BlockGrid, *, snapshot: bool) -> da.Array:
     return array
 
 
-def _write_chunk(chunk: np.ndarray, target: _BlockFileTarget, block_id: tuple[int, ...]) -> Any:
-    target[target.grid.owned_slices(block_id)] = chunk
-    return np.zeros((1,) * chunk.ndim, dtype=np.uint8)
-
-
-def _store(array: da.Array, target: _BlockFileTarget) -> da.Array:
-    """One write task per block: ``da.store`` without a lock, or map_blocks under array-expr.
-
-    ``store`` takes no global lock here: each task writes a file of its own. dask's opt-in
-    array-expr mode does not implement ``store``, so there the same tasks come from map_blocks.
-    """
-    if getattr(da, "array_expr_enabled", lambda: False)():
-        return array.map_blocks(
-            _write_chunk,
-            target=target,
-            chunks=tuple((1,) * len(c) for c in array.chunks),
-            dtype=np.uint8,
-            meta=np.empty((0,) * array.ndim, dtype=np.uint8),
-        )
-    return da.store(array, target, lock=False, compute=False)
-
-
 def to_split_dataset(
     data: Any,
     path: str | os.PathLike[str],
@@ -263,8 +242,10 @@ def to_split_dataset(
         raise ValueError("cannot write a 0-d array as a split dataset")
     grid = BlockGrid.from_spec(shape, block_shape)
     array = _as_dask(data, grid, snapshot=not compute)
-    if array.dtype.kind not in "biufc":
-        raise TypeError(f"cannot write {array.dtype} data to a split dataset")
+    # np.dtype(): dask's array-expr map_blocks may report the scalar type it was given.
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biufc":
+        raise TypeError(f"cannot write {dtype} data to a split dataset")
     physical = writer_physical_options(
         data,
         grid.ndim,
@@ -300,8 +281,8 @@ def to_split_dataset(
         # dask's store skips empty chunks: write the empty block files of an empty array here.
         for block in grid.blocks():
             region = grid.owned_slices(block)
-            target[region] = np.empty([s.stop - s.start for s in region], dtype=array.dtype)
-    stored = _store(array, target)
+            target[region] = np.empty([s.stop - s.start for s in region], dtype=dtype)
+    stored = store_chunks(array, target)
     published = dask.delayed(_publish, pure=False)(
         stored, staging, path, metadata, overwrite, durable
     )

@@ -1,0 +1,33 @@
+"""The hang guard (tests/hang_guard.py) ends a run whose test hangs, saying where."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_HANGING = """
+import threading
+
+
+def test_waits_forever():
+    threading.Event().wait()
+"""
+
+
+def test_a_hanging_test_ends_the_run_with_its_traceback(tmp_path: Path) -> None:
+    (tmp_path / "test_hangs.py").write_text(_HANGING)
+    env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "hang_guard", "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "Timeout" in proc.stderr
+    assert "test_waits_forever" in proc.stderr
