@@ -20,24 +20,12 @@ ROW_IDS = ["0a", "0b", "1", "2", "2b", "2c", "2d", "2e", "3a", "3b", "3c", "3d",
 ROW_IDS += ["4a", "4b", "4c", "4d", "5", "5b", "6a", "6b", "6c", "6d", "7a", "7b"]
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    tmp = tmp_path_factory.mktemp("bench")
+def _run_benchmark(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` on this checkout's package; it must succeed."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    out = tmp / "out.json"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--repeat",
-            "1",
-            "--data-dir",
-            str(tmp / "data"),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -45,6 +33,16 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out.json"
+    proc = _run_benchmark(
+        "run.py", "--quick", "--repeat", "1", "--data-dir", str(tmp / "data"), "--json", str(out)
+    )
     return proc.stdout, json.loads(out.read_text())
 
 
@@ -81,22 +79,10 @@ def test_machine_is_described(quick_run: tuple[str, dict]) -> None:
 
 def test_array_expr_comparison_runs(tmp_path: Path) -> None:
     """benchmarks/array_expr.py: both dask modes, every read, a table of positive times."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "array_expr.py"),
-            *("--frames", "4", "--block-frames", "2", "--repeat", "1"),
-            *("--data-dir", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+    proc = _run_benchmark(
+        "array_expr.py",
+        *("--frames", "4", "--block-frames", "2", "--repeat", "1", "--data-dir", str(tmp_path)),
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| `")]
     assert [r[0].strip() for r in rows] == ["`x[t]`", "`x[:, z]`", "`x[:, z, y, x]`", "`x[::7]`"]
     for row in rows:
