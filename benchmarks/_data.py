@@ -12,6 +12,8 @@
 * ``many_<N>/``: ``N`` hard links to one tiny ``(1, 4, 4)`` block file.
 * ``long_<N>/``: ``N`` block files hard-linked (cyclically) to the movie's block files, for
   longer movies without writing more data.
+* ``cluster_<N>/``: ``N`` hard links to one tiny ``(1, 4, 8, 8)`` block file (the cluster
+  workload's per-task cost).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import h5py
 import numpy as np
 from _oldpeer import run_old_spec
 
-__all__ = ["BLOSC", "Config", "Datasets", "block_files", "prepare"]
+__all__ = ["BLOSC", "CLUSTER_BLOCK", "Config", "Datasets", "block_files", "name_width", "prepare"]
 
 #: The Blosc settings sashimi's ``compression="blosc"`` gives in PyTables (filter 32001
 #: cd_values ``(2, 2, 2, chunk_bytes, 9, 1)``): blosclz, level 9, byte shuffle.
@@ -35,6 +37,8 @@ BLOSC = {"cname": "blosclz", "clevel": 9, "shuffle": "shuffle"}
 #: The same as our writer's ``compression=`` / ``compression_level=`` options.
 OUR_COMPRESSION = ("blosc:blosclz", 9)
 KEY = "stack_4D"
+#: The cluster workload's block: tiny, so that a task's cost is all overhead.
+CLUSTER_BLOCK = (1, 4, 8, 8)
 _MAX_LINKS = 50_000
 
 
@@ -45,6 +49,7 @@ class Config:
     write_frames: int  # volumes of the movie written by the write workload
     many_counts: tuple[int, ...]
     long_bytes: tuple[float, float]  # uncompressed sizes of the two long movies (memory)
+    cluster_counts: tuple[int, ...]  # block counts of the cluster workload's datasets
     seed: int = 0
 
     @property
@@ -65,6 +70,7 @@ FULL = Config(
     write_frames=96,  # 604 MB, 12 blocks
     many_counts=(10_000, 100_000, 1_000_000),
     long_bytes=(2e9, 8e9),
+    cluster_counts=(1_000, 5_000, 20_000, 50_000),
 )
 QUICK = Config(
     movie_shape=(16, 2, 64, 64),
@@ -72,6 +78,7 @@ QUICK = Config(
     write_frames=8,
     many_counts=(100, 1_000, 10_000),
     long_bytes=(2 * 4 * 2 * 64 * 64 * 2, 8 * 4 * 2 * 64 * 64 * 2),
+    cluster_counts=(200, 500),
 )
 
 
@@ -84,6 +91,7 @@ class Datasets:
     zarr: Path
     many: dict[int, Path]
     long: dict[int, Path]
+    cluster: dict[int, Path]
     compressed_bytes: int
 
     @property
@@ -153,11 +161,16 @@ def _write_zarr(path: Path, npy: Path, cfg: Config) -> None:
         arr[t0 : t0 + cfg.block_frames] = data[t0 : t0 + cfg.block_frames]
 
 
+def name_width(n: int) -> int:
+    """Digits in the block file names of a linked dataset of ``n`` blocks (zero-padded)."""
+    return max(4, len(str(n - 1)))
+
+
 def _link_dataset(folder: Path, sources: list[Path], n: int, metadata: dict) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    width = max(4, len(str(n - 1)))
+    width = name_width(n)
     for i in range(n):
         os.link(sources[i % len(sources)], tmp / f"{i:0{width}d}.h5")
     _write_json(tmp / "stack_metadata.json", metadata)
@@ -202,6 +215,14 @@ def prepare(root: Path, cfg: Config, log=print) -> Datasets:
                 shutil.copyfile(tiny, copy)
             meta = {"shape_full": [n, 4, 4], "shape_block": [1, 4, 4]}
             _link_dataset(root / f"many_{n}", copies, n, meta)
+        with h5py.File(root / "cluster_block.h5", "w") as f:
+            f.create_dataset(KEY, data=np.arange(256, dtype=np.uint16).reshape(CLUSTER_BLOCK))
+        for n in cfg.cluster_counts:
+            copies = [root / f"cluster_block_{n}_{k}.h5" for k in range(math.ceil(n / _MAX_LINKS))]
+            for copy in copies:
+                shutil.copyfile(root / "cluster_block.h5", copy)
+            meta = {"shape_full": [n, *CLUSTER_BLOCK[1:]], "shape_block": list(CLUSTER_BLOCK)}
+            _link_dataset(root / f"cluster_{n}", copies, n, meta)
         sources = block_files(movie)
         for n in cfg.long_blocks():
             shape = (n * cfg.block_frames, *cfg.movie_shape[1:])
@@ -216,6 +237,7 @@ def prepare(root: Path, cfg: Config, log=print) -> Datasets:
         zarr=zpath,
         many={n: root / f"many_{n}" for n in cfg.many_counts},
         long={n: root / f"long_{n}" for n in cfg.long_blocks()},
+        cluster={n: root / f"cluster_{n}" for n in cfg.cluster_counts},
         compressed_bytes=compressed,
     )
 

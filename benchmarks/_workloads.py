@@ -7,6 +7,7 @@ and ``ratio = peer time / our time`` (above 1: we are faster).
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -18,14 +19,15 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import _cluster_probe
 import dask
 import dask.array as da
 import h5py
 import hdf5plugin
 import numpy as np
-from _data import BLOSC, KEY, OUR_COMPRESSION, Datasets, block_files
+from _data import BLOSC, CLUSTER_BLOCK, KEY, OUR_COMPRESSION, Datasets, block_files, name_width
 from _oldpeer import run_old_spec
 from _timing import Stat, measure, measure_interleaved, stat_of
 
@@ -48,6 +50,8 @@ class Row:
     target: str = ""
     passed: bool | None = None
     notes: str = ""
+    # Further measured quantities of the same runs: name -> {"ours"/peer: Stat}.
+    extra: dict[str, dict[str, Stat]] = field(default_factory=dict)
 
     def ratio(self, peer: str) -> float:
         return self.peers[peer].median / self.ours.median
@@ -64,6 +68,10 @@ class Row:
             "target": self.target,
             "passed": self.passed,
             "notes": self.notes,
+            "extra": {
+                name: {k: v.as_json() for k, v in stats.items()}
+                for name, stats in self.extra.items()
+            },
         }
 
 
@@ -744,6 +752,179 @@ def distributed(ctx: Context) -> list[Row]:
     return rows
 
 
+# --- 8 cluster: the cost of a task on a real cluster --------------------------------------------
+
+#: Ours within this factor of the minimal reader, on every measured column.
+CLUSTER_TARGET = 1.15
+#: Blocks each reader reads per computation, summed over repeats, at most: a task costs
+#: milliseconds on a cluster, so large block counts get fewer repeats (at least one).
+_CLUSTER_BLOCK_BUDGET = 10_000
+_GROUP = 64  # blocks per chunk in the grouped rows
+_STEP = 7
+
+
+class _ClusterRun(NamedTuple):
+    """One computation on a fresh cluster (counters: after minus before the compute)."""
+
+    value: int
+    wall: float
+    worker_cpu: float  # summed over the workers
+    sent: int  # bytes, scheduler -> workers
+    peak_mb: float  # VmHWM, max over the workers
+    base_mb: float  # RSS after warming up, max over the workers
+    tasks: int  # run by the workers
+
+
+def _minimal_array(root: Path, n: int) -> da.Array:
+    """The least a user can write: one map_blocks task per file, carrying its own file's name."""
+    shape = (n, *CLUSTER_BLOCK[1:])
+    return da.map_blocks(
+        functools.partial(_cluster_probe.read_numbered, str(root), name_width(n)),
+        chunks=tuple((b,) * (s // b) for s, b in zip(shape, CLUSTER_BLOCK, strict=True)),
+        dtype=np.uint16,
+        meta=np.empty((0,) * len(shape), np.uint16),
+    )
+
+
+def _on_fresh_cluster(
+    build: Callable[[], da.Array], op: Callable[[da.Array], da.Array], warm_path: Path
+) -> _ClusterRun:
+    from dask.distributed import Client, LocalCluster
+
+    probe = _cluster_probe
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(probe.warm, str(warm_path))
+        expr = op(build())
+        before = client.run(probe.counters)
+        sent = client.run_on_scheduler(probe.scheduler_sent)
+        t0 = time.perf_counter()
+        value = int(expr.compute())
+        wall = time.perf_counter() - t0
+        # Let the scheduler release the keys (messages to the workers, part of the cost).
+        while client.run_on_scheduler(probe.scheduler_tasks):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        sent = client.run_on_scheduler(probe.scheduler_sent) - sent
+        after = client.run(probe.counters)
+    return _ClusterRun(
+        value=value,
+        wall=wall,
+        worker_cpu=sum(after[w].cpu - before[w].cpu for w in after),
+        sent=sent,
+        peak_mb=max(c.hwm_mb for c in after.values()),
+        base_mb=max(c.rss_mb for c in before.values()),
+        tasks=sum(after[w].executed - before[w].executed for w in after),
+    )
+
+
+def _ratio_of(ours: Stat, peer: Stat) -> float:
+    return ours.median / peer.median
+
+
+def cluster(ctx: Context) -> list[Row]:
+    d = ctx.data
+    block_sum = int(np.arange(256, dtype=np.uint64).sum())
+    ops = {
+        "`x.sum()`": (lambda x: x.sum(), 1),
+        f"`x[::{_STEP}].sum()`": (lambda x: x[::_STEP].sum(), _STEP),
+    }
+    rows: list[Row] = []
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    rounds = 0
+    for i, n in enumerate(sorted(d.cluster)):
+        root = d.cluster[n]
+        warm_path = root / f"{0:0{name_width(n)}d}.h5"
+        readers = {
+            "ours": lambda root=root: sd.SplitDataset(root).to_dask(),
+            "grouped": lambda root=root: sd.SplitDataset(root).to_dask(blocks_per_chunk=_GROUP),
+            "minimal": lambda root=root, n=n: _minimal_array(root, n),
+        }
+        if i == 0:  # untimed warm-up of this process (first compute, imports), every reader
+            for build in readers.values():
+                _on_fresh_cluster(build, lambda x: x[::_STEP].sum(), warm_path)
+        repeats = max(1, min(ctx.repeat, _CLUSTER_BLOCK_BUDGET // n))
+        for label, (op, step) in ops.items():
+            expected = -(-n // step) * block_sum
+            runs: dict[str, list[_ClusterRun]] = {k: [] for k in readers}
+            for _ in range(repeats):
+                # Round-robin as measure_interleaved, starting with a different reader each
+                # round: a cluster may still be winding down when the next one starts.
+                names = list(readers)
+                rounds += 1
+                for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
+                    run = _on_fresh_cluster(readers[name], op, warm_path)
+                    _check(run.value == expected, f"{label} at {n} blocks, {name}: {run.value}")
+                    runs[name].append(run)
+            minimal = _cluster_stats(runs["minimal"])
+            for name, what in (
+                ("ours", "`to_dask()`"),
+                ("grouped", f"`to_dask(blocks_per_chunk={_GROUP})`"),
+            ):
+                ours = _cluster_stats(runs[name])
+                rows.append(_cluster_row(next(letters), label, what, n, step, ours, minimal))
+    return rows
+
+
+def _cluster_stats(runs: list[_ClusterRun]) -> dict[str, Stat]:
+    return {
+        "wall": stat_of([r.wall for r in runs]),
+        "worker_cpu": stat_of([r.worker_cpu for r in runs]),
+        "sent": stat_of([r.sent for r in runs], unit=" B"),
+        "peak_rss": stat_of([r.peak_mb for r in runs], unit="MB"),
+        "rss_after_warmup": stat_of([r.base_mb for r in runs], unit="MB"),
+        "tasks": stat_of([r.tasks for r in runs], unit=" tasks"),
+        "wall_per_task": stat_of([r.wall / r.tasks for r in runs]),
+        "sent_per_task": stat_of([r.sent / r.tasks for r in runs], unit=" B"),
+    }
+
+
+def _cluster_row(
+    letter: str,
+    op: str,
+    what: str,
+    n: int,
+    step: int,
+    ours: dict[str, Stat],
+    minimal: dict[str, Stat],
+) -> Row:
+    columns = {"wall": "wall", "worker_cpu": "worker CPU", "sent": "sent", "peak_rss": "peak RSS"}
+    ratios = {k: _ratio_of(ours[k], minimal[k]) for k in columns}
+    med = lambda s: s.median
+    per_block = lambda s, stats: med(stats[s]) / -(-n // step)  # per block read
+    notes = (
+        "ours/minimal: "
+        + ", ".join(f"{label} {ratios[k]:.2f}x" for k, label in columns.items())
+        + "; ours vs minimal: "
+        f"per task {_fmt_s(med(ours['wall_per_task']))} vs "
+        f"{_fmt_s(med(minimal['wall_per_task']))}, "
+        f"{med(ours['sent_per_task']):,.0f} vs {med(minimal['sent_per_task']):,.0f} B sent "
+        f"({med(ours['tasks']):,.0f} vs {med(minimal['tasks']):,.0f} tasks); "
+        f"per block read {per_block('sent', ours):,.0f} vs {per_block('sent', minimal):,.0f} B "
+        "sent; "
+        f"worker CPU {med(ours['worker_cpu']):.2f} vs {med(minimal['worker_cpu']):.2f} s; "
+        f"peak RSS {med(ours['peak_rss']):.0f} vs {med(minimal['peak_rss']):.0f} MB "
+        f"(after warm-up {med(ours['rss_after_warmup']):.0f} vs "
+        f"{med(minimal['rss_after_warmup']):.0f}); repeats {len(ours['wall'].samples)}"
+    )
+    row = Row(
+        f"8{letter}",
+        f"{op}, 2-worker `LocalCluster`, {what}, {n:,} blocks",
+        ours["wall"],
+        {OTHER: minimal["wall"]},
+        other_label="minimal reader",
+        target=f"ours ≤ {CLUSTER_TARGET}x minimal: wall, worker CPU, sent, peak RSS",
+        notes=notes,
+        extra={k: {"ours": ours[k], "minimal": minimal[k]} for k in ours if k != "wall"},
+    )
+    row.passed = all(r <= CLUSTER_TARGET for r in ratios.values())
+    return row
+
+
 WORKLOADS: dict[str, Callable[[Context], list[Row]]] = {
     "read": full_read,
     "mean": mean,
@@ -752,4 +933,5 @@ WORKLOADS: dict[str, Callable[[Context], list[Row]]] = {
     "write": write,
     "memory": memory,
     "distributed": distributed,
+    "cluster": cluster,
 }

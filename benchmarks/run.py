@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python benchmarks/run.py [--quick] [--only read,mean,...] [--repeat 5]
-                             [--data-dir DIR] [--json out.json]
+                             [--data-dir DIR] [--json out.json] [--cluster-blocks 1000,5000]
 
 See benchmarks/README.md for the workloads, the peers and how to read the table.
 """
@@ -11,6 +11,7 @@ See benchmarks/README.md for the workloads, the peers and how to read the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         "default: a temporary folder, removed afterwards",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all samples here")
+    parser.add_argument(
+        "--cluster-blocks",
+        default="",
+        help="comma-separated block counts of the cluster rows (default: 1000,5000,20000,50000; "
+        "with --quick: 200,500)",
+    )
     args = parser.parse_args(argv)
     only = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
     unknown = set(only) - set(WORKLOADS)
@@ -120,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     cfg = _data.QUICK if args.quick else _data.FULL
+    if args.cluster_blocks:
+        try:
+            counts = tuple(sorted({int(n) for n in args.cluster_blocks.split(",") if n.strip()}))
+        except ValueError:
+            parser.error(f"--cluster-blocks: not integers: {args.cluster_blocks!r}")
+        if not counts or counts[0] < 1:
+            parser.error("--cluster-blocks: give positive block counts")
+        cfg = dataclasses.replace(cfg, cluster_counts=counts)
     tmp = None
     if args.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="splitds-bench-")

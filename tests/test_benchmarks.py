@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).parents[1]
 ROW_IDS = ["0a", "0b", "1", "2", "2b", "2c", "2d", "2e", "3a", "3b", "3c", "3d", "3e", "3f"]
 ROW_IDS += ["4a", "4b", "4c", "4d", "5", "5b", "6a", "6b", "6c", "6d", "7a", "7b"]
+# cluster: (200, 500 blocks) x (x.sum(), x[::7].sum()) x (per block, grouped)
+ROW_IDS += [f"8{letter}" for letter in "abcdefgh"]
 
 
 def _run_benchmark(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +59,7 @@ def test_table_has_every_row(quick_run: tuple[str, dict]) -> None:
 def test_every_number_is_positive(quick_run: tuple[str, dict], row_id: str) -> None:
     (row,) = [r for r in quick_run[1]["rows"] if r["id"] == row_id]
     stats = [row["ours"], *row["peers"].values()]
+    stats += [s for extra in row["extra"].values() for s in extra.values()]
     for stat in stats:
         values = [*stat["samples"], stat["median"], stat["min"], stat["max"]]
         values += stat["parts"].values()
@@ -89,3 +92,18 @@ def test_array_expr_comparison_runs(tmp_path: Path) -> None:
         times = [float(cell.split()[0]) for cell in row[1:4]]
         assert all(math.isfinite(t) and t > 0 for t in times), row
     assert list(tmp_path.iterdir()) == []  # the dataset was removed
+
+
+CLUSTER_ROWS = [f"8{letter}" for letter in "abcdefgh"]
+
+
+@pytest.mark.parametrize("row_id", CLUSTER_ROWS)
+def test_cluster_rows_count_tasks(quick_run: tuple[str, dict], row_id: str) -> None:
+    """Per block, ours runs the minimal reader's graph shape; grouped, fewer tasks."""
+    (row,) = [r for r in quick_run[1]["rows"] if r["id"] == row_id]
+    tasks = row["extra"]["tasks"]
+    ours, minimal = tasks["ours"]["samples"], tasks["minimal"]["samples"]
+    if "blocks_per_chunk" in row["workload"]:
+        assert max(ours) < min(minimal)
+    else:
+        assert ours == minimal

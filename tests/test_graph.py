@@ -381,3 +381,30 @@ def test_names_without_a_rule_are_shared_not_copied_into_tasks(tmp_path, hard_li
         sizes.append(size)
         assert int(x.sum().compute(scheduler="sync")) == n * int(block.sum())
     assert abs(sizes[1] - sizes[0]) <= 8, sizes
+
+
+@pytest.mark.parametrize("count", [1_000, 100_000])
+@pytest.mark.parametrize("dtype", ["<u2", ">f8", "?", [("a", "<i4"), ("b", "<f8")]])
+def test_reader_pickles_to_plain_values(count, dtype):
+    """Every read task carries the reader: it pickles to its values, not to nested objects."""
+    from splitds_dask._files import BlockNames
+    from splitds_dask._geometry import BlockGrid
+    from splitds_dask._reader import BlockReader
+
+    reader = BlockReader(
+        root="/data/fish/run_1",
+        names=BlockNames(stem="", first=0, width=len(str(count - 1)), count=count),
+        grid=BlockGrid(shape=(count, 4, 8, 8), block_shape=(1, 4, 8, 8), padding=(0, 0, 0, 0)),
+        dtype=np.dtype(dtype),
+        data_key="stack_4D",
+        locking=None,
+        token="0123456789abcdef0123456789abcdef",
+    )
+    blob = pickle.dumps(reader)
+    back = pickle.loads(blob)
+    for name in BlockReader.__slots__:
+        assert getattr(back, name) == getattr(reader, name), name
+    assert back.block_path(count - 1) == reader.block_path(count - 1)
+    # Measured: 186 bytes for a plain dtype (395 when the grid, names and dtype pickled as
+    # objects); a structured dtype pickles as a numpy dtype.
+    assert len(blob) < (260 if isinstance(dtype, str) else 360)

@@ -67,11 +67,26 @@ class BlockReader:
         self.token = token
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        # Plain values only: every read task carries the reader, and pickling the grid, the
+        # names and the dtype as objects (their classes named in full) doubles its size.
+        names, grid, dtype = self.names, self.grid, self.dtype
+        return (
+            self.root,
+            (names.stem, names.first, names.width, names.count, names.explicit),
+            (grid.shape, grid.block_shape, grid.padding),
+            dtype.str if dtype.fields is None and dtype.subdtype is None else dtype,
+            self.data_key,
+            self.locking,
+            self.token,
+        )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
-            setattr(self, name, value)
+        root, (stem, first, width, count, explicit), (shape, block_shape, padding) = state[:3]
+        self.root = root
+        self.names = BlockNames(stem=stem, first=first, width=width, count=count, explicit=explicit)
+        self.grid = BlockGrid(shape=shape, block_shape=block_shape, padding=padding)
+        self.dtype = np.dtype(state[3])
+        self.data_key, self.locking, self.token = state[4:]
 
     def __dask_tokenize__(self) -> Any:
         # With a token (folder, metadata, names and file times: splitds_dask._graph), dask's
