@@ -278,7 +278,10 @@ class Source:
         if self.dataset is not None:
             from ._graph import dataset_to_dask
 
-            return dataset_to_dask(self.dataset, da.core.normalize_chunks(chunks, self.shape))
+            chunks = da.core.normalize_chunks(chunks, self.shape)
+            if chunks == self.dataset.chunks:
+                return self.dataset.to_dask()  # cached: its name stats the block files once
+            return dataset_to_dask(self.dataset, chunks)
         return da.from_array(
             self.reader,
             chunks=chunks,
@@ -646,12 +649,34 @@ def _check_codec(kind: str, compression: str | None, level: int | None, dtype: n
 
 
 def _slabs(x: da.Array, slab_bytes: int) -> Iterator[tuple[slice, da.Array]]:
-    """Consecutive slabs of ``x`` along axis 0, each at most ``slab_bytes`` (at least one row)."""
+    """Consecutive slabs of ``x`` along axis 0, each at most ``slab_bytes`` (at least one row).
+
+    Slabs hold whole chunks of ``x`` where one fits: a slab cutting a chunk makes that chunk's
+    task run for two slabs, and where dask fuses no slice into the read (its array-expr mode)
+    reads the chunk whole for each. A chunk larger than ``slab_bytes`` is cut by rows.
+    """
     row = math.prod(x.shape[1:]) * x.dtype.itemsize
-    step = max(1, slab_bytes // max(row, 1))
-    for start in range(0, x.shape[0], step):
-        region = slice(start, min(start + step, x.shape[0]))
-        yield region, x[region]
+    rows_per_slab = max(1, slab_bytes // max(row, 1))
+    start = 0
+    for stop in _chunk_groups(x.chunks[0], rows_per_slab):
+        while start < stop:
+            end = min(start + rows_per_slab, stop)
+            yield slice(start, end), x[start:end]
+            start = end
+
+
+def _chunk_groups(lengths: Sequence[int], rows_per_slab: int) -> Iterator[int]:
+    """Where each run of whole chunks of at most ``rows_per_slab`` rows ends (a lone larger
+    chunk is a run of its own)."""
+    stop = rows = 0
+    for n in lengths:
+        if rows and rows + n > rows_per_slab:
+            yield stop
+            rows = 0
+        stop += n
+        rows += n
+    if rows:
+        yield stop
 
 
 _KIND_NAMES = {

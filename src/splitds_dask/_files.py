@@ -226,8 +226,9 @@ def find_block_files(
     count = int(numbers[-1]) - first + 1
     width = len(digits[order[0]])
     if count == len(names):
+        # Numbered without gaps, yet _contiguous_rule found no rule: the padding varies.
         return BlockFiles(
-            root, BlockNames.of(tuple(names), stem=stem, first=first, width=width), (True,) * count
+            root, BlockNames(stem, first, width, count, tuple(names)), (True,) * count
         )
     # Gaps: a missing block gets the name it would have, so that errors can name it.
     present = np.zeros(count, dtype=bool)
