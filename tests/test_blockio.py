@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import splitds_dask as sd
-from splitds_dask._blockio import (
+from splitds_dask._storage.block_file import (
     COMPRESSIONS,
     chunk_shape_for,
     compression_options,

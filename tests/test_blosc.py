@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import splitds_dask as sd
-from splitds_dask._blockio import read_block_region, write_block
-from splitds_dask._blosc import BLOSC_FILTER, ChunkMap, read_chunks, write_blosc_chunks
 from splitds_dask._errors import BlockError
+from splitds_dask._storage.block_file import read_block_region, write_block
+from splitds_dask._storage.blosc import BLOSC_FILTER, ChunkMap, read_chunks, write_blosc_chunks
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 DTYPES = ["u1", "i2", "u2", "i4", "u8", "f2", "f4", "f8", "c8"]
@@ -324,7 +324,7 @@ def test_dataset_reads_equal_through_both_paths(tmp_path, random_array, block):
 def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run, parallel):
     """Chunks fetched one read each, all in one read, or in runs of a few, by one thread or
     shared among the pool's: the same bytes."""
-    from splitds_dask import _blosc
+    from splitds_dask._storage import blosc as _blosc
 
     monkeypatch.setattr(_blosc, "_MAX_GAP", gap)
     monkeypatch.setattr(_blosc, "_MAX_RUN", run)
@@ -342,7 +342,7 @@ def test_grouped_reads_of_nearby_chunks(tmp_path, monkeypatch, gap, run, paralle
 
 
 def test_a_known_file_is_read_without_hdf5(tmp_path, monkeypatch):
-    from splitds_dask import _blockio
+    from splitds_dask._storage import block_file as _blockio
 
     a = _compressible(SHAPE, "u2")
     path = tmp_path / "0000.h5"
@@ -375,7 +375,7 @@ def test_a_changed_file_gets_a_new_map(tmp_path, how):
 
 
 def test_chunk_map_cache_is_bounded():
-    from splitds_dask._blosc import _ChunkMapCache
+    from splitds_dask._storage.blosc import _ChunkMapCache
 
     def fake(n_chunks):
         zeros = np.zeros(n_chunks, np.int64)
@@ -401,7 +401,7 @@ def test_chunk_map_cache_is_bounded():
 
 def test_a_damaged_chunk_in_a_parallel_read_falls_back(tmp_path, monkeypatch):
     """One pool thread meets a damaged chunk: the whole read goes to HDF5, which reports it."""
-    from splitds_dask import _blosc
+    from splitds_dask._storage import blosc as _blosc
 
     monkeypatch.setattr(_blosc, "_PARALLEL_BYTES", 0)
     a = _compressible(SHAPE, "u2")

@@ -13,7 +13,7 @@ import pytest
 from cli_support import assert_one_line_error, package_pythonpath, run_main
 
 import splitds_dask as sd
-from splitds_dask._cluster import MALLOC_MMAP_THRESHOLD
+from splitds_dask._integrations.cluster import MALLOC_MMAP_THRESHOLD
 
 distributed = pytest.importorskip("distributed")
 

@@ -26,8 +26,8 @@ from oldpkg import run_old_checked
 
 import splitds_dask as split_dataset
 from splitds_dask import Blocks, EmptySplitDataset, SplitDataset, save_to_split_dataset
-from splitds_dask._blockio import write_block
-from splitds_dask._compat import _compression_args
+from splitds_dask._compat.writing import _compression_args
+from splitds_dask._storage.block_file import write_block
 
 RNG = np.random.default_rng(7)
 

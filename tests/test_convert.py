@@ -25,9 +25,9 @@ from cli_support import assert_one_line_error, package_env, run_main
 from test_png import png_size
 
 import splitds_dask as sd
-from splitds_dask._cli import dataset_info, main
-from splitds_dask._convert import open_source, write_array
-from splitds_dask._demo import mosaic
+from splitds_dask._cli.convert import open_source, write_array
+from splitds_dask._cli.demo import mosaic
+from splitds_dask._cli.main import dataset_info, main
 
 SHAPE = (11, 3, 6, 5)
 TARGETS = ["out", "out.npy", "out.tif", "out.h5:/group/data", "out.zarr", "out.ome.zarr"]
@@ -175,7 +175,7 @@ def test_sources_are_read_in_the_target_blocks(source, tmp_path: Path) -> None:
 # pytest process forked to start it).
 _PEAK_RSS_SCRIPT = """
 import re, sys
-from splitds_dask._cli import main
+from splitds_dask._cli.main import main
 code = main(sys.argv[1:])
 with open("/proc/self/status") as f:
     print(int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read())[1]) * 1024)

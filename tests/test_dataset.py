@@ -569,7 +569,7 @@ def test_relative_root_survives_chdir(tmp_path, write_plain, random_array, monke
 def test_a_block_committed_while_opening_is_seen(tmp_path, write_plain, random_array, monkeypatch):
     """Metadata read just before a writer committed a block, listing just after: read again."""
     from splitds_dask import _dataset
-    from splitds_dask._metadata import parse_metadata
+    from splitds_dask._format.metadata import parse_metadata
 
     a = random_array((12, 3), "u2")
     write_plain(tmp_path, a, (3,))  # 4 blocks on disk, metadata for 4

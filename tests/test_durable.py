@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import splitds_dask as sd
-from splitds_dask import _durable
+from splitds_dask._storage import atomic as _durable
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_a_dataset_left_aside_by_a_crash_is_put_back_before_writing(
 
 def test_discard_leaves_nothing_a_late_task_can_write_into(tmp_path):
     """A task still running after a failure cannot add a file to a discarded staging folder."""
-    from splitds_dask._durable import discard, staging_path
+    from splitds_dask._storage.atomic import discard, staging_path
 
     target = tmp_path / "out"
     staging = staging_path(target)

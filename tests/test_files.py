@@ -9,7 +9,7 @@ import re
 import pytest
 
 import splitds_dask as sd
-from splitds_dask._files import find_block_files
+from splitds_dask._format.files import find_block_files
 
 
 def _touch(folder, names):

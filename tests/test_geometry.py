@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitds_dask._geometry import BlockGrid, normalize_block_shape, split_slice
+from splitds_dask._format.geometry import BlockGrid, normalize_block_shape, split_slice
 
 
 def _brute_axis(n: int, b: int, p: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

@@ -387,8 +387,8 @@ def test_names_without_a_rule_are_shared_not_copied_into_tasks(tmp_path, hard_li
 @pytest.mark.parametrize("dtype", ["<u2", ">f8", "?", [("a", "<i4"), ("b", "<f8")]])
 def test_reader_pickles_to_plain_values(count, dtype):
     """Every read task carries the reader: it pickles to its values, not to nested objects."""
-    from splitds_dask._files import BlockNames
-    from splitds_dask._geometry import BlockGrid
+    from splitds_dask._format.files import BlockNames
+    from splitds_dask._format.geometry import BlockGrid
     from splitds_dask._reader import BlockReader
 
     reader = BlockReader(

@@ -11,7 +11,7 @@ import pytest
 from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
-from splitds_dask._metadata import (
+from splitds_dask._format.metadata import (
     METADATA_NAME,
     find_metadata_file,
     original_metadata_dict,

@@ -24,7 +24,7 @@ from project_entry_points import declared_entry_points, ensure_entry_points
 
 import splitds_dask as sd
 from splitds_dask import SplitDataset
-from splitds_dask._napari import estimate_contrast_limits, napari_get_reader
+from splitds_dask._integrations.napari import estimate_contrast_limits, napari_get_reader
 
 MANIFEST = Path(sd.__file__).parent / "napari.yaml"
 SRC = Path(sd.__file__).parents[1]
@@ -81,7 +81,7 @@ def test_manifest_is_valid() -> None:
     assert set(reader.filename_patterns) == {"*.h5", "*.hdf5"}
     (command,) = manifest.contributions.commands
     assert command.id == reader.command
-    assert command.python_name == "splitds_dask._napari:napari_get_reader"
+    assert command.python_name == "splitds_dask._integrations.napari:napari_get_reader"
     manifest.validate_imports()  # every python_name imports and resolves
 
 

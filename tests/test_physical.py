@@ -21,8 +21,8 @@ from oldpkg import run_old_checked
 
 import splitds_dask as sd
 from splitds_dask import EmptySplitDataset, MetadataError, SplitDataset, save_to_split_dataset
-from splitds_dask._metadata import original_metadata_dict
-from splitds_dask._physical import (
+from splitds_dask._format.metadata import original_metadata_dict
+from splitds_dask._format.physical import (
     add_physical_metadata,
     read_physical_metadata,
     resolve_physical_metadata,

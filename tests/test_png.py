@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitds_dask._png import encode_png, write_png
+from splitds_dask._cli.png import encode_png, write_png
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from splitds_dask._sizes import parse_size
+from splitds_dask._cli.sizes import parse_size
 
 
 @pytest.mark.parametrize(

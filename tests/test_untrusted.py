@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import splitds_dask as sd
-from splitds_dask._metadata import parse_metadata
+from splitds_dask._format.metadata import parse_metadata
 
 EXAMPLES = int(os.environ.get("SPLITDS_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import splitds_dask as sd
-from splitds_dask._cli import main
+from splitds_dask._cli.main import main
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from dask.delayed import Delayed
 from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
-from splitds_dask._writer import block_file_name
+from splitds_dask._write.array import block_file_name
 
 DTYPES = ["bool", "u1", "i2", "u2", "i4", "u8", "f2", "f4", "f8", "c8"]
 
@@ -453,7 +453,7 @@ def test_relative_path_and_chdir_before_compute(tmp_path, random_array, monkeypa
 @pytest.mark.parametrize("durable", [True, False])
 def test_durable_flushes_before_publishing(tmp_path, random_array, monkeypatch, durable):
     """The flush to stable storage runs before the dataset appears, and only when asked for."""
-    from splitds_dask import _durable
+    from splitds_dask._storage import atomic as _durable
 
     flushed = []
     real = _durable.sync_folder

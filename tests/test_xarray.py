@@ -22,7 +22,7 @@ from project_entry_points import ensure_entry_points
 from xarray.backends import plugins
 
 import splitds_dask as sd
-from splitds_dask._xarray import SplitDatasetBackendEntrypoint
+from splitds_dask._integrations.xarray import SplitDatasetBackendEntrypoint
 
 UM = "micrometer"
 SHAPE = (9, 3, 8, 10)

@@ -7,21 +7,26 @@ split_dataset`` runs code written for the original ``split_dataset`` package.
 
 from __future__ import annotations
 
-from ._blocks import Blocks
-from ._cluster import connect, distributed_config, local_cluster, worker_environment
-from ._compat import EmptySplitDataset, save_to_split_dataset
-from ._dataset import IncompleteDatasetWarning, SplitDataset
-from ._errors import (
+from splitds_dask._compat.blocks import Blocks
+from splitds_dask._compat.writing import EmptySplitDataset, save_to_split_dataset
+from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
+from splitds_dask._errors import (
     BlockError,
     BlockIndexError,
     MetadataError,
     NotASplitDatasetError,
     SplitDatasetError,
 )
-from ._physical import PhysicalMetadata, physical_metadata_kwargs
-from ._stream import SplitDatasetWriter
-from ._verify import Problem, verify
-from ._writer import to_split_dataset
+from splitds_dask._format.physical import PhysicalMetadata, physical_metadata_kwargs
+from splitds_dask._integrations.cluster import (
+    connect,
+    distributed_config,
+    local_cluster,
+    worker_environment,
+)
+from splitds_dask._verify import Problem, verify
+from splitds_dask._write.array import to_split_dataset
+from splitds_dask._write.stream import SplitDatasetWriter
 
 __version__ = "0.1.0"
 

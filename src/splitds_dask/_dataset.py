@@ -11,24 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blockio import find_data_key, open_block, open_h5, stored_dtype
-from ._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
-from ._files import BlockFiles, BlockNames, find_block_files
-from ._geometry import BlockGrid
-from ._metadata import (
+from splitds_dask._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
+from splitds_dask._format.files import BlockFiles, BlockNames, find_block_files
+from splitds_dask._format.geometry import BlockGrid
+from splitds_dask._format.metadata import (
     DatasetMetadata,
     find_metadata_file,
     read_legacy_metadata,
     read_metadata_json,
 )
-from ._physical import PhysicalMetadata, read_physical_metadata
-from ._reader import BlockReader
+from splitds_dask._format.physical import PhysicalMetadata, read_physical_metadata
+from splitds_dask._reader import BlockReader
+from splitds_dask._storage.block_file import find_data_key, open_block, open_h5, stored_dtype
+from splitds_dask._storage.filters import missing_filters
 
 if TYPE_CHECKING:
     import dask.array as da
     import xarray as xr
 
-    from ._blocks import Blocks
+    from splitds_dask._compat.blocks import Blocks
 
 __all__ = ["IncompleteDatasetWarning", "SplitDataset"]
 
@@ -173,8 +174,6 @@ class SplitDataset:
 
         Also fails early when that file's compression filter is not available.
         """
-        from ._verify import missing_filters
-
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
         path = self._root / names[grid.cartesian_to_linear(last_row)]
         start, stop = grid.file_extent(0, last_row[0])
@@ -389,7 +388,7 @@ class SplitDataset:
     def blocks(self) -> Blocks:
         """The geometry as the original package's :class:`Blocks` object."""
         if self._blocks is None:
-            from ._blocks import Blocks
+            from splitds_dask._compat.blocks import Blocks
 
             self._blocks = Blocks(
                 self.shape, shape_block=self.shape_block, padding=list(self.padding)
@@ -465,7 +464,7 @@ class SplitDataset:
         dask.array.Array
             Cached: the same grouping returns the same array.
         """
-        from ._graph import dataset_to_dask, group_blocks, grouped_chunks
+        from splitds_dask._graph import dataset_to_dask, group_blocks, grouped_chunks
 
         group = group_blocks(
             self._grid,
@@ -495,7 +494,7 @@ class SplitDataset:
         is the axis' unit. Nothing is read until the array is computed. ``blocks_per_chunk`` and
         ``chunk_size`` group blocks into chunks as in :meth:`to_dask`.
         """
-        from ._xarray import dataset_to_xarray
+        from splitds_dask._integrations.xarray import dataset_to_xarray
 
         return dataset_to_xarray(
             self, name=name, blocks_per_chunk=blocks_per_chunk, chunk_size=chunk_size

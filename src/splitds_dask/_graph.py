@@ -27,10 +27,10 @@ import numpy as np
 from dask.base import tokenize
 from dask.utils import parse_bytes
 
-from ._geometry import BlockGrid
+from splitds_dask._format.geometry import BlockGrid
 
 if TYPE_CHECKING:
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["dataset_to_dask", "dataset_token", "group_blocks", "grouped_chunks"]
 

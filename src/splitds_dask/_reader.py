@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._blockio import read_block_region
-from ._errors import damaged_block
-from ._files import BlockNames
-from ._geometry import BlockGrid, split_slice
-from ._indexing import OrthogonalSelection, normalize_index
-from ._threads import in_pool, map_in_pool
+from splitds_dask._errors import damaged_block
+from splitds_dask._format.files import BlockNames
+from splitds_dask._format.geometry import BlockGrid, split_slice
+from splitds_dask._indexing import OrthogonalSelection, normalize_index
+from splitds_dask._storage.block_file import read_block_region
+from splitds_dask._threads import in_pool, map_in_pool
 
 __all__ = ["BlockReader"]
 

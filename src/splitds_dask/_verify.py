@@ -19,48 +19,14 @@ from typing import TextIO
 import h5py
 import numpy as np
 
-from ._blockio import find_data_key, stored_dtype
-from ._errors import SplitDatasetError
+from splitds_dask._errors import SplitDatasetError
+from splitds_dask._storage.block_file import find_data_key, stored_dtype
+from splitds_dask._storage.filters import missing_filters
 
-__all__ = ["FILTER_PROVIDERS", "Problem", "missing_filters", "verify"]
-
-# HDF5 filter id -> (name, what makes it available to h5py).
-FILTER_PROVIDERS: dict[int, tuple[str, str]] = {
-    1: ("deflate (gzip)", "HDF5 itself"),
-    2: ("shuffle", "HDF5 itself"),
-    3: ("fletcher32", "HDF5 itself"),
-    4: ("szip", "an HDF5 build with szip"),
-    6: ("scale-offset", "HDF5 itself"),
-    305: ("LZO", "PyTables only (convert with ptrepack)"),
-    307: ("BZip2", "hdf5plugin"),
-    32001: ("Blosc", "hdf5plugin"),
-    32004: ("LZ4", "hdf5plugin"),
-    32008: ("Bitshuffle", "hdf5plugin"),
-    32013: ("ZFP", "hdf5plugin"),
-    32015: ("Zstd", "hdf5plugin"),
-    32017: ("SZ", "hdf5plugin"),
-    32018: ("FCIDECOMP", "hdf5plugin"),
-    32024: ("SZ3", "hdf5plugin"),
-    32026: ("Blosc2", "hdf5plugin"),
-}
+__all__ = ["Problem", "verify"]
 
 # Bytes decompressed per read while checking a block (bounds memory for huge blocks).
 _CHECK_BYTES = 64 << 20
-
-
-def missing_filters(dset: h5py.Dataset) -> list[str]:
-    """The compression filters of ``dset`` that this process cannot run, described for users."""
-    plist = dset.id.get_create_plist()
-    out = []
-    for i in range(plist.get_nfilters()):
-        fid, _flags, _values, stored_name = plist.get_filter(i)
-        if h5py.h5z.filter_avail(fid):
-            continue
-        name, provider = FILTER_PROVIDERS.get(
-            fid, (stored_name.decode("ascii", "replace") or "unknown", "no known Python package")
-        )
-        out.append(f"HDF5 filter {fid} ({name}), provided by {provider}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -234,7 +200,7 @@ def verify(
     list of Problem
         Empty when the dataset is sound. Each problem names its file.
     """
-    from ._dataset import IncompleteDatasetWarning, SplitDataset
+    from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
     root = Path(path)
     problems: list[Problem] = []

@@ -16,8 +16,8 @@ Exit codes: 0 on success, 1 when the package, a file format or the file system r
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
 traceback.
 
-Format-specific reading and writing is :mod:`splitds_dask._convert`; the demo is
-:mod:`splitds_dask._demo`, its data :mod:`splitds_dask._synthetic`.
+Format-specific reading and writing is :mod:`splitds_dask._cli.convert`; the demo is
+:mod:`splitds_dask._cli.demo`, its data :mod:`splitds_dask._cli.synthetic`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
-from ._demo import DEFAULT_SIZE, DEMO_DATASET, PNG_NAME, run_demo
-from ._sizes import bytes_on_disk, format_bytes, format_shape, parse_size
-from ._synthetic import DEFAULT_BLOCK_FRAMES, FRAME_BYTES, FRAME_SHAPE
+from splitds_dask._cli.demo import DEFAULT_SIZE, DEMO_DATASET, PNG_NAME, run_demo
+from splitds_dask._cli.sizes import bytes_on_disk, format_bytes, format_shape, parse_size
+from splitds_dask._cli.synthetic import DEFAULT_BLOCK_FRAMES, FRAME_BYTES, FRAME_SHAPE
+from splitds_dask._storage.filters import describe_filter, filter_name
 
 __all__ = ["build_parser", "dataset_info", "main"]
 
@@ -63,38 +64,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# HDF5 filter ids: the built-in ones and those hdf5plugin registers.
-_FILTERS = {
-    1: "gzip",
-    2: "shuffle",
-    3: "fletcher32",
-    4: "szip",
-    5: "nbit",
-    6: "scaleoffset",
-    305: "lzo",
-    307: "bzip2",
-    32001: "blosc",
-    32004: "lz4",
-    32008: "bitshuffle",
-    32015: "zstd",
-    32026: "blosc2",
-}
-_BLOSC_COMPRESSORS = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
-_BLOSC_SHUFFLES = ("no shuffle", "byte shuffle", "bit shuffle")
-
-
-def _describe_filter(fid: int, values: tuple[int, ...]) -> str:
-    name = _FILTERS.get(fid, f"filter {fid}")
-    if fid == 32001 and len(values) >= 7:
-        compressor = values[6]
-        cname = _BLOSC_COMPRESSORS[compressor] if compressor < 6 else f"compressor {compressor}"
-        shuffle = _BLOSC_SHUFFLES[values[5]] if values[5] < 3 else f"shuffle {values[5]}"
-        return f"blosc {cname} level {values[4]}, {shuffle}"
-    if fid == 1 and values:
-        return f"gzip level {values[0]}"
-    return name
-
-
 def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
     """How one block file stores its array: HDF5 chunk shape and filter pipeline.
 
@@ -105,7 +74,7 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
         (``[{"id": 32001, "name": "blosc", "options": [...]}]``) and ``hdf5_chunks``; None when
         the file cannot be read.
     """
-    from ._blockio import open_h5
+    from splitds_dask._storage.block_file import open_h5
 
     try:
         with open_h5(path) as f:
@@ -115,7 +84,7 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
             chunks = dset.chunks
     except (OSError, KeyError):
         return None
-    shown = [_describe_filter(fid, tuple(values)) for fid, _, values in filters if fid != 2]
+    shown = [describe_filter(fid, tuple(values)) for fid, _, values in filters if fid != 2]
     if any(fid == 2 for fid, _, _ in filters):
         shown = [f"{text}, byte shuffle" for text in shown] or ["byte shuffle"]
     return {
@@ -123,7 +92,7 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
         "filters": [
             {
                 "id": int(fid),
-                "name": _FILTERS.get(fid, str(fid)),
+                "name": filter_name(fid),
                 "options": [int(v) for v in values],
             }
             for fid, _, values in filters
@@ -154,7 +123,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     SplitDatasetError
         ``path`` is not a readable split dataset.
     """
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
     ds = SplitDataset(path)
     on_disk, missing = bytes_on_disk(ds.files.flat)
@@ -250,7 +219,7 @@ def use_scheduler(spec: str) -> Iterator[Any]:
         with dask.config.set(scheduler=spec):
             yield None
         return
-    from ._cluster import _import_distributed, connect, local_cluster
+    from splitds_dask._integrations.cluster import _import_distributed, connect, local_cluster
 
     distributed = _import_distributed()
     if spec == "local":
@@ -353,7 +322,7 @@ def _block_shape_arg(text: str) -> tuple[int, ...]:
 
 
 def _compression_arg(text: str) -> str | None:
-    from ._blockio import COMPRESSIONS
+    from splitds_dask._storage.block_file import COMPRESSIONS
 
     if text == "none":
         return None
@@ -523,7 +492,7 @@ def _check_ndim(shape: Sequence[int], block_shape: Sequence[int] | None) -> None
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from ._convert import open_source, target_kind, write_array
+    from splitds_dask._cli.convert import open_source, target_kind, write_array
 
     kind = target_kind(args.target)  # a bad target name fails before anything is read
     source = open_source(args.source)
@@ -580,8 +549,8 @@ def _add_project(commands: Any) -> None:
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
-    from ._convert import PROJECTION_SUFFIXES, open_source, save_projection
-    from ._daskmodes import std
+    from splitds_dask._cli.convert import PROJECTION_SUFFIXES, open_source, save_projection
+    from splitds_dask._daskmodes import std
 
     if Path(args.output).suffix.lower() not in PROJECTION_SUFFIXES:
         raise UsageError(f"{PROG}: error: OUTPUT must end in .npy, .tif, .tiff or .png")
@@ -624,7 +593,7 @@ def _add_verify(commands: Any) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ._verify import print_report
+    from splitds_dask._verify import print_report
 
     return print_report(args.path, read_data=not args.quick)
 
@@ -640,7 +609,7 @@ _COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace],
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``splitds`` argument parser."""
-    from . import __version__
+    from splitds_dask import __version__
 
     parser = _Parser(
         prog=PROG,
@@ -681,8 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 success, 1 error reported by the package, a file format or the file
         system, 2 bad command-line input, 130 interrupted.
     """
-    from ._convert import FormatError
-    from ._errors import SplitDatasetError
+    from splitds_dask._cli.convert import FormatError
+    from splitds_dask._errors import SplitDatasetError
 
     try:
         args = build_parser().parse_args(argv)

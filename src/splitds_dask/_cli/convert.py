@@ -39,9 +39,10 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ._daskmodes import array_nbytes, store_chunks
-from ._durable import discard
-from ._physical import physical_metadata_kwargs
+from splitds_dask._daskmodes import array_nbytes, store_chunks
+from splitds_dask._format.physical import physical_metadata_kwargs
+from splitds_dask._storage.atomic import discard
+from splitds_dask._storage.filters import parse_compression
 
 __all__ = [
     "FormatError",
@@ -98,7 +99,7 @@ class _DatasetReader(_Reader):
         self.chunks = tuple(dataset.shape_block)
 
     def __dask_tokenize__(self) -> Any:
-        from ._graph import dataset_token
+        from splitds_dask._graph import dataset_token
 
         return ("splitds", dataset_token(self.dataset))
 
@@ -133,7 +134,7 @@ class _H5Reader(_Reader):
     def _open(self) -> Any:
         import contextlib
 
-        from ._blockio import open_h5  # registers hdf5plugin's filters
+        from splitds_dask._storage.block_file import open_h5  # registers hdf5plugin's filters
 
         @contextlib.contextmanager
         def dataset() -> Iterator[Any]:
@@ -276,7 +277,7 @@ class Source:
         """The source as a dask array whose every chunk is one read of that region."""
         chunks = self.natural_chunks() if chunks is None else chunks
         if self.dataset is not None:
-            from ._graph import dataset_to_dask
+            from splitds_dask._graph import dataset_to_dask
 
             chunks = da.core.normalize_chunks(chunks, self.shape)
             if chunks == self.dataset.chunks:
@@ -391,8 +392,8 @@ def open_source(text: str) -> Source:
 
 
 def _open_source(text: str) -> Source:
-    from ._dataset import SplitDataset
-    from ._metadata import is_split_dataset
+    from splitds_dask._dataset import SplitDataset
+    from splitds_dask._format.metadata import is_split_dataset
 
     h5 = _split_h5_path(text)
     if h5 is not None:
@@ -535,22 +536,22 @@ class _NpyTarget:
 
 def _zarr_compressors(compression: str | None, level: int | None) -> Any:
     codecs = _require("zarr.codecs", "zarr")
-    BloscCodec, GzipCodec, ZstdCodec = codecs.BloscCodec, codecs.GzipCodec, codecs.ZstdCodec
-
-    if compression in (None, "none"):
-        return None
-    name, _, cname = compression.partition(":")
-    if name == "blosc":
-        return BloscCodec(
-            cname=cname or "lz4", clevel=5 if level is None else level, shuffle="shuffle"
-        )
-    if name in ("gzip", "zlib") and not cname:
-        return GzipCodec(level=4 if level is None else level)
-    if name == "zstd" and not cname:
-        return ZstdCodec(level=3 if level is None else level)
-    raise FormatError(
+    unavailable = FormatError(
         f"compression {compression!r} is not available for zarr (blosc, gzip, zstd or none)"
     )
+    try:
+        choice = parse_compression(compression, level)
+    except ValueError:
+        raise unavailable from None
+    if choice is None:
+        return None
+    if choice.family == "blosc":
+        return codecs.BloscCodec(cname=choice.compressor, clevel=choice.level, shuffle="shuffle")
+    if choice.family == "gzip":
+        return codecs.GzipCodec(level=choice.level)
+    if choice.family == "zstd":
+        return codecs.ZstdCodec(level=choice.level)
+    raise unavailable
 
 
 _OME_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -630,7 +631,7 @@ def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compr
 
 def _check_codec(kind: str, compression: str | None, level: int | None, dtype: np.dtype) -> None:
     """Fail before anything is written if the target cannot use this codec and level."""
-    from ._blockio import compression_options
+    from splitds_dask._storage.block_file import compression_options
 
     try:
         if kind in ("split", "hdf5"):
@@ -729,7 +730,7 @@ def write_array(
     on_slab : callable, optional
         Called with ``(done, total)`` after each slab of a TIFF or HDF5 target.
     """
-    from ._geometry import BlockGrid
+    from splitds_dask._format.geometry import BlockGrid
 
     kind = target_kind(target)
     shape = source.shape
@@ -745,8 +746,8 @@ def write_array(
     else:
         x = source.to_dask(BlockGrid.from_spec(shape, block_shape).chunks)
     if kind == "split":
-        from ._metadata import is_split_dataset
-        from ._writer import to_split_dataset
+        from splitds_dask._format.metadata import is_split_dataset
+        from splitds_dask._write.array import to_split_dataset
 
         folder = Path(os.path.abspath(target))
         _check_new(folder, overwrite=overwrite, replaceable=is_split_dataset)
@@ -846,7 +847,7 @@ def _write_h5(
     """One HDF5 dataset, chunked and compressed as block files are, written slab by slab."""
     import h5py
 
-    from ._blockio import chunk_shape_for, compression_options
+    from splitds_dask._storage.block_file import chunk_shape_for, compression_options
 
     options = compression_options(compression, level, x.dtype)
     chunks = chunk_shape_for(x.shape, x.dtype.itemsize) if options and x.size else None
@@ -894,8 +895,8 @@ def save_projection(image: np.ndarray, target: str, *, overwrite: bool = False) 
             with open(staging, "wb") as f:
                 np.save(f, image, allow_pickle=False)
         elif suffix == ".png":
-            from ._demo import mosaic, to_uint8
-            from ._png import write_png
+            from splitds_dask._cli.demo import mosaic, to_uint8
+            from splitds_dask._cli.png import write_png
 
             write_png(staging, to_uint8(image if image.ndim == 2 else mosaic(image)))
         else:

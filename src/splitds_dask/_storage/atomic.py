@@ -1,4 +1,4 @@
-"""Durable file-system steps: fsync of files and folders, atomic folder swap, stale staging.
+"""Atomic and durable writes: one file or one folder published whole, fsync, stale staging.
 
 A rename is atomic for readers, but after a power loss it only survives if the folder holding
 the new name was fsynced, and the renamed file only holds its data if the file was fsynced
@@ -15,9 +15,12 @@ import re
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "atomic_file",
     "exchange",
     "discard",
     "fsync_dir",
@@ -39,7 +42,7 @@ _STAGING = re.compile(
     r"^\.(?P<target>.+)\.[0-9a-f]{32}\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\."
     r"(?P<kind>partial|old|trash)$"
 )
-# The temporary files of write_block and write_metadata_json: .<name>.<uuid>.partial
+# The temporary files of atomic_file: .<name>.<uuid>.partial
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
 
@@ -51,6 +54,25 @@ def remove_temporaries(folder: Path) -> None:
     for entry in os.scandir(folder):
         if _TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
+
+
+@contextmanager
+def atomic_file(path: Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary name beside ``path`` to write; it becomes ``path`` on success.
+
+    Readers see the previous file or the complete new one, never a partial one. On an error the
+    temporary file is removed and ``path`` is untouched. With ``durable``, the file's data is
+    flushed to stable storage before the rename, so that after a power loss ``path`` never names
+    a file without its data; callers fsync the folder where the new name itself must survive.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        yield tmp
+        if durable:
+            fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _host() -> str:

@@ -20,9 +20,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._metadata import is_split_dataset
-from ._sizes import bytes_on_disk, format_bytes, format_shape, parse_size
-from ._synthetic import DEFAULT_BLOCK_FRAMES, FRAME_BYTES, FRAME_SHAPE, synthetic_movie
+from splitds_dask._cli.sizes import bytes_on_disk, format_bytes, format_shape, parse_size
+from splitds_dask._cli.synthetic import (
+    DEFAULT_BLOCK_FRAMES,
+    FRAME_BYTES,
+    FRAME_SHAPE,
+    synthetic_movie,
+)
+from splitds_dask._format.metadata import is_split_dataset
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -202,10 +207,10 @@ def run_demo(
     """
     import dask
 
-    from ._daskmodes import array_nbytes
-    from ._dataset import SplitDataset
-    from ._png import write_png
-    from ._writer import to_split_dataset
+    from splitds_dask._cli.png import write_png
+    from splitds_dask._daskmodes import array_nbytes
+    from splitds_dask._dataset import SplitDataset
+    from splitds_dask._write.array import to_split_dataset
 
     out = sys.stdout if out is None else out
     folder = Path(folder)

@@ -23,10 +23,10 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from ._metadata import is_split_dataset
+from splitds_dask._format.metadata import is_split_dataset
 
 if TYPE_CHECKING:
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["SplitDatasetBackendArray", "SplitDatasetBackendEntrypoint", "dataset_to_xarray"]
 
@@ -123,8 +123,8 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         locking: bool | str | None = None,
         blocks_per_chunk: int | None = None,
     ) -> xr.Dataset:
-        from ._dataset import SplitDataset
-        from ._graph import group_blocks
+        from splitds_dask._dataset import SplitDataset
+        from splitds_dask._graph import group_blocks
 
         dataset = SplitDataset(_as_path(filename_or_obj), prefix, locking=locking)
         group = group_blocks(

@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blockio import compression_options, write_block
-from ._blocks import Blocks
-from ._daskmodes import to_numpy
-from ._errors import MetadataError
-from ._metadata import original_metadata_dict, write_metadata_json
-from ._physical import add_physical_metadata, resolve_physical_metadata
-from ._writer import block_file_name
+from splitds_dask._compat.blocks import Blocks
+from splitds_dask._daskmodes import to_numpy
+from splitds_dask._errors import MetadataError
+from splitds_dask._format.metadata import original_metadata_dict, write_metadata_json
+from splitds_dask._format.physical import add_physical_metadata, resolve_physical_metadata
+from splitds_dask._storage.block_file import compression_options, write_block
+from splitds_dask._write.array import block_file_name
 
 if TYPE_CHECKING:
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["EmptySplitDataset", "save_to_split_dataset"]
 
@@ -171,7 +171,7 @@ class EmptySplitDataset(Blocks):
             ``ValueError`` too). Reading such a folder later opens the blocks present, with an
             ``IncompleteDatasetWarning``; a writer that has not written them all is an error.
         """
-        from ._dataset import IncompleteDatasetWarning, SplitDataset
+        from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
         write_metadata_json(self.root, self._metadata_dict())
         with warnings.catch_warnings(record=True) as caught:

@@ -3,7 +3,7 @@
 Importing this module registers the HDF5 compression filters of ``hdf5plugin`` (Blosc, Blosc2,
 BZip2, Zstd, LZ4, ...), so any process that reads a block, dask workers included, can decompress
 what every known writer produced. Blocks whose only filter is Blosc, the usual case, are read
-and written chunk by chunk by :mod:`splitds_dask._blosc`, outside HDF5's global lock; everything
+and written chunk by chunk by :mod:`splitds_dask._storage.blosc`, outside HDF5's global lock; everything
 else goes through h5py. Nothing stored in the files is ever unpickled.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,16 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from ._blosc import CHUNK_MAPS, ChunkMap, file_version, read_chunks, write_blosc_chunks
-from ._errors import BlockError
+from splitds_dask._errors import BlockError
+from splitds_dask._storage.atomic import atomic_file
+from splitds_dask._storage.blosc import (
+    CHUNK_MAPS,
+    ChunkMap,
+    file_version,
+    read_chunks,
+    write_blosc_chunks,
+)
+from splitds_dask._storage.filters import missing_filters, parse_compression
 
 __all__ = [
     "COMPRESSIONS",
@@ -257,60 +264,55 @@ def _read_mapped(
 
 def _filter_hint(dset: h5py.Dataset) -> str:
     try:
-        plist = dset.id.get_create_plist()
-        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        missing = missing_filters(dset)
     except Exception:  # noqa: BLE001 - only decorating an error message
         return ""
-    missing = [fid for fid in filters if not h5py.h5z.filter_avail(fid)]
     if not missing:
         return ""
-    return (
-        f" (HDF5 filter id(s) {missing} not available; hdf5plugin {hdf5plugin.version} provides "
-        "Blosc 32001, Blosc2 32026, BZip2 307, LZ4 32004, Zstd 32015; LZO 305 needs PyTables)"
-    )
+    return f" ({'; '.join(missing)}; this process has hdf5plugin {hdf5plugin.version})"
 
 
 def compression_options(
     compression: str | None, level: int | None, dtype: np.dtype
 ) -> dict[str, Any]:
     """``h5py.create_dataset`` keyword arguments for a compression name (see ``COMPRESSIONS``)."""
-    if compression in (None, False, "none"):
-        return {}
-    if not isinstance(compression, str):
-        raise TypeError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    name, _, cname = compression.partition(":")
     try:
-        if name == "blosc":
+        choice = parse_compression(compression, level)
+    except ValueError:
+        raise ValueError(
+            f"unknown compression {compression!r}; choose one of {COMPRESSIONS}"
+        ) from None
+    if choice is None:
+        return {}
+    try:
+        if choice.family == "blosc":
             return dict(
                 hdf5plugin.Blosc(
-                    cname=cname or "lz4",
-                    clevel=5 if level is None else level,
-                    shuffle=hdf5plugin.Blosc.SHUFFLE,
+                    cname=choice.compressor, clevel=choice.level, shuffle=hdf5plugin.Blosc.SHUFFLE
                 )
             )
-        if name == "blosc2":
+        if choice.family == "blosc2":
             return dict(
                 hdf5plugin.Blosc2(
-                    cname=cname or "lz4",
-                    clevel=5 if level is None else level,
+                    cname=choice.compressor,
+                    clevel=choice.level,
                     filters=hdf5plugin.Blosc2.SHUFFLE,
                 )
             )
     except KeyError:  # hdf5plugin's answer to an unknown compressor name
         raise ValueError(
-            f"unknown compression {compression!r}: no {name} compressor {cname!r}"
+            f"unknown compression {compression!r}: no {choice.family} compressor "
+            f"{choice.compressor!r}"
         ) from None
-    if name in ("gzip", "zlib") and not cname:
+    if choice.family == "gzip":
         return {
             "compression": "gzip",
-            "compression_opts": 4 if level is None else level,
+            "compression_opts": choice.level,
             "shuffle": dtype.itemsize > 1,
         }
-    if name == "bzip2" and not cname:
-        return dict(hdf5plugin.BZip2(blocksize=9 if level is None else level))
-    if name == "zstd" and not cname:
-        return dict(hdf5plugin.Zstd(clevel=3 if level is None else level))
-    raise ValueError(f"unknown compression {compression!r}; choose one of {COMPRESSIONS}")
+    if choice.family == "bzip2":
+        return dict(hdf5plugin.BZip2(blocksize=choice.level))
+    return dict(hdf5plugin.Zstd(clevel=choice.level))
 
 
 def chunk_shape_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -345,13 +347,8 @@ def write_block(
         raise TypeError(
             f"cannot write {data.dtype} arrays to a split dataset (numeric and bool only)"
         )
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _create_array(f, key, data, compression, compression_level)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        _create_array(f, key, data, compression, compression_level)
 
 
 def _create_array(

@@ -35,8 +35,9 @@ import h5py
 import numpy as np
 from numcodecs import blosc
 
-from ._geometry import split_slice
-from ._threads import map_in_pool
+from splitds_dask._format.geometry import split_slice
+from splitds_dask._storage.filters import BLOSC_COMPRESSORS, BLOSC_FILTER
+from splitds_dask._threads import map_in_pool
 
 __all__ = [
     "BLOSC_FILTER",
@@ -47,14 +48,13 @@ __all__ = [
     "write_blosc_chunks",
 ]
 
-BLOSC_FILTER = 32001
-
 # Blosc 1 frame header: version, codec version, flags, typesize, then nbytes, blocksize and
 # cbytes as little-endian int32.
 _HEADER = struct.Struct("<BBBBiii")
 
-# hdf5plugin's Blosc ``cname`` values, by the compressor code HDF5 stores in the filter options.
-_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 4: "zlib", 5: "zstd"}
+# The compressors the fast path handles, by the code the filter options store: numcodecs' Blosc
+# has no snappy.
+_CNAMES = {code: name for code, name in enumerate(BLOSC_COMPRESSORS) if name != "snappy"}
 
 
 class _NotHandled(Exception):

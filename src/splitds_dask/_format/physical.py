@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import MetadataError
-from ._metadata import default_axis_order
+from splitds_dask._errors import MetadataError
+from splitds_dask._format.metadata import default_axis_order
 
 __all__ = [
     "PhysicalMetadata",

@@ -17,18 +17,22 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._blockio import write_block
-from ._daskmodes import store_chunks
-from ._durable import (
+from splitds_dask._daskmodes import store_chunks
+from splitds_dask._format.geometry import BlockGrid
+from splitds_dask._format.metadata import (
+    is_split_dataset,
+    original_metadata_dict,
+    write_metadata_json,
+)
+from splitds_dask._format.physical import add_physical_metadata, writer_physical_options
+from splitds_dask._storage.atomic import (
     discard,
     remove_stale_staging,
     remove_temporaries,
     replace_folder,
     staging_path,
 )
-from ._geometry import BlockGrid
-from ._metadata import is_split_dataset, original_metadata_dict, write_metadata_json
-from ._physical import add_physical_metadata, writer_physical_options
+from splitds_dask._storage.block_file import write_block
 
 __all__ = ["block_file_name", "to_split_dataset"]
 
@@ -103,7 +107,7 @@ def _publish(
 
 
 def _open_published(path: Path) -> Any:
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
     return SplitDataset(path)
 

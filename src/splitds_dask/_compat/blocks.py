@@ -3,7 +3,7 @@
 :class:`Blocks` describes how an N-d array (optionally cropped) is cut into blocks. It keeps the
 constructor, attributes and method results of ``split_dataset.Blocks`` 0.4.4 wherever those were
 right, so that code written for the original (fimpy, sashimi, notebooks) runs unchanged. The
-arithmetic is :class:`~splitds_dask._geometry.BlockGrid` applied to the cropped region and shifted
+arithmetic is :class:`~splitds_dask._format.geometry.BlockGrid` applied to the cropped region and shifted
 by the crop start. Pure: no I/O.
 
 Differences from the original (each one an error or a crash there):
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import BlockIndexError
-from ._geometry import BlockGrid, normalize_block_shape
+from splitds_dask._errors import BlockIndexError
+from splitds_dask._format.geometry import BlockGrid, normalize_block_shape
 
 __all__ = ["Blocks"]
 

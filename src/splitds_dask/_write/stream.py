@@ -33,11 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ._blockio import write_block
-from ._daskmodes import to_numpy
-from ._durable import fsync_dir, fsync_file, remove_stale_staging, remove_temporaries, retire
-from ._errors import MetadataError
-from ._metadata import (
+from splitds_dask._daskmodes import to_numpy
+from splitds_dask._errors import MetadataError
+from splitds_dask._format.metadata import (
     METADATA_NAME,
     find_metadata_file,
     is_split_dataset,
@@ -45,7 +43,15 @@ from ._metadata import (
     read_metadata_json,
     write_metadata_json,
 )
-from ._writer import _check_target, block_file_name
+from splitds_dask._storage.atomic import (
+    fsync_dir,
+    fsync_file,
+    remove_stale_staging,
+    remove_temporaries,
+    retire,
+)
+from splitds_dask._storage.block_file import write_block
+from splitds_dask._write.array import _check_target, block_file_name
 
 __all__ = ["SplitDatasetWriter"]
 
@@ -226,7 +232,7 @@ class SplitDatasetWriter:
         block_length: int | None,
         data_key: str | None,
     ) -> dict[str, Any]:
-        from ._dataset import IncompleteDatasetWarning, SplitDataset
+        from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
         self._recover()
         with warnings.catch_warnings():

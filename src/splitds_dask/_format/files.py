@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import NotASplitDatasetError
+from splitds_dask._errors import NotASplitDatasetError
 
 __all__ = ["BlockFiles", "BlockNames", "find_block_files"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ._blockio import find_data_key, open_h5, stored_dtype
-from ._daskmodes import numpy_convertible, to_numpy
-from ._errors import SplitDatasetError
+from splitds_dask._daskmodes import numpy_convertible, to_numpy
+from splitds_dask._errors import SplitDatasetError
+from splitds_dask._storage.block_file import find_data_key, open_h5, stored_dtype
 
 __all__ = ["estimate_contrast_limits", "napari_get_reader"]
 
@@ -122,7 +122,7 @@ def _h5_layer(path: Path, key: str) -> LayerData:
 
 def _layer_reader(path: Path) -> Callable[[], LayerData] | None:
     """A function that makes the layer of ``path``, or None if this plugin cannot open it."""
-    from ._dataset import SplitDataset
+    from splitds_dask._dataset import SplitDataset
 
     if path.is_dir():
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import MetadataError, NotASplitDatasetError
+from splitds_dask._errors import MetadataError, NotASplitDatasetError
+from splitds_dask._storage.atomic import atomic_file
 
 __all__ = [
     "METADATA_NAME",
@@ -308,13 +308,6 @@ def write_metadata_json(
     """
     folder = Path(folder)
     target = folder / name
-    tmp = folder / f".{name}.{uuid.uuid4().hex}.partial"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(dict(metadata), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(target, durable=True) as tmp:
+        tmp.write_text(json.dumps(dict(metadata)), encoding="utf-8")
     return target
