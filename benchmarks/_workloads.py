@@ -1,4 +1,4 @@
-"""The workloads of issue 3, each timed for splitds_dask and its peers on the same files.
+"""The peer report's workloads, each timed for splitds_dask and its peers on the same files.
 
 Only the library's public API is used: ``SplitDataset``, ``ds[...]``, ``ds.to_dask()`` and
 ``to_split_dataset``. Each function returns table rows; ``Row.peers`` holds the peers' timings
@@ -700,7 +700,7 @@ def _default_cluster() -> Any:
 
 
 def _fixed_cluster() -> Any:
-    """The package's :func:`splitds_dask.local_cluster`: workers keep a sane malloc (notes §3.5).
+    """The package's :func:`splitds_dask.local_cluster`: workers keep a sane malloc.
 
     distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers' environment, which freezes
     glibc's mmap threshold at 128 KiB, so every chunk buffer becomes an mmap/munmap;

@@ -4,8 +4,9 @@ Compares, on the same Blosc uint16 split dataset (written once to FOLDER):
 
 - ``distributed.LocalCluster(2 worker processes x 1 thread)`` with distributed's defaults;
 - ``splitds_dask.local_cluster(2)`` (the same, plus ``MALLOC_MMAP_THRESHOLD_=4194304``), and
-  the same with ``MALLOC_MMAP_THRESHOLD_=1048576`` (the value in the reference notes, measured on
-  datasets with smaller HDF5 chunks);
+  the same with ``MALLOC_MMAP_THRESHOLD_=1048576`` (1 MiB: the size of the HDF5 chunks this
+  package writes; glibc ``mmap``-s requests at or above the threshold, so their buffers still
+  are, and the README's "Clusters" section shows twice the page faults of 4 MiB);
 - dask's threaded scheduler (2 threads).
 
 With ``--serial`` it first times reading every block once, serially, in one process under

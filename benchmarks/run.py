@@ -1,4 +1,4 @@
-"""Benchmark suite of issue 3: splitds_dask against its peers, on the same files, in one run.
+"""The peer report: splitds_dask against its peers, on the same files, in one run.
 
 Usage (from the repository root)::
 

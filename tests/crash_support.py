@@ -6,7 +6,7 @@ milliseconds instead of the second an interpreter start with dask takes, so the 
 many real kills. The child is a real, separate process killed by the kernel, exactly like a
 crashed acquisition program; only the interpreter start-up is shared.
 
-Used by ``tests/test_crash.py`` (moderate trial counts) and ``benchmarks/crash_stress.py``
+Used by ``tests/test_crash.py`` (moderate trial counts) and ``stress/crash_stress.py``
 (many more).
 """
 

@@ -2,7 +2,7 @@
 can be resumed (stream) or is entirely the old or the new version (``to_split_dataset``).
 
 The kills are real: a separate process, killed by the kernel mid-write (see ``crash_support``).
-``benchmarks/crash_stress.py`` runs the same trials many more times.
+``stress/crash_stress.py`` runs the same trials many more times.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ The same trials as ``tests/test_crash.py`` (see ``tests/crash_support.py``), rep
 
 Run from the repository root::
 
-    python benchmarks/crash_stress.py [--stream 300] [--store 150] [--seed 0]
+    python stress/crash_stress.py [--stream 300] [--store 150] [--seed 0]
 """
 
 from __future__ import annotations
