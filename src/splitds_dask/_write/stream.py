@@ -19,11 +19,11 @@ opens as the frames on disk (with an ``IncompleteDatasetWarning``). A writer ope
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import queue
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -32,6 +32,11 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: the writer's lock needs POSIX advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 from splitds_dask._daskmodes import to_numpy
 from splitds_dask._errors import MetadataError
@@ -200,6 +205,11 @@ class SplitDatasetWriter:
     # --- setup --------------------------------------------------------------------------------
 
     def _lock(self) -> int:
+        if fcntl is None:
+            raise NotImplementedError(
+                "SplitDatasetWriter locks its folder with fcntl.flock, which this platform "
+                f"({sys.platform}) lacks: it runs on POSIX systems (Linux, macOS) only"
+            )
         fd = os.open(self._path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
