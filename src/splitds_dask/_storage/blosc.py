@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -197,8 +197,30 @@ def file_version(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
-# (chunk number, region of the output, chunk-local selection or None for the whole chunk)
-_Part = tuple[int, tuple[slice, ...], "tuple[slice, ...] | None"]
+class _AxisPart(NamedTuple):
+    """What a selection takes from one chunk along one axis."""
+
+    chunk: int  # the chunk's index along the axis
+    region: slice  # where its selected items go in the output
+    local: slice  # which of its items are selected
+    whole: bool  # all of them, in order
+
+
+class _Part(NamedTuple):
+    """What a selection takes from one chunk."""
+
+    axes: tuple[_AxisPart, ...]
+    region: tuple[slice, ...]  # where it goes in the output
+    local: tuple[slice, ...] | None  # what to keep of the chunk; None for all of it
+
+
+class StoredChunk(NamedTuple):
+    """Where one chunk of a read lies in the file, and which part of the read it serves."""
+
+    offset: int
+    size: int
+    filter_mask: int  # bit 0 set: the Blosc filter was skipped for this chunk
+    part: int  # the index of its _Part in the read's plan
 
 
 def _plan(
@@ -209,7 +231,7 @@ def _plan(
     for s, d, c in zip(source, dest, chunk_shape, strict=True):
         per_axis.append(
             [
-                (
+                _AxisPart(
                     k,
                     slice(d.start + j.start, d.start + j.stop),
                     local,
@@ -219,12 +241,12 @@ def _plan(
             ]
         )
     return [
-        (
-            parts,
-            tuple(p[1] for p in parts),
-            None if all(p[3] for p in parts) else tuple(p[2] for p in parts),
+        _Part(
+            axes,
+            tuple(a.region for a in axes),
+            None if all(a.whole for a in axes) else tuple(a.local for a in axes),
         )
-        for parts in product(*per_axis)
+        for axes in product(*per_axis)
     ]
 
 
@@ -246,14 +268,17 @@ def _read_run(fd: int, start: int, length: int) -> memoryview:
     return view
 
 
-def _runs(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
-    """Group ``(offset, size, mask, part)`` by nearness in the file, in file order."""
-    runs: list[list[tuple[int, int, int, int]]] = []
+def _runs(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
+    """Group the chunks by nearness in the file, in file order."""
+    runs: list[list[StoredChunk]] = []
     for chunk in sorted(stored):
         if runs:
             first, last = runs[-1][0], runs[-1][-1]
-            end = last[0] + last[1]
-            if chunk[0] - end <= _MAX_GAP and chunk[0] + chunk[1] - first[0] <= _MAX_RUN:
+            end = last.offset + last.size
+            if (
+                chunk.offset - end <= _MAX_GAP
+                and chunk.offset + chunk.size - first.offset <= _MAX_RUN
+            ):
                 runs[-1].append(chunk)
                 continue
         runs.append([chunk])
@@ -282,12 +307,14 @@ def read_chunks(
     strides = chunk_map.strides
     stored = []
     plan = _plan(source, dest, chunk_shape)
-    for i, (parts, _, _) in enumerate(plan):
-        number = sum(p[0] * stride for p, stride in zip(parts, strides, strict=True))
+    for i, part in enumerate(plan):
+        number = sum(a.chunk * stride for a, stride in zip(part.axes, strides, strict=True))
         offset = int(chunk_map.offsets[number])
         if offset < 0:
             return False  # never written: HDF5 supplies the fill value
-        stored.append((offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i))
+        stored.append(
+            StoredChunk(offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i)
+        )
     groups = _groups(stored)
     if len(groups) == 1:
         return _read_group(fd, groups[0], plan, target, chunk_shape)
@@ -304,10 +331,10 @@ def read_chunks(
 _PARALLEL_BYTES = 1 << 20
 
 
-def _groups(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
+def _groups(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
     """``stored`` cut into one group of neighbouring chunks per pool thread, if worth it."""
     workers = min(len(stored), os.cpu_count() or 1)
-    total = sum(chunk[1] for chunk in stored)
+    total = sum(chunk.size for chunk in stored)
     if (
         workers < 2
         or total < _PARALLEL_BYTES
@@ -321,7 +348,7 @@ def _groups(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int
 
 def _read_group(
     fd: int,
-    stored: list[tuple[int, int, int, int]],
+    stored: list[StoredChunk],
     plan: list[_Part],
     target: np.ndarray,
     chunk_shape: tuple[int, ...],
@@ -330,8 +357,8 @@ def _read_group(
     scratch: np.ndarray | None = None
     try:
         for run in _runs(stored):
-            start = run[0][0]
-            data = _read_run(fd, start, run[-1][0] + run[-1][1] - start)
+            start = run[0].offset
+            data = _read_run(fd, start, run[-1].offset + run[-1].size - start)
             for offset, size, mask, i in run:
                 raw = data[offset - start : offset - start + size]
                 _, region, local = plan[i]
