@@ -196,7 +196,7 @@ class SplitDataset:
         for axis in range(1, grid.ndim):
             # Metadata declaring more than the files hold (absurd shapes from a damaged or
             # hostile file) fails here, before any read allocates for it.
-            need = grid.file_extent(axis, 0)[1]
+            need = grid.file_extent(axis, 0).stop
             if shape[axis] < need:
                 raise MetadataError(
                     f"{self._metadata.source or self._root}: the metadata declares blocks of "

@@ -42,6 +42,7 @@ from splitds_dask._threads import map_in_pool
 __all__ = [
     "BLOSC_FILTER",
     "CHUNK_MAPS",
+    "BloscOptions",
     "ChunkMap",
     "blosc_filter_options",
     "read_chunks",
@@ -375,15 +376,23 @@ def _read_group(
     return True
 
 
-def blosc_filter_options(dset: h5py.Dataset) -> tuple[str, int, int] | None:
-    """``(cname, clevel, shuffle)`` of a dataset whose only filter is Blosc, else None."""
+class BloscOptions(NamedTuple):
+    """The settings of a dataset's Blosc filter, as numcodecs' ``blosc.compress`` takes them."""
+
+    cname: str
+    clevel: int
+    shuffle: int
+
+
+def blosc_filter_options(dset: h5py.Dataset) -> BloscOptions | None:
+    """The options of a dataset whose only filter is Blosc, else None."""
     if not _is_blosc_only(dset):
         return None
     values = dset.id.get_create_plist().get_filter(0)[2]
     # hdf5-blosc's cd_values: [version, version, typesize, chunk bytes, clevel, shuffle, codec]
     if len(values) < 7 or values[6] not in _CNAMES:
         return None
-    return _CNAMES[values[6]], int(values[4]), int(values[5])
+    return BloscOptions(_CNAMES[values[6]], int(values[4]), int(values[5]))
 
 
 def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
@@ -399,7 +408,6 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
     values = data.view(np.uint8) if data.dtype == bool else data
     if options is None or dset.shape != data.shape or _native_view(dset.dtype, data) is None:
         return False
-    cname, clevel, shuffle = options
     chunk_shape = dset.chunks
     dsid = dset.id
     padded = np.zeros(chunk_shape, dtype=values.dtype)
@@ -411,6 +419,9 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
         dsid.write_direct_chunk(
-            origin, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, shuffle)
+            origin,
+            blosc.compress(
+                np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
+            ),
         )
     return True
