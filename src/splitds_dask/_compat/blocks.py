@@ -467,7 +467,8 @@ class Blocks:
     def _axis_starts(self, axis: int) -> np.ndarray:
         index: list[Any] = [0] * self.n_dims
         index[axis] = slice(None)
-        return self.block_starts[(*index, axis)].astype(np.int64)
+        index.append(axis)
+        return self.block_starts[tuple(index)].astype(np.int64)
 
     # ---------------------------------------------------------------- geometry queries
 
