@@ -117,7 +117,7 @@ class SplitDataset:
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | os.PathLike[str],
         prefix: str | None = None,
         *,
         locking: bool | str | None = None,

@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["BlockGrid", "Extent", "SlicePiece", "normalize_block_shape", "split_slice"]
 
@@ -49,8 +49,8 @@ def normalize_block_shape(
     """
     ndim = len(shape)
     if block_shape is None:
-        entries: list[int | None] = [None] * ndim
-    elif isinstance(block_shape, numbers.Integral):  # also numpy integer scalars
+        entries: list[Any] = [None] * ndim
+    elif isinstance(block_shape, (int, numbers.Integral)):  # also numpy integer scalars
         entries = [block_shape] + [None] * (ndim - 1)
     else:
         entries = list(block_shape)

@@ -300,7 +300,7 @@ def original_metadata_dict(
 
 
 def write_metadata_json(
-    folder: Path | str, metadata: Mapping[str, Any], *, name: str = METADATA_NAME
+    folder: str | os.PathLike[str], metadata: Mapping[str, Any], *, name: str = METADATA_NAME
 ) -> Path:
     """Write ``metadata`` as ``folder/name`` atomically (temporary file, then rename).
 

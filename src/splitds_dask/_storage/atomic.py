@@ -86,7 +86,7 @@ def staging_path(path: Path, kind: str = "partial") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{_host()}-{os.getpid()}.{kind}")
 
 
-def fsync_file(path: Path | str) -> None:
+def fsync_file(path: str | os.PathLike[str]) -> None:
     """Flush a file's data to stable storage (any descriptor of the inode will do)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -95,7 +95,7 @@ def fsync_file(path: Path | str) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path | str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a folder's entries (the names created or renamed in it) to stable storage."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -151,7 +151,7 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def exchange(a: Path | str, b: Path | str) -> bool:
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
 
     Returns False, having changed nothing, where the system or file system cannot do it (NFS,
