@@ -391,7 +391,10 @@ class SplitDataset:
 
     @property
     def scale(self) -> tuple[float, ...]:
-        """Spacing between neighbouring elements along each axis, in :attr:`units` (1 if unknown)."""
+        """Spacing between neighbouring elements along each axis, in :attr:`units`.
+
+        1 where it is not known.
+        """
         return self._physical.scale
 
     @property

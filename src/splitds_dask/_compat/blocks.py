@@ -3,8 +3,8 @@
 :class:`Blocks` describes how an N-d array (optionally cropped) is cut into blocks. It keeps the
 constructor, attributes and method results of ``split_dataset.Blocks`` 0.4.4 wherever those were
 right, so that code written for the original (fimpy, sashimi, notebooks) runs unchanged. The
-arithmetic is :class:`~splitds_dask._format.geometry.BlockGrid` applied to the cropped region and shifted
-by the crop start. Pure: no I/O.
+arithmetic is :class:`~splitds_dask._format.geometry.BlockGrid` applied to the cropped region
+and shifted by the crop start. Pure: no I/O.
 
 Differences from the original (each one an error or a crash there):
 

@@ -178,7 +178,10 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
 
 
 def find_metadata_file(root: Path) -> Path | None:
-    """The metadata file of ``root``: ``stack_metadata.json``, else the first ``*stack_metadata.json``."""
+    """The metadata file of ``root``.
+
+    ``stack_metadata.json``, else the first ``*stack_metadata.json`` in name order.
+    """
     exact = root / METADATA_NAME
     if exact.is_file():
         return exact
@@ -258,7 +261,10 @@ def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> Da
 
 
 def default_axis_order(ndim: int) -> str:
-    """Axis names written when none are given: ``tzyx`` for 4-D, else the last ``ndim`` of ``tczyx``."""
+    """Axis names written when none are given.
+
+    ``tzyx`` for 4-D data, else the last ``ndim`` letters of ``tczyx``.
+    """
     return (
         "tzyx"
         if ndim == 4

@@ -318,7 +318,8 @@ def physical_metadata_kwargs(dataset: Any) -> dict[str, Any]:
 
     Examples
     --------
-    >>> to_split_dataset(ds.to_dask() + 1, "plus_one", **physical_metadata_kwargs(ds))  # doctest: +SKIP
+    >>> kwargs = physical_metadata_kwargs(ds)  # doctest: +SKIP
+    >>> to_split_dataset(ds.to_dask() + 1, "plus_one", **kwargs)  # doctest: +SKIP
     """
     return {
         "axes": tuple(dataset.axes),

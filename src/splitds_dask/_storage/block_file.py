@@ -3,8 +3,8 @@
 Importing this module registers the HDF5 compression filters of ``hdf5plugin`` (Blosc, Blosc2,
 BZip2, Zstd, LZ4, ...), so any process that reads a block, dask workers included, can decompress
 what every known writer produced. Blocks whose only filter is Blosc, the usual case, are read
-and written chunk by chunk by :mod:`splitds_dask._storage.blosc`, outside HDF5's global lock; everything
-else goes through h5py. Nothing stored in the files is ever unpickled.
+and written chunk by chunk by :mod:`splitds_dask._storage.blosc`, outside HDF5's global lock;
+everything else goes through h5py. Nothing stored in the files is ever unpickled.
 """
 
 from __future__ import annotations
