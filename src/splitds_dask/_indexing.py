@@ -101,15 +101,23 @@ def _expand(key: Any, ndim: int) -> list[Any]:
     return entries[:ellipsis_at] + (fill or [Ellipsis]) + entries[ellipsis_at + 1 :]
 
 
-def _slice_selection(entry: slice, n: int) -> tuple[slice, int, Any]:
+class _SliceRead(NamedTuple):
+    """How a slice of one axis is read: ascending, then reversed by the post index if needed."""
+
+    read: slice  # ascending, in range
+    count: int  # elements selected
+    post: slice  # ``:`` or ``::-1``
+
+
+def _slice_selection(entry: slice, n: int) -> _SliceRead:
     start, stop, step = entry.indices(n)
     count = len(range(start, stop, step))
     if count == 0:
-        return slice(0, 0, 1), 0, slice(None)
+        return _SliceRead(slice(0, 0, 1), 0, slice(None))
     last = start + (count - 1) * step
     if step > 0:
-        return slice(start, last + 1, step), count, slice(None)
-    return slice(last, start + 1, -step), count, slice(None, None, -1)
+        return _SliceRead(slice(start, last + 1, step), count, slice(None))
+    return _SliceRead(slice(last, start + 1, -step), count, slice(None, None, -1))
 
 
 def _index_array(array: np.ndarray) -> np.ndarray:
