@@ -105,7 +105,7 @@ class _SliceRead(NamedTuple):
     """How a slice of one axis is read: ascending, then reversed by the post index if needed."""
 
     read: slice  # ascending, in range
-    count: int  # elements selected
+    length: int  # elements selected
     post: slice  # ``:`` or ``::-1``
 
 
