@@ -256,6 +256,7 @@ def _plan(
 _MAX_GAP = 1 << 16
 _MAX_RUN = 1 << 23
 _buffers = threading.local()
+_HAVE_PREADV = hasattr(os, "preadv")
 
 
 def _read_run(fd: int, start: int, length: int) -> memoryview:
@@ -299,10 +300,11 @@ def read_chunks(
     -------
     bool
         Whether the region was read. ``False`` means one of its chunks is not plain Blosc or was
-        never written; ``out[dest]`` may then hold partial data and must be read through h5py.
+        never written, or this system has no ``os.preadv`` (Windows); ``out[dest]`` may then
+        hold partial data and must be read through h5py.
     """
     target = _native_view(chunk_map.dtype, out)
-    if target is None:
+    if target is None or not _HAVE_PREADV:
         return False
     chunk_shape = chunk_map.chunk_shape
     strides = chunk_map.strides

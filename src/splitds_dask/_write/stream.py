@@ -148,6 +148,11 @@ class SplitDatasetWriter:
         append: bool = False,
         max_pending: int = 2,
     ) -> None:
+        if fcntl is None:
+            raise NotImplementedError(
+                "SplitDatasetWriter locks its folder with fcntl.flock, which this platform "
+                f"({sys.platform}) lacks: it runs on POSIX systems (Linux, macOS) only"
+            )
         self._path = Path(os.path.abspath(path))
         self._compression = compression
         self._compression_level = compression_level
@@ -190,11 +195,6 @@ class SplitDatasetWriter:
     # --- setup --------------------------------------------------------------------------------
 
     def _lock(self) -> int:
-        if fcntl is None:
-            raise NotImplementedError(
-                "SplitDatasetWriter locks its folder with fcntl.flock, which this platform "
-                f"({sys.platform}) lacks: it runs on POSIX systems (Linux, macOS) only"
-            )
         fd = os.open(self._path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
