@@ -17,7 +17,7 @@ package's own code goes through the functions here, which give the same answer i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -52,8 +52,11 @@ def to_numpy(data: Any) -> np.ndarray:
 
 
 if array_expr_enabled():
+    # In this mode da.Array is the array-expr collection (built from an expression), not the
+    # graph-based class the type checker knows by that name.
+    from dask.array._array_expr._collection import Array as _ExprArray
 
-    class _ConvertibleArray(da.Array):
+    class _ConvertibleArray(_ExprArray):
         """dask's array-expr Array plus ``__array__``, kept by indexing."""
 
         def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
@@ -74,7 +77,8 @@ def numpy_convertible(array: da.Array) -> da.Array:
     """
     if not array_expr_enabled():
         return array
-    return _ConvertibleArray(array.expr)
+    # The type checker knows da.Array as the graph-based class; here both are array-expr ones.
+    return cast("da.Array", _ConvertibleArray(cast(Any, array).expr))
 
 
 def std(array: da.Array, axis: int | tuple[int, ...] | None = None) -> da.Array:
@@ -92,7 +96,9 @@ def std(array: da.Array, axis: int | tuple[int, ...] | None = None) -> da.Array:
     return array.std(axis=axis, dtype=dtype)
 
 
-def _store_chunk(chunk: np.ndarray, target: Any, block_info: dict | None = None) -> np.ndarray:
+def _store_chunk(
+    chunk: np.ndarray, target: Any, block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     assert block_info is not None
     location = block_info[0]["array-location"]  # the input chunk's place in the array
     target[tuple(slice(start, stop) for start, stop in location)] = chunk
@@ -110,8 +116,9 @@ def store_chunks(array: da.Array, target: Any) -> Any:
     """
     if not array_expr_enabled():
         return da.store(array, target, lock=False, compute=False)
-    return array.map_blocks(
+    return da.map_blocks(
         _store_chunk,
+        array,
         target=target,
         chunks=tuple((1,) * len(c) for c in array.chunks),
         dtype=np.uint8,

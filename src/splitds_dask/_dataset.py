@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,51 @@ __all__ = ["IncompleteDatasetWarning", "SplitDataset"]
 
 class IncompleteDatasetWarning(UserWarning):
     """The files hold less data than the metadata declares (e.g. an acquisition stopped early)."""
+
+
+class _Declared(NamedTuple):
+    """What a folder declares: its metadata, the block grid it describes, the files listed."""
+
+    metadata: DatasetMetadata
+    grid: BlockGrid
+    files: BlockFiles
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise NotASplitDatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotASplitDatasetError(f"{root}: not a folder (a split dataset is a folder)")
+
+
+def _declared_by_json(metadata_path: Path, root: Path, prefix: str | None) -> _Declared:
+    """The dataset declared by a ``stack_metadata.json`` file, with the block files listed."""
+    # Writers commit the metadata of a block before its file, so a listing that holds more
+    # blocks than the metadata read before it means a block was committed in between: read the
+    # metadata again, once, before calling it a mismatch.
+    for _ in range(2):
+        metadata = read_metadata_json(metadata_path)
+        grid = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
+        files = find_block_files(root, prefix=prefix, expected=grid.n_blocks)
+        if files.count <= grid.n_blocks:
+            break
+    return _Declared(metadata, grid, files)
+
+
+def _declared_by_last_file(root: Path, prefix: str | None, locking: bool | str | None) -> _Declared:
+    """The dataset declared by the metadata group of its last block file (older writers)."""
+    try:
+        files = find_block_files(root, prefix=prefix)
+    except NotASplitDatasetError:
+        raise NotASplitDatasetError(
+            f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 block files)"
+        ) from None
+    last = next(
+        n for n, ok in zip(reversed(files.names), reversed(files.present), strict=True) if ok
+    )
+    metadata = read_legacy_metadata(root / last, locking=locking)
+    grid = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
+    return _Declared(metadata, grid, files)
 
 
 class SplitDataset:
@@ -72,16 +117,13 @@ class SplitDataset:
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | os.PathLike[str],
         prefix: str | None = None,
         *,
         locking: bool | str | None = None,
     ) -> None:
         root = Path(root)
-        if not root.exists():
-            raise NotASplitDatasetError(f"{root}: no such folder")
-        if not root.is_dir():
-            raise NotASplitDatasetError(f"{root}: not a folder (a split dataset is a folder)")
+        _check_folder(root)
         self._root = root
         # Reads use the absolute folder: a later chdir, or a worker process started elsewhere,
         # must not change which files the dataset (and its pickled dask graph) reads.
@@ -89,37 +131,14 @@ class SplitDataset:
         self._locking = locking
         metadata_path = find_metadata_file(root)
         if metadata_path is not None:
-            # Writers commit the metadata of a block before its file, so a listing that holds
-            # more blocks than the metadata read before it means a block was committed in
-            # between: read the metadata again, once, before calling it a mismatch.
-            for _ in range(2):
-                metadata = read_metadata_json(metadata_path)
-                declared = BlockGrid.from_spec(
-                    metadata.shape, metadata.block_shape, metadata.padding
-                )
-                files = find_block_files(root, prefix=prefix, expected=declared.n_blocks)
-                if files.count <= declared.n_blocks:
-                    break
+            declared = _declared_by_json(metadata_path, root, prefix)
         else:
-            try:
-                files = find_block_files(root, prefix=prefix)
-            except NotASplitDatasetError:
-                raise NotASplitDatasetError(
-                    f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 "
-                    "block files)"
-                ) from None
-            last = next(
-                n
-                for n, ok in zip(reversed(files.names), reversed(files.present), strict=True)
-                if ok
-            )
-            metadata = read_legacy_metadata(root / last, locking=locking)
-            declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
-        self._metadata = metadata
+            declared = _declared_by_last_file(root, prefix, locking)
+        metadata = self._metadata = declared.metadata
         self._physical = read_physical_metadata(
             metadata.raw, metadata.ndim, source=metadata.source or root
         )
-        self._grid, self._names = self._match_files(declared, files)
+        self._grid, self._names = self._match_files(declared.grid, declared.files)
         self._files: np.ndarray | None = None
         self._data_key: str | None = None
         self._dtype: np.dtype | None = None
@@ -176,33 +195,11 @@ class SplitDataset:
         """
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
         path = self._root / names[grid.cartesian_to_linear(last_row)]
-        start, stop = grid.file_extent(0, last_row[0])
-        try:
-            with open_h5(path, locking=self._locking) as f:
-                key = find_data_key(f, grid.ndim)
-                if key is None or f[key].ndim != grid.ndim:
-                    return grid  # not an array block (fimpy traces): geometry from metadata only
-                shape = f[key].shape
-                missing = missing_filters(f[key])
-        except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
+        shape = self._stored_shape(path, last_row, grid.ndim)
+        if shape is None:
             return grid
-        if missing:
-            # Every writer compresses all blocks alike: fail at opening, not at the first read.
-            raise BlockError(
-                f"block {last_row} ({path}): cannot decompress, missing {'; '.join(missing)}",
-                path=path,
-                block=last_row,
-            )
-        for axis in range(1, grid.ndim):
-            # Metadata declaring more than the files hold (absurd shapes from a damaged or
-            # hostile file) fails here, before any read allocates for it.
-            need = grid.file_extent(axis, 0)[1]
-            if shape[axis] < need:
-                raise MetadataError(
-                    f"{self._metadata.source or self._root}: the metadata declares blocks of "
-                    f"{grid.block_shape} for shape {grid.shape}, but {path.name} holds "
-                    f"{tuple(shape)}"
-                )
+        self._check_block_extents(grid, path, shape)
+        start, stop = grid.file_extent(0, last_row[0])
         held = shape[0]
         if start + held >= stop:
             return grid
@@ -211,6 +208,44 @@ class SplitDataset:
                 raise MetadataError(f"{path}: the first block holds no data along axis 0")
             return self._regrid(grid, start)
         return self._regrid(grid, start + held)
+
+    def _stored_shape(
+        self, path: Path, block: tuple[int, ...], ndim: int
+    ) -> tuple[int, ...] | None:
+        """The shape of the array in the block file ``path``; None if it cannot tell.
+
+        Raises BlockError when the file's compression filter is not available.
+        """
+        try:
+            with open_h5(path, locking=self._locking) as f:
+                key = find_data_key(f, ndim)
+                if key is None or f[key].ndim != ndim:
+                    return None  # not an array block (fimpy traces): geometry from metadata only
+                shape = tuple(f[key].shape)
+                missing = missing_filters(f[key])
+        except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
+            return None
+        if missing:
+            # Every writer compresses all blocks alike: fail at opening, not at the first read.
+            raise BlockError(
+                f"block {block} ({path}): cannot decompress, missing {'; '.join(missing)}",
+                path=path,
+                block=block,
+            )
+        return shape
+
+    def _check_block_extents(self, grid: BlockGrid, path: Path, shape: tuple[int, ...]) -> None:
+        """Fail unless the block file ``path`` holds ``grid``'s first block extent on axes 1..."""
+        for axis in range(1, grid.ndim):
+            # Metadata declaring more than the files hold (absurd shapes from a damaged or
+            # hostile file) fails here, before any read allocates for it.
+            need = grid.file_extent(axis, 0).stop
+            if shape[axis] < need:
+                raise MetadataError(
+                    f"{self._metadata.source or self._root}: the metadata declares blocks of "
+                    f"{grid.block_shape} for shape {grid.shape}, but {path.name} holds "
+                    f"{tuple(shape)}"
+                )
 
     # --- array surface -----------------------------------------------------------------------
 
@@ -356,7 +391,10 @@ class SplitDataset:
 
     @property
     def scale(self) -> tuple[float, ...]:
-        """Spacing between neighbouring elements along each axis, in :attr:`units` (1 if unknown)."""
+        """Spacing between neighbouring elements along each axis, in :attr:`units`.
+
+        1 where it is not known.
+        """
         return self._physical.scale
 
     @property

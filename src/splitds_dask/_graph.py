@@ -1,8 +1,9 @@
 """The dask graph of a split dataset: one chunk, and one read task, per block file by default.
 
-The array is ``dask.array.from_array`` over the dataset's :class:`~splitds_dask._reader.BlockReader`,
-whose ``__getitem__`` is the dataset's exact numpy indexing. Each chunk's task reads its block;
-in dask's default graph mode, slice fusion hands a slice of the array to that same task, so
+The array is ``dask.array.from_array`` over the dataset's
+:class:`~splitds_dask._reader.BlockReader`, whose ``__getitem__`` is the dataset's exact numpy
+indexing. Each chunk's task reads its block; in dask's default graph mode, slice fusion hands a
+slice of the array to that same task, so
 ``x[5]`` reads one time point of one block file. (dask's array-expr mode fuses no slice into
 ``from_array``: there a task reads its whole block, then slices.)
 
@@ -60,7 +61,10 @@ def _stamps(dataset: SplitDataset, root: str) -> list[tuple[int, int]]:
 
 
 def dataset_token(dataset: SplitDataset) -> str:
-    """A deterministic token: same folder, metadata and block files (times, sizes) → same token."""
+    """A deterministic token: the same for the same folder, metadata and block files.
+
+    Block files are compared by their times and sizes (see :func:`_stamps`).
+    """
     root = os.path.realpath(dataset.root)
     return tokenize(
         root,

@@ -19,7 +19,7 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _expand(key: Any, ndim: int) -> list[Any]:
         raise IndexError(
             f"too many indices for array: array is {ndim}-dimensional, but {consumed} were indexed"
         )
-    fill = [slice(None)] * (ndim - consumed)
+    fill: list[Any] = [slice(None)] * (ndim - consumed)
     if ellipsis_at is None:
         return entries + fill
     # An Ellipsis that stands for no axis is kept: it still separates advanced indexes, which
@@ -101,15 +101,23 @@ def _expand(key: Any, ndim: int) -> list[Any]:
     return entries[:ellipsis_at] + (fill or [Ellipsis]) + entries[ellipsis_at + 1 :]
 
 
-def _slice_selection(entry: slice, n: int) -> tuple[slice, int, Any]:
+class _SliceRead(NamedTuple):
+    """How a slice of one axis is read: ascending, then reversed by the post index if needed."""
+
+    read: slice  # ascending, in range
+    length: int  # elements selected
+    post: slice  # ``:`` or ``::-1``
+
+
+def _slice_selection(entry: slice, n: int) -> _SliceRead:
     start, stop, step = entry.indices(n)
     count = len(range(start, stop, step))
     if count == 0:
-        return slice(0, 0, 1), 0, slice(None)
+        return _SliceRead(slice(0, 0, 1), 0, slice(None))
     last = start + (count - 1) * step
     if step > 0:
-        return slice(start, last + 1, step), count, slice(None)
-    return slice(last, start + 1, -step), count, slice(None, None, -1)
+        return _SliceRead(slice(start, last + 1, step), count, slice(None))
+    return _SliceRead(slice(last, start + 1, -step), count, slice(None, None, -1))
 
 
 def _index_array(array: np.ndarray) -> np.ndarray:
@@ -134,6 +142,14 @@ def _array_selection(array: np.ndarray, axis: int, n: int) -> tuple[np.ndarray, 
     return unique, np.searchsorted(unique, values)
 
 
+class _Entry(NamedTuple):
+    """One parsed entry of an index."""
+
+    kind: Literal["ellipsis", "new", "slice", "int", "array"]
+    value: Any  # the entry (an int for "int", an index array for "array")
+    axis: int  # the array axis it applies to (the next one, for "ellipsis" and "new")
+
+
 def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
     """Split a numpy index into an orthogonal read and a post index (see the module docstring).
 
@@ -143,20 +159,26 @@ def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
     bounds when the index arrays broadcast to an empty result).
     """
     shape = tuple(int(n) for n in shape)
-    entries = _expand(key, len(shape))
-    # 1. Parse: (kind, value, axis) per entry; boolean masks become one index array per axis.
-    parsed: list[tuple[str, Any, int]] = []
+    parsed = _parse(_expand(key, len(shape)), shape)
+    _check_ints_and_slices(parsed, shape)
+    empty = _index_arrays_select_nothing(parsed)
+    return _orthogonal_selection(parsed, shape, empty=empty)
+
+
+def _parse(entries: list[Any], shape: tuple[int, ...]) -> list[_Entry]:
+    """One record per entry; a boolean mask becomes one index array per axis it covers."""
+    parsed: list[_Entry] = []
     axis = 0
     for entry in entries:
         if entry is Ellipsis:
-            parsed.append(("ellipsis", entry, axis))
+            parsed.append(_Entry("ellipsis", entry, axis))
             continue
         if entry is None or _is_bool_scalar(entry):
             # numpy treats a scalar boolean, 0-d arrays included, as a 0-d mask: a new axis.
-            parsed.append(("new", entry, axis))
+            parsed.append(_Entry("new", entry, axis))
             continue
         if isinstance(entry, slice):
-            parsed.append(("slice", entry, axis))
+            parsed.append(_Entry("slice", entry, axis))
             axis += 1
             continue
         integer = _as_int(entry) if not isinstance(entry, (list, tuple)) else None
@@ -165,7 +187,7 @@ def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
                 if isinstance(entry, int):
                     raise IndexError(_VALID)  # numpy: a Python int beyond intp is no index
                 raise OverflowError("Python int too large to convert to C long")  # as numpy
-            parsed.append(("int", integer, axis))
+            parsed.append(_Entry("int", integer, axis))
             axis += 1
             continue
         if isinstance(entry, (float, complex, str, bytes, dict, set)):
@@ -174,22 +196,32 @@ def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
         if array.dtype == object:
             raise IndexError(_VALID)
         if array.dtype == bool:
-            for dim, length in enumerate(array.shape):
-                # numpy does not check boolean axes of length 0.
-                if length != shape[axis + dim] and length != 0:
-                    raise IndexError(
-                        f"boolean index did not match indexed array along axis {axis + dim}; "
-                        f"size of axis is {shape[axis + dim]} but size of corresponding boolean "
-                        f"axis is {length}"
-                    )
-            for coordinates in np.nonzero(array):
-                parsed.append(("array", coordinates, axis))
-                axis += 1
+            masks = _mask_entries(array, axis, shape)
+            parsed += masks
+            axis += len(masks)
             continue
-        parsed.append(("array", _index_array(array), axis))
+        parsed.append(_Entry("array", _index_array(array), axis))
         axis += 1
+    return parsed
 
-    # 2. Integers and slices, left to right.
+
+def _mask_entries(mask: np.ndarray, axis: int, shape: tuple[int, ...]) -> list[_Entry]:
+    """The boolean ``mask`` applied from ``axis`` on, as one index array per axis it covers."""
+    for dim, length in enumerate(mask.shape):
+        # numpy does not check boolean axes of length 0.
+        if length != shape[axis + dim] and length != 0:
+            raise IndexError(
+                f"boolean index did not match indexed array along axis {axis + dim}; "
+                f"size of axis is {shape[axis + dim]} but size of corresponding boolean "
+                f"axis is {length}"
+            )
+    return [
+        _Entry("array", coordinates, axis + dim) for dim, coordinates in enumerate(np.nonzero(mask))
+    ]
+
+
+def _check_ints_and_slices(parsed: list[_Entry], shape: tuple[int, ...]) -> None:
+    """Raise numpy's error for the first integer out of range or invalid slice, left to right."""
     for kind, value, axis in parsed:
         if kind == "int":
             n = shape[axis]
@@ -198,20 +230,31 @@ def normalize_index(key: Any, shape: Sequence[int]) -> OrthogonalSelection:
         elif kind == "slice":
             value.indices(shape[axis])  # raises numpy's ValueError / TypeError
 
-    # 3. Index arrays: they must broadcast together; bounds only matter for a non-empty result.
-    fancy = [value.shape for kind, value, _ in parsed if kind == "array"]
-    if fancy:
-        fancy += [
-            (int(bool(value)),) for kind, value, _ in parsed if kind == "new" and value is not None
-        ]
-        try:
-            empty = math.prod(np.broadcast_shapes(*fancy)) == 0
-        except ValueError:
-            raise IndexError(
-                "shape mismatch: indexing arrays could not be broadcast together with shapes "
-                + " ".join(str(s) for s in fancy)
-            ) from None
 
+def _index_arrays_select_nothing(parsed: list[_Entry]) -> bool:
+    """Whether the index arrays broadcast to an empty result (then none is checked for bounds).
+
+    Raises numpy's IndexError when they do not broadcast together.
+    """
+    fancy = [value.shape for kind, value, _ in parsed if kind == "array"]
+    if not fancy:
+        return False
+    fancy += [
+        (int(bool(value)),) for kind, value, _ in parsed if kind == "new" and value is not None
+    ]
+    try:
+        return math.prod(np.broadcast_shapes(*fancy)) == 0
+    except ValueError:
+        raise IndexError(
+            "shape mismatch: indexing arrays could not be broadcast together with shapes "
+            + " ".join(str(s) for s in fancy)
+        ) from None
+
+
+def _orthogonal_selection(
+    parsed: list[_Entry], shape: tuple[int, ...], *, empty: bool
+) -> OrthogonalSelection:
+    """The read of each axis and the post index that turns it into the indexed result."""
     axes: list[AxisSelection] = []
     sizes: list[int] = []
     post: list[Any] = []

@@ -81,12 +81,13 @@ class BlockReader:
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        root, (stem, first, width, count, explicit), (shape, block_shape, padding) = state[:3]
+        root, names, grid, dtype, self.data_key, self.locking, self.token = state
+        stem, first, width, count, explicit = names
+        shape, block_shape, padding = grid
         self.root = root
         self.names = BlockNames(stem=stem, first=first, width=width, count=count, explicit=explicit)
         self.grid = BlockGrid(shape=shape, block_shape=block_shape, padding=padding)
-        self.dtype = np.dtype(state[3])
-        self.data_key, self.locking, self.token = state[4:]
+        self.dtype = np.dtype(dtype)
 
     def __dask_tokenize__(self) -> Any:
         # With a token (folder, metadata, names and file times: splitds_dask._graph), dask's
@@ -198,7 +199,7 @@ class BlockReader:
         bounds = np.flatnonzero(np.diff(owners)) + 1
         for p0, p1 in zip(np.r_[0, bounds], np.r_[bounds, selection.size], strict=True):
             k = int(owners[p0])
-            lo = grid.owned_extent(axis, k)[0]
+            lo = grid.owned_extent(axis, k).start
             local = selection[p0:p1] - lo
             box = slice(int(local[0]), int(local[-1]) + 1, 1)
             pieces.append(_AxisPiece(k, box, slice(int(p0), int(p1)), local - local[0]))

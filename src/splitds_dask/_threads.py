@@ -1,10 +1,10 @@
 """The thread pool that reads blocks, and chunks of large block reads, in parallel.
 
-Block reads release the GIL while they read and decompress (see :mod:`splitds_dask._storage.blosc`), so
-a selection spanning several blocks, or many chunks of one block, is read by one thread per core.
-One pool per process, created on first use and forgotten in a forked child, whose copy of it
-would have no threads. Work running on the pool never waits for the pool (:func:`in_pool`), so
-nested reads cannot deadlock.
+Block reads release the GIL while they read and decompress (see
+:mod:`splitds_dask._storage.blosc`), so a selection spanning several blocks, or many chunks of
+one block, is read by one thread per core. One pool per process, created on first use and
+forgotten in a forked child, whose copy of it would have no threads. Work running on the pool
+never waits for the pool (:func:`in_pool`), so nested reads cannot deadlock.
 """
 
 from __future__ import annotations
@@ -57,4 +57,5 @@ def _forget_pool() -> None:
     _pool = None
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+if hasattr(os, "register_at_fork"):  # absent on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_pool)

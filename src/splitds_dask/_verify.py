@@ -14,7 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import h5py
 import numpy as np
@@ -22,6 +22,9 @@ import numpy as np
 from splitds_dask._errors import SplitDatasetError
 from splitds_dask._storage.block_file import find_data_key, stored_dtype
 from splitds_dask._storage.filters import missing_filters
+
+if TYPE_CHECKING:
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["Problem", "verify"]
 
@@ -86,7 +89,7 @@ def _check_values(dset: h5py.Dataset, path: Path, block: tuple[int, ...]) -> lis
 
 
 def _check_block(
-    ds: object,
+    ds: SplitDataset,
     path: Path,
     block: tuple[int, ...],
     extent: tuple[int, ...],
@@ -117,7 +120,7 @@ def _check_block(
 
 
 def _inspect(
-    ds: object,
+    ds: SplitDataset,
     f: h5py.File,
     path: Path,
     block: tuple[int, ...],
@@ -125,7 +128,7 @@ def _inspect(
     *,
     read_data: bool,
 ) -> list[Problem]:
-    key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))  # type: ignore[attr-defined]
+    key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))
     node = f.get(key) if key is not None else None
     if not isinstance(node, h5py.Dataset):
         keys = ", ".join(sorted(f.keys())) or "nothing"
@@ -133,7 +136,7 @@ def _inspect(
             Problem(
                 path,
                 "data-key",
-                f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",  # type: ignore[attr-defined]
+                f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",
                 block,
             )
         ]
@@ -150,12 +153,12 @@ def _inspect(
             )
         )
     found = stored_dtype(node)
-    if found != ds.dtype:  # type: ignore[attr-defined]
+    if found != ds.dtype:
         problems.append(
             Problem(
                 path,
                 "dtype",
-                f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",  # type: ignore[attr-defined]
+                f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",
                 block,
             )
         )

@@ -3,8 +3,8 @@
 :class:`Blocks` describes how an N-d array (optionally cropped) is cut into blocks. It keeps the
 constructor, attributes and method results of ``split_dataset.Blocks`` 0.4.4 wherever those were
 right, so that code written for the original (fimpy, sashimi, notebooks) runs unchanged. The
-arithmetic is :class:`~splitds_dask._format.geometry.BlockGrid` applied to the cropped region and shifted
-by the crop start. Pure: no I/O.
+arithmetic is :class:`~splitds_dask._format.geometry.BlockGrid` applied to the cropped region
+and shifted by the crop start. Pure: no I/O.
 
 Differences from the original (each one an error or a crash there):
 
@@ -157,46 +157,13 @@ class Blocks:
         self._crop = self._check_crop(crop, self._shape_full)
         cropped = self._cropped_shape(self._shape_full, self._crop)
 
-        if blocks_number is not None:
-            given = _entries(blocks_number, "blocks_number")
-            if any(k is not None and k < 1 for k in given):
-                raise ValueError(f"blocks_number entries must be positive, got {blocks_number!r}")
-        elif shape_block is not None:
-            given = _entries(shape_block, "shape_block")
-        else:
-            raise ValueError("Blocks needs shape_block or blocks_number")
-        if len(given) > ndim:
-            raise ValueError(
-                f"{'blocks_number' if blocks_number is not None else 'shape_block'} {given} has "
-                f"more entries than shape_full {self._shape_full}"
-            )
-
+        given = self._given_entries(shape_block, blocks_number, self._shape_full)
         if dim_split is None:
             per_axis = given + [None] * (ndim - len(given))
             split = [axis for axis, v in enumerate(given) if v is not None]
         else:
-            split = []
-            for d in dim_split:
-                axis = _as_index(d, "dim_split entry")
-                if not -ndim <= axis < ndim:
-                    raise ValueError(f"dim_split {dim_split!r} has an axis outside {ndim} axes")
-                axis %= ndim
-                if axis in split:
-                    raise ValueError(f"dim_split {dim_split!r} repeats axis {axis}")
-                split.append(axis)
-            if all(axis < len(given) for axis in split):
-                # Absolute: entries are indexed by axis (the original's only working form).
-                per_axis = [given[axis] if axis in split else None for axis in range(ndim)]
-            elif len(given) == len(split):
-                # Relative: one entry per split axis, in dim_split order (the docstring form).
-                per_axis = [None] * ndim
-                for axis, v in zip(split, given, strict=True):
-                    per_axis[axis] = v
-            else:
-                raise ValueError(
-                    f"with dim_split={list(split)}, give one shape_block/blocks_number entry per "
-                    f"split axis or one per axis, got {given}"
-                )
+            split = self._check_dim_split(dim_split, ndim)
+            per_axis = self._place_entries(given, split, ndim)
 
         if blocks_number is not None:
             per_axis = [
@@ -210,6 +177,59 @@ class Blocks:
         self._update()
 
     # ---------------------------------------------------------------- validation helpers
+
+    @staticmethod
+    def _given_entries(
+        shape_block: int | Sequence[int | None] | None,
+        blocks_number: int | Sequence[int | None] | None,
+        shape_full: tuple[int, ...],
+    ) -> list[int | None]:
+        """The entries of ``blocks_number`` (which wins) or ``shape_block``, checked."""
+        if blocks_number is not None:
+            given = _entries(blocks_number, "blocks_number")
+            if any(k is not None and k < 1 for k in given):
+                raise ValueError(f"blocks_number entries must be positive, got {blocks_number!r}")
+        elif shape_block is not None:
+            given = _entries(shape_block, "shape_block")
+        else:
+            raise ValueError("Blocks needs shape_block or blocks_number")
+        if len(given) > len(shape_full):
+            raise ValueError(
+                f"{'blocks_number' if blocks_number is not None else 'shape_block'} {given} has "
+                f"more entries than shape_full {shape_full}"
+            )
+        return given
+
+    @staticmethod
+    def _check_dim_split(dim_split: Sequence[int], ndim: int) -> list[int]:
+        """The split axes, made non-negative; each at most once."""
+        split: list[int] = []
+        for d in dim_split:
+            axis = _as_index(d, "dim_split entry")
+            if not -ndim <= axis < ndim:
+                raise ValueError(f"dim_split {dim_split!r} has an axis outside {ndim} axes")
+            axis %= ndim
+            if axis in split:
+                raise ValueError(f"dim_split {dim_split!r} repeats axis {axis}")
+            split.append(axis)
+        return split
+
+    @staticmethod
+    def _place_entries(given: list[int | None], split: list[int], ndim: int) -> list[int | None]:
+        """One entry per axis from ``given``, read as indexed by axis or one per split axis."""
+        if all(axis < len(given) for axis in split):
+            # Absolute: entries are indexed by axis (the original's only working form).
+            return [given[axis] if axis in split else None for axis in range(ndim)]
+        if len(given) == len(split):
+            # Relative: one entry per split axis, in dim_split order (the docstring form).
+            per_axis: list[int | None] = [None] * ndim
+            for axis, v in zip(split, given, strict=True):
+                per_axis[axis] = v
+            return per_axis
+        raise ValueError(
+            f"with dim_split={list(split)}, give one shape_block/blocks_number entry per "
+            f"split axis or one per axis, got {given}"
+        )
 
     @staticmethod
     def _check_shape(shape_full: Any) -> tuple[int, ...]:
@@ -467,7 +487,8 @@ class Blocks:
     def _axis_starts(self, axis: int) -> np.ndarray:
         index: list[Any] = [0] * self.n_dims
         index[axis] = slice(None)
-        return self.block_starts[(*index, axis)].astype(np.int64)
+        index.append(axis)
+        return self.block_starts[tuple(index)].astype(np.int64)
 
     # ---------------------------------------------------------------- geometry queries
 

@@ -17,6 +17,7 @@ Differences from the original:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +103,7 @@ class EmptySplitDataset(Blocks):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | os.PathLike[str],
         name: str,
         *args: Any,
         resolution: Sequence[float] | None = None,
@@ -113,7 +114,12 @@ class EmptySplitDataset(Blocks):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._physical = {"axes": axes, "scale": scale, "units": units, "time_step": time_step}
+        self._physical: dict[str, Any] = {
+            "axes": axes,
+            "scale": scale,
+            "units": units,
+            "time_step": time_step,
+        }
         if any(v is not None for v in self._physical.values()):
             # Checked now, not at finalize(), after all blocks were written.
             resolve_physical_metadata(
@@ -196,7 +202,7 @@ class EmptySplitDataset(Blocks):
 
 def save_to_split_dataset(
     data: Any,
-    root_name: str | Path,
+    root_name: str | os.PathLike[str],
     block_size: int | Sequence[int | None] | None = None,
     crop: Sequence[tuple[int, int]] | None = None,
     padding: int | Sequence[int] = 0,

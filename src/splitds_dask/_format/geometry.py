@@ -19,8 +19,24 @@ import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
+from typing import Any, NamedTuple
 
-__all__ = ["BlockGrid", "normalize_block_shape", "split_slice"]
+__all__ = ["BlockGrid", "Extent", "SlicePiece", "normalize_block_shape", "split_slice"]
+
+
+class Extent(NamedTuple):
+    """``[start, stop)`` in array coordinates along one axis."""
+
+    start: int
+    stop: int
+
+
+class SlicePiece(NamedTuple):
+    """The positions of a strided selection that fall in one cell (see :func:`split_slice`)."""
+
+    cell: int  # the cell's number
+    local: slice  # the selected positions, in the cell's coordinates
+    dest: slice  # where they fall in the selection
 
 
 def normalize_block_shape(
@@ -33,8 +49,8 @@ def normalize_block_shape(
     """
     ndim = len(shape)
     if block_shape is None:
-        entries: list[int | None] = [None] * ndim
-    elif isinstance(block_shape, numbers.Integral):  # also numpy integer scalars
+        entries: list[Any] = [None] * ndim
+    elif isinstance(block_shape, (int, numbers.Integral)):  # also numpy integer scalars
         entries = [block_shape] + [None] * (ndim - 1)
     else:
         entries = list(block_shape)
@@ -58,7 +74,7 @@ def normalize_block_shape(
 
 def split_slice(
     start: int, stop: int, step: int, size: int, *, cells: int | None = None
-) -> list[tuple[int, slice, slice]]:
+) -> list[SlicePiece]:
     """Cut the positions ``range(start, stop, step)`` (``step > 0``) by cells of length ``size``.
 
     Cell ``k`` covers ``[k * size, (k + 1) * size)``; with ``cells`` given, the last cell
@@ -66,7 +82,7 @@ def split_slice(
 
     Returns
     -------
-    list of (int, slice, slice)
+    list of SlicePiece
         For each cell holding selected positions, in order: the cell number, the selected
         positions in cell coordinates, and where they fall in the selection (``j0:j1``).
     """
@@ -77,7 +93,7 @@ def split_slice(
     def cell(i: int) -> int:
         return i // size if cells is None else min(i // size, cells - 1)
 
-    pieces = []
+    pieces: list[SlicePiece] = []
     for k in range(cell(start), cell(last) + 1):
         lo = k * size
         hi = last + 1 if k == cell(last) else lo + size
@@ -86,7 +102,8 @@ def split_slice(
         if j1 <= j0:
             continue
         first = start + j0 * step - lo
-        pieces.append((k, slice(first, first + (j1 - j0 - 1) * step + 1, step), slice(j0, j1)))
+        local = slice(first, first + (j1 - j0 - 1) * step + 1, step)
+        pieces.append(SlicePiece(k, local, slice(j0, j1)))
     return pieces
 
 
@@ -150,17 +167,17 @@ class BlockGrid:
         """Dask chunks: the owned extents of the blocks along each axis."""
         return tuple(self.owned_lengths(axis) for axis in range(self.ndim))
 
-    def file_extent(self, axis: int, k: int) -> tuple[int, int]:
+    def file_extent(self, axis: int, k: int) -> Extent:
         """``(start, stop)`` in array coordinates of what block ``k``'s file holds on ``axis``."""
         n, b, p, g = self.shape[axis], self.block_shape[axis], self.padding[axis], self.grid[axis]
         start = k * b
-        return start, n if k == g - 1 else min(n, start + b + p)
+        return Extent(start, n if k == g - 1 else min(n, start + b + p))
 
-    def owned_extent(self, axis: int, k: int) -> tuple[int, int]:
+    def owned_extent(self, axis: int, k: int) -> Extent:
         """``(start, stop)`` in array coordinates of the part of the array block ``k`` supplies."""
         n, b, g = self.shape[axis], self.block_shape[axis], self.grid[axis]
         start = k * b
-        return start, n if k == g - 1 else start + b
+        return Extent(start, n if k == g - 1 else start + b)
 
     def block_containing(self, axis: int, i: int) -> int:
         """The block owning array index ``i`` (``0 <= i < n``) along ``axis``."""

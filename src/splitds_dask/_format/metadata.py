@@ -108,6 +108,55 @@ def _check_files(value: Any, source: object) -> None:
             )
 
 
+def _parse_shape(value: Any, source: object) -> list[int]:
+    shape = _int_list(value, "shape_full", source)
+    if not shape:
+        raise MetadataError(f"{source}: 'shape_full' is empty")
+    if any(n < 0 for n in shape):
+        raise MetadataError(f"{source}: 'shape_full' has a negative length: {shape}")
+    return shape
+
+
+def _parse_block_shape(value: Any, shape: list[int], source: object) -> list[int | None]:
+    block_shape = _int_list(value, "shape_block", source, allow_none=True)
+    if len(block_shape) > len(shape):
+        raise MetadataError(
+            f"{source}: 'shape_block' {block_shape} has more axes than 'shape_full' {shape}"
+        )
+    if any(b is not None and b < 1 for b in block_shape):
+        raise MetadataError(f"{source}: 'shape_block' entries must be positive: {block_shape}")
+    return block_shape
+
+
+def _parse_padding(
+    value: Any, shape: list[int], block_shape: list[int | None], source: object
+) -> list[int]:
+    """One padding per axis (a number applies to all), 0 on the axes that are not split."""
+    padding_raw = 0 if value is None else value
+    if isinstance(padding_raw, (int, np.integer)) and not isinstance(padding_raw, bool):
+        padding = [int(padding_raw)] * len(shape)
+    else:
+        padding = _int_list(padding_raw, "padding", source)
+        padding += [0] * (len(shape) - len(padding))
+    if len(padding) != len(shape) or any(p < 0 for p in padding):
+        raise MetadataError(f"{source}: 'padding' {padding_raw!r} does not fit shape {shape}")
+    # Only split axes carry padding (an unsplit axis has a single block).
+    return [
+        p if i < len(block_shape) and block_shape[i] is not None else 0
+        for i, p in enumerate(padding)
+    ]
+
+
+def _parse_resolution(value: Any, source: object) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) for r in value
+    ):
+        raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {value!r}")
+    return tuple(float(r) for r in value)
+
+
 def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> DatasetMetadata:
     """Validate a metadata mapping and return the geometry it declares.
 
@@ -124,42 +173,10 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
                 f"{source}: missing key '{key}' (a split dataset's metadata needs "
                 "'shape_full' and 'shape_block')"
             )
-    shape = _int_list(raw["shape_full"], "shape_full", source)
-    if not shape:
-        raise MetadataError(f"{source}: 'shape_full' is empty")
-    if any(n < 0 for n in shape):
-        raise MetadataError(f"{source}: 'shape_full' has a negative length: {shape}")
-    block_shape = _int_list(raw["shape_block"], "shape_block", source, allow_none=True)
-    if len(block_shape) > len(shape):
-        raise MetadataError(
-            f"{source}: 'shape_block' {block_shape} has more axes than 'shape_full' {shape}"
-        )
-    if any(b is not None and b < 1 for b in block_shape):
-        raise MetadataError(f"{source}: 'shape_block' entries must be positive: {block_shape}")
-
-    padding_raw = raw.get("padding", 0)
-    if padding_raw is None:
-        padding_raw = 0
-    if isinstance(padding_raw, (int, np.integer)) and not isinstance(padding_raw, bool):
-        padding = [int(padding_raw)] * len(shape)
-    else:
-        padding = _int_list(padding_raw, "padding", source)
-        padding += [0] * (len(shape) - len(padding))
-    if len(padding) != len(shape) or any(p < 0 for p in padding):
-        raise MetadataError(f"{source}: 'padding' {padding_raw!r} does not fit shape {shape}")
-    # Only split axes carry padding (an unsplit axis has a single block).
-    padding = [
-        p if i < len(block_shape) and block_shape[i] is not None else 0
-        for i, p in enumerate(padding)
-    ]
-
-    resolution = raw.get("resolution")
-    if resolution is not None:
-        if not isinstance(resolution, (list, tuple)) or not all(
-            isinstance(r, (int, float)) and not isinstance(r, bool) for r in resolution
-        ):
-            raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {resolution!r}")
-        resolution = tuple(float(r) for r in resolution)
+    shape = _parse_shape(raw["shape_full"], source)
+    block_shape = _parse_block_shape(raw["shape_block"], shape, source)
+    padding = _parse_padding(raw.get("padding", 0), shape, block_shape, source)
+    resolution = _parse_resolution(raw.get("resolution"), source)
     if "files" in raw:
         _check_files(raw["files"], source)
     axis_order = raw.get("axis_order")
@@ -178,7 +195,10 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
 
 
 def find_metadata_file(root: Path) -> Path | None:
-    """The metadata file of ``root``: ``stack_metadata.json``, else the first ``*stack_metadata.json``."""
+    """The metadata file of ``root``.
+
+    ``stack_metadata.json``, else the first ``*stack_metadata.json`` in name order.
+    """
     exact = root / METADATA_NAME
     if exact.is_file():
         return exact
@@ -258,7 +278,10 @@ def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> Da
 
 
 def default_axis_order(ndim: int) -> str:
-    """Axis names written when none are given: ``tzyx`` for 4-D, else the last ``ndim`` of ``tczyx``."""
+    """Axis names written when none are given.
+
+    ``tzyx`` for 4-D data, else the last ``ndim`` letters of ``tczyx``.
+    """
     return (
         "tzyx"
         if ndim == 4
@@ -300,7 +323,7 @@ def original_metadata_dict(
 
 
 def write_metadata_json(
-    folder: Path | str, metadata: Mapping[str, Any], *, name: str = METADATA_NAME
+    folder: str | os.PathLike[str], metadata: Mapping[str, Any], *, name: str = METADATA_NAME
 ) -> Path:
     """Write ``metadata`` as ``folder/name`` atomically (temporary file, then rename).
 

@@ -233,9 +233,13 @@ def resolve_physical_metadata(
     if resolution is not None:
         legacy = _check_scale(resolution, ndim)
         if any(s is not None and s != r for s, r in zip(scale_l, legacy, strict=True)):
-            raise ValueError(f"resolution {tuple(resolution)} disagrees with scale {tuple(scale)}")
+            raise ValueError(
+                f"resolution {tuple(resolution)} disagrees with scale {tuple(scale or ())}"
+            )
         scale_l = list(legacy)
-    units_l = list(_check_units(units, ndim)) if units is not None else [None] * ndim
+    units_l: list[str | None] = (
+        list(_check_units(units, ndim)) if units is not None else [None] * ndim
+    )
     if time_step is not None:
         if _TIME_AXIS not in axes_t:
             raise ValueError(f"time_step needs an axis named {_TIME_AXIS!r}; axes are {axes_t}")
@@ -314,7 +318,8 @@ def physical_metadata_kwargs(dataset: Any) -> dict[str, Any]:
 
     Examples
     --------
-    >>> to_split_dataset(ds.to_dask() + 1, "plus_one", **physical_metadata_kwargs(ds))  # doctest: +SKIP
+    >>> kwargs = physical_metadata_kwargs(ds)  # doctest: +SKIP
+    >>> to_split_dataset(ds.to_dask() + 1, "plus_one", **kwargs)  # doctest: +SKIP
     """
     return {
         "axes": tuple(dataset.axes),

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 __all__ = [
     "MALLOC_MMAP_THRESHOLD",
@@ -103,7 +106,7 @@ def _configured_nanny() -> Any:
 
 def local_cluster(
     n_workers: int | None = None, *, threads_per_worker: int = 1, **kwargs: Any
-) -> Any:
+) -> LocalCluster:
     """Start a ``distributed.LocalCluster`` of worker processes configured for split datasets.
 
     h5py runs one HDF5 call at a time per process, so parallel reads need worker processes; each
@@ -141,16 +144,17 @@ def local_cluster(
             "local_cluster chooses the worker_class; to use your own, start "
             "distributed.LocalCluster inside dask.config.set(splitds_dask.distributed_config())"
         )
-    return distributed.LocalCluster(
+    cluster: LocalCluster = distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
         worker_class=_configured_nanny(),
         **kwargs,
     )
+    return cluster
 
 
-def connect(address: str, **kwargs: Any) -> Any:
+def connect(address: str, **kwargs: Any) -> Client:
     """Connect to a running dask scheduler, e.g. ``"tcp://10.0.0.5:8786"``.
 
     The workers behind it should have been started with :func:`worker_environment` (see the
@@ -169,4 +173,5 @@ def connect(address: str, **kwargs: Any) -> Any:
         Also the default scheduler for ``.compute()`` until it is closed.
     """
     distributed = _import_distributed()
-    return distributed.Client(address, **kwargs)
+    client: Client = distributed.Client(address, **kwargs)
+    return client

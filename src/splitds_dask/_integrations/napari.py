@@ -137,7 +137,7 @@ def _layer_reader(path: Path) -> Callable[[], LayerData] | None:
     return None
 
 
-def napari_get_reader(path: str | os.PathLike | Sequence[str]) -> ReaderFunction | None:
+def napari_get_reader(path: str | os.PathLike[str] | Sequence[str]) -> ReaderFunction | None:
     """The npe2 reader command: a reader for ``path`` if it is a split dataset or a block file.
 
     Parameters

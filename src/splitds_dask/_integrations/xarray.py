@@ -114,7 +114,7 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         "blocks_per_chunk",
     )
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,

@@ -3,8 +3,8 @@
 Importing this module registers the HDF5 compression filters of ``hdf5plugin`` (Blosc, Blosc2,
 BZip2, Zstd, LZ4, ...), so any process that reads a block, dask workers included, can decompress
 what every known writer produced. Blocks whose only filter is Blosc, the usual case, are read
-and written chunk by chunk by :mod:`splitds_dask._storage.blosc`, outside HDF5's global lock; everything
-else goes through h5py. Nothing stored in the files is ever unpickled.
+and written chunk by chunk by :mod:`splitds_dask._storage.blosc`, outside HDF5's global lock;
+everything else goes through h5py. Nothing stored in the files is ever unpickled.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import hdf5plugin
@@ -66,7 +66,9 @@ COMPRESSIONS = (
 
 
 @contextmanager
-def open_h5(path: Path | str, *, locking: bool | str | None = None) -> Iterator[h5py.File]:
+def open_h5(
+    path: str | os.PathLike[str], *, locking: bool | str | None = None
+) -> Iterator[h5py.File]:
     """Open an HDF5 file read-only; ``locking`` is passed through to :class:`h5py.File`."""
     f = h5py.File(path, "r", locking=locking)
     try:
@@ -76,7 +78,7 @@ def open_h5(path: Path | str, *, locking: bool | str | None = None) -> Iterator[
 
 
 def open_block(
-    path: Path | str, *, block: tuple[int, ...], locking: bool | str | None = None
+    path: str | os.PathLike[str], *, block: tuple[int, ...], locking: bool | str | None = None
 ) -> h5py.File:
     """Open a block file read-only; a missing or unreadable file is a :class:`BlockError`."""
     try:
@@ -118,7 +120,9 @@ def find_data_key(f: h5py.File, ndim: int | None = None) -> str | None:
     return stacks[0] if stacks else None
 
 
-def _dataset(f: h5py.File, key: str, path: Path, block: tuple[int, ...], ndim: int) -> h5py.Dataset:
+def _dataset(
+    f: h5py.File, key: str, path: str | os.PathLike[str], block: tuple[int, ...], ndim: int
+) -> h5py.Dataset:
     node = f.get(key)
     if not isinstance(node, h5py.Dataset):
         # A block written by another program may name its array differently.
@@ -135,7 +139,7 @@ def _dataset(f: h5py.File, key: str, path: Path, block: tuple[int, ...], ndim: i
 
 
 def read_block_region(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     key: str,
     block: tuple[int, ...],
@@ -168,7 +172,7 @@ def read_block_region(
     except OSError:
         version = None  # open_block below names the problem
     chunk_map = CHUNK_MAPS.get((os.fspath(path), key, version)) if version is not None else None
-    if chunk_map is not None:
+    if chunk_map is not None and version is not None:
         # A file read before, unchanged since: no HDF5 call at all.
         _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, path, block)
         if _is_empty(out, dest) or _read_mapped(path, version, chunk_map, source, out, dest):
@@ -219,7 +223,7 @@ def _check_block(
     found: np.dtype,
     extent: Sequence[int],
     dtype: np.dtype,
-    path: Path,
+    path: str | os.PathLike[str],
     block: tuple[int, ...],
 ) -> None:
     if len(shape) != len(extent) or any(s < e for s, e in zip(shape, extent, strict=True)):
@@ -242,7 +246,7 @@ def _is_empty(out: np.ndarray, dest: tuple[slice, ...]) -> bool:
 
 
 def _read_mapped(
-    path: Path,
+    path: str | os.PathLike[str],
     version: tuple[int, ...],
     chunk_map: ChunkMap,
     source: tuple[slice, ...],
@@ -288,13 +292,15 @@ def compression_options(
         if choice.family == "blosc":
             return dict(
                 hdf5plugin.Blosc(
-                    cname=choice.compressor, clevel=choice.level, shuffle=hdf5plugin.Blosc.SHUFFLE
+                    cname=cast(Any, choice.compressor),  # hdf5plugin checks the name
+                    clevel=choice.level,
+                    shuffle=hdf5plugin.Blosc.SHUFFLE,
                 )
             )
         if choice.family == "blosc2":
             return dict(
                 hdf5plugin.Blosc2(
-                    cname=choice.compressor,
+                    cname=cast(Any, choice.compressor),  # hdf5plugin checks the name
                     clevel=choice.level,
                     filters=hdf5plugin.Blosc2.SHUFFLE,
                 )
@@ -327,7 +333,7 @@ def chunk_shape_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
 
 
 def write_block(
-    path: Path | str,
+    path: str | os.PathLike[str],
     data: np.ndarray,
     *,
     key: str,

@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -42,6 +42,7 @@ from splitds_dask._threads import map_in_pool
 __all__ = [
     "BLOSC_FILTER",
     "CHUNK_MAPS",
+    "BloscOptions",
     "ChunkMap",
     "blosc_filter_options",
     "read_chunks",
@@ -197,8 +198,30 @@ def file_version(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
-# (chunk number, region of the output, chunk-local selection or None for the whole chunk)
-_Part = tuple[int, tuple[slice, ...], "tuple[slice, ...] | None"]
+class _AxisPart(NamedTuple):
+    """What a selection takes from one chunk along one axis."""
+
+    chunk: int  # the chunk's index along the axis
+    region: slice  # where its selected items go in the output
+    local: slice  # which of its items are selected
+    whole: bool  # all of them, in order
+
+
+class _Part(NamedTuple):
+    """What a selection takes from one chunk."""
+
+    axes: tuple[_AxisPart, ...]
+    region: tuple[slice, ...]  # where it goes in the output
+    local: tuple[slice, ...] | None  # what to keep of the chunk; None for all of it
+
+
+class StoredChunk(NamedTuple):
+    """Where one chunk of a read lies in the file, and which part of the read it serves."""
+
+    offset: int
+    size: int
+    filter_mask: int  # bit 0 set: the Blosc filter was skipped for this chunk
+    part: int  # the index of its _Part in the read's plan
 
 
 def _plan(
@@ -209,7 +232,7 @@ def _plan(
     for s, d, c in zip(source, dest, chunk_shape, strict=True):
         per_axis.append(
             [
-                (
+                _AxisPart(
                     k,
                     slice(d.start + j.start, d.start + j.stop),
                     local,
@@ -219,12 +242,12 @@ def _plan(
             ]
         )
     return [
-        (
-            parts,
-            tuple(p[1] for p in parts),
-            None if all(p[3] for p in parts) else tuple(p[2] for p in parts),
+        _Part(
+            axes,
+            tuple(a.region for a in axes),
+            None if all(a.whole for a in axes) else tuple(a.local for a in axes),
         )
-        for parts in product(*per_axis)
+        for axes in product(*per_axis)
     ]
 
 
@@ -233,6 +256,7 @@ def _plan(
 _MAX_GAP = 1 << 16
 _MAX_RUN = 1 << 23
 _buffers = threading.local()
+_HAVE_PREADV = hasattr(os, "preadv")
 
 
 def _read_run(fd: int, start: int, length: int) -> memoryview:
@@ -246,14 +270,17 @@ def _read_run(fd: int, start: int, length: int) -> memoryview:
     return view
 
 
-def _runs(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
-    """Group ``(offset, size, mask, part)`` by nearness in the file, in file order."""
-    runs: list[list[tuple[int, int, int, int]]] = []
+def _runs(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
+    """Group the chunks by nearness in the file, in file order."""
+    runs: list[list[StoredChunk]] = []
     for chunk in sorted(stored):
         if runs:
             first, last = runs[-1][0], runs[-1][-1]
-            end = last[0] + last[1]
-            if chunk[0] - end <= _MAX_GAP and chunk[0] + chunk[1] - first[0] <= _MAX_RUN:
+            end = last.offset + last.size
+            if (
+                chunk.offset - end <= _MAX_GAP
+                and chunk.offset + chunk.size - first.offset <= _MAX_RUN
+            ):
                 runs[-1].append(chunk)
                 continue
         runs.append([chunk])
@@ -273,21 +300,24 @@ def read_chunks(
     -------
     bool
         Whether the region was read. ``False`` means one of its chunks is not plain Blosc or was
-        never written; ``out[dest]`` may then hold partial data and must be read through h5py.
+        never written, or this system has no ``os.preadv`` (Windows); ``out[dest]`` may then
+        hold partial data and must be read through h5py.
     """
     target = _native_view(chunk_map.dtype, out)
-    if target is None:
+    if target is None or not _HAVE_PREADV:
         return False
     chunk_shape = chunk_map.chunk_shape
     strides = chunk_map.strides
     stored = []
     plan = _plan(source, dest, chunk_shape)
-    for i, (parts, _, _) in enumerate(plan):
-        number = sum(p[0] * stride for p, stride in zip(parts, strides, strict=True))
+    for i, part in enumerate(plan):
+        number = sum(a.chunk * stride for a, stride in zip(part.axes, strides, strict=True))
         offset = int(chunk_map.offsets[number])
         if offset < 0:
             return False  # never written: HDF5 supplies the fill value
-        stored.append((offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i))
+        stored.append(
+            StoredChunk(offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i)
+        )
     groups = _groups(stored)
     if len(groups) == 1:
         return _read_group(fd, groups[0], plan, target, chunk_shape)
@@ -304,10 +334,10 @@ def read_chunks(
 _PARALLEL_BYTES = 1 << 20
 
 
-def _groups(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
+def _groups(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
     """``stored`` cut into one group of neighbouring chunks per pool thread, if worth it."""
     workers = min(len(stored), os.cpu_count() or 1)
-    total = sum(chunk[1] for chunk in stored)
+    total = sum(chunk.size for chunk in stored)
     if (
         workers < 2
         or total < _PARALLEL_BYTES
@@ -321,7 +351,7 @@ def _groups(stored: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int
 
 def _read_group(
     fd: int,
-    stored: list[tuple[int, int, int, int]],
+    stored: list[StoredChunk],
     plan: list[_Part],
     target: np.ndarray,
     chunk_shape: tuple[int, ...],
@@ -330,8 +360,8 @@ def _read_group(
     scratch: np.ndarray | None = None
     try:
         for run in _runs(stored):
-            start = run[0][0]
-            data = _read_run(fd, start, run[-1][0] + run[-1][1] - start)
+            start = run[0].offset
+            data = _read_run(fd, start, run[-1].offset + run[-1].size - start)
             for offset, size, mask, i in run:
                 raw = data[offset - start : offset - start + size]
                 _, region, local = plan[i]
@@ -348,15 +378,23 @@ def _read_group(
     return True
 
 
-def blosc_filter_options(dset: h5py.Dataset) -> tuple[str, int, int] | None:
-    """``(cname, clevel, shuffle)`` of a dataset whose only filter is Blosc, else None."""
+class BloscOptions(NamedTuple):
+    """The settings of a dataset's Blosc filter, as numcodecs' ``blosc.compress`` takes them."""
+
+    cname: str
+    clevel: int
+    shuffle: int
+
+
+def blosc_filter_options(dset: h5py.Dataset) -> BloscOptions | None:
+    """The options of a dataset whose only filter is Blosc, else None."""
     if not _is_blosc_only(dset):
         return None
     values = dset.id.get_create_plist().get_filter(0)[2]
     # hdf5-blosc's cd_values: [version, version, typesize, chunk bytes, clevel, shuffle, codec]
     if len(values) < 7 or values[6] not in _CNAMES:
         return None
-    return _CNAMES[values[6]], int(values[4]), int(values[5])
+    return BloscOptions(_CNAMES[values[6]], int(values[4]), int(values[5]))
 
 
 def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
@@ -372,7 +410,6 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
     values = data.view(np.uint8) if data.dtype == bool else data
     if options is None or dset.shape != data.shape or _native_view(dset.dtype, data) is None:
         return False
-    cname, clevel, shuffle = options
     chunk_shape = dset.chunks
     dsid = dset.id
     padded = np.zeros(chunk_shape, dtype=values.dtype)
@@ -384,6 +421,9 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
         dsid.write_direct_chunk(
-            origin, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, shuffle)
+            origin,
+            blosc.compress(
+                np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
+            ),
         )
     return True

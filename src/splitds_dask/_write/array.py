@@ -9,9 +9,9 @@ leaves the target as it was (absent, or the previous dataset), never a half-writ
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
 import dask.array as da
@@ -33,6 +33,11 @@ from splitds_dask._storage.atomic import (
     staging_path,
 )
 from splitds_dask._storage.block_file import write_block
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["block_file_name", "to_split_dataset"]
 
@@ -94,7 +99,12 @@ def _check_target(path: Path, *, overwrite: bool) -> None:
 
 
 def _publish(
-    _stored: Any, staging: Path, path: Path, metadata: dict, overwrite: bool, durable: bool
+    _stored: Any,
+    staging: Path,
+    path: Path,
+    metadata: dict[str, Any],
+    overwrite: bool,
+    durable: bool,
 ) -> Path:
     """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
     # A worker killed while writing a block left its temporary file; the block was rewritten.
@@ -106,19 +116,19 @@ def _publish(
     return path
 
 
-def _open_published(path: Path) -> Any:
+def _open_published(path: Path) -> SplitDataset:
     from splitds_dask._dataset import SplitDataset
 
     return SplitDataset(path)
 
 
-def _source_block_shape(data: Any) -> tuple[int, ...] | None:
+def _source_block_shape(data: Any) -> tuple[int | None, ...] | None:
     """The block shape ``data`` suggests: a dataset's blocks, or a dask array's regular chunks."""
     shape_block = getattr(data, "shape_block", None)
     if shape_block is not None:
         return tuple(shape_block)
     if isinstance(data, da.Array):
-        out = []
+        out: list[int | None] = []
         for axis, chunks in enumerate(data.chunks):
             if any(c != chunks[0] for c in chunks[:-1]) or chunks[-1] > chunks[0]:
                 raise ValueError(
@@ -170,6 +180,87 @@ def _as_dask(data: Any, grid: BlockGrid, *, snapshot: bool) -> da.Array:
     return array
 
 
+def _make_staging(path: Path, *, overwrite: bool) -> Path:
+    """Check that ``path`` may be written and create the hidden folder the blocks go to."""
+    if path.parent.is_dir():
+        remove_stale_staging(path)  # may first put back a dataset a crashed swap left aside
+    _check_target(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(path)
+    staging.mkdir()
+    return staging
+
+
+def _dataset_metadata(
+    grid: BlockGrid,
+    physical: Mapping[str, Any],
+    *,
+    resolution: Sequence[float] | None,
+    axis_order: str | None,
+) -> dict[str, Any]:
+    """The ``stack_metadata.json`` keys of the dataset ``grid`` describes."""
+    metadata = original_metadata_dict(
+        grid.shape,
+        # A zero-length axis has a block length of 0, which no reader accepts: write 1 instead.
+        [max(1, b) for b in grid.block_shape],
+        resolution=resolution,
+        axis_order=axis_order,
+    )
+    add_physical_metadata(metadata, physical)
+    return metadata
+
+
+def _write_empty_blocks(target: _BlockFileTarget, dtype: np.dtype) -> None:
+    """The block files of an empty array, which dask's store skips (it has no chunk to store)."""
+    grid = target.grid
+    for block in grid.blocks():
+        region = grid.owned_slices(block)
+        target[region] = np.empty([s.stop - s.start for s in region], dtype=dtype)
+
+
+@overload
+def to_split_dataset(
+    data: Any,
+    path: str | os.PathLike[str],
+    block_shape: int | Sequence[int | None] | None = None,
+    *,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    compute: Literal[True] = True,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    data_key: str | None = None,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
+    durable: bool = True,
+) -> SplitDataset: ...
+
+
+@overload
+def to_split_dataset(
+    data: Any,
+    path: str | os.PathLike[str],
+    block_shape: int | Sequence[int | None] | None = None,
+    *,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    compute: Literal[False],
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    data_key: str | None = None,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
+    durable: bool = True,
+) -> Delayed: ...
+
+
+@overload
 def to_split_dataset(
     data: Any,
     path: str | os.PathLike[str],
@@ -187,7 +278,27 @@ def to_split_dataset(
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     durable: bool = True,
-) -> Any:
+) -> SplitDataset | Delayed: ...
+
+
+def to_split_dataset(
+    data: Any,
+    path: str | os.PathLike[str],
+    block_shape: int | Sequence[int | None] | None = None,
+    *,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    compute: bool = True,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    data_key: str | None = None,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
+    durable: bool = True,
+) -> SplitDataset | Delayed:
     """Write an array as a split dataset, one block file per block, with ``dask.array.store``.
 
     Parameters
@@ -260,12 +371,7 @@ def to_split_dataset(
         resolution=resolution,
         axis_order=axis_order,
     )
-    if path.parent.is_dir():
-        remove_stale_staging(path)  # may first put back a dataset a crashed swap left aside
-    _check_target(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(path)
-    staging.mkdir()
+    staging = _make_staging(path, overwrite=overwrite)
     target = _BlockFileTarget(
         staging,
         grid,
@@ -273,19 +379,9 @@ def to_split_dataset(
         compression=compression,
         compression_level=compression_level,
     )
-    metadata = original_metadata_dict(
-        grid.shape,
-        # A zero-length axis has a block length of 0, which no reader accepts: write 1 instead.
-        [max(1, b) for b in grid.block_shape],
-        resolution=resolution,
-        axis_order=axis_order,
-    )
-    add_physical_metadata(metadata, physical)
+    metadata = _dataset_metadata(grid, physical, resolution=resolution, axis_order=axis_order)
     if array.size == 0:
-        # dask's store skips empty chunks: write the empty block files of an empty array here.
-        for block in grid.blocks():
-            region = grid.owned_slices(block)
-            target[region] = np.empty([s.stop - s.start for s in region], dtype=dtype)
+        _write_empty_blocks(target, dtype)
     stored = store_chunks(array, target)
     published = dask.delayed(_publish, pure=False)(
         stored, staging, path, metadata, overwrite, durable

@@ -19,19 +19,24 @@ opens as the frames on disk (with an ``IncompleteDatasetWarning``). A writer ope
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import queue
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: the writer's lock needs POSIX advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 from splitds_dask._daskmodes import to_numpy
 from splitds_dask._errors import MetadataError
@@ -57,6 +62,14 @@ __all__ = ["SplitDatasetWriter"]
 
 _LOCK_NAME = ".splitds-writer.lock"
 _STAGED = re.compile(r"^\.(?P<name>[0-9]+\.h5)\.staged$")
+
+
+class _Resumed(NamedTuple):
+    """What an existing dataset hands to a writer that continues it."""
+
+    metadata: dict[str, Any]  # its metadata keys, kept in the rewritten file
+    rest: np.ndarray  # the frames of its short last block, rewritten with the next frames
+    rewrite_metadata: bool  # its metadata declares other frames than its files hold
 
 
 class SplitDatasetWriter:
@@ -135,6 +148,11 @@ class SplitDatasetWriter:
         append: bool = False,
         max_pending: int = 2,
     ) -> None:
+        if fcntl is None:
+            raise NotImplementedError(
+                "SplitDatasetWriter locks its folder with fcntl.flock, which this platform "
+                f"({sys.platform}) lacks: it runs on POSIX systems (Linux, macOS) only"
+            )
         self._path = Path(os.path.abspath(path))
         self._compression = compression
         self._compression_level = compression_level
@@ -144,52 +162,29 @@ class SplitDatasetWriter:
             raise ValueError("append=True and overwrite=True exclude each other")
         remove_stale_staging(self._path)
         self._lock_fd = -1
-        if (self._path / _LOCK_NAME).exists():
-            self._lock_fd = self._lock()  # fails while another writer is at work
+        # Every failure from here until the thread starts releases the folder's lock, here alone.
         try:
-            resume = append and is_split_dataset(self._path)
-            if not resume:
-                if frame_shape is None or dtype is None or block_length is None:
-                    raise TypeError("frame_shape, dtype and block_length are required")
-                if self._lock_fd >= 0 and not is_split_dataset(self._path):
-                    self._remove_leftovers()  # a writer killed before its first block
-                _check_target(self._path, overwrite=overwrite)
-                if is_split_dataset(self._path):
-                    self._unlock()
-                    retire(self._path)
-            self._path.mkdir(parents=True, exist_ok=True)
-            if self._lock_fd < 0:
-                self._lock_fd = self._lock()
-        except BaseException:
-            self._unlock()
-            raise
-        # Keep the name of an existing metadata file (``fish1_stack_metadata.json``).
-        self._metadata_path = find_metadata_file(self._path) or self._path / METADATA_NAME
-        try:
-            if resume:
+            if (self._path / _LOCK_NAME).exists():
+                self._lock_fd = self._lock()  # fails while another writer is at work
+            existing: _Resumed | None = None
+            if append and is_split_dataset(self._path):
+                self._take_folder()
                 existing = self._resume(frame_shape, dtype, block_length, data_key)
             else:
-                existing = None
-                self._frame_shape = tuple(int(n) for n in frame_shape)
-                self._dtype = np.dtype(dtype)
-                self._block_length = int(block_length)
-                self._key = data_key or f"stack_{len(self._frame_shape) + 1}D"
-                self._n_blocks = 0
-                self._n_committed = 0
+                if frame_shape is None or dtype is None or block_length is None:
+                    raise TypeError("frame_shape, dtype and block_length are required")
+                self._clear_target(overwrite=overwrite)
+                self._take_folder()
+                self._start_new(frame_shape, dtype, block_length, data_key)
             self._validate()
             self._metadata = self._base_metadata(existing, resolution, axis_order)
-            self._buffer = np.empty((self._block_length, *self._frame_shape), self._dtype)
-            self._fill = 0
-            if existing is not None:
-                self._fill = existing["rest"].shape[0]
-                self._buffer[: self._fill] = existing["rest"]
-                if existing["rewrite_metadata"]:
-                    # Declare what is on disk, the short last block included.
-                    self._write_metadata(self._n_committed + self._fill)
+            self._start_buffer(existing)
         except BaseException:
             self._unlock()
             raise
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[tuple[int, np.ndarray, int] | None] = queue.Queue(
+            maxsize=max_pending
+        )
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(
@@ -217,6 +212,45 @@ class SplitDatasetWriter:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
 
+    def _clear_target(self, *, overwrite: bool) -> None:
+        """Make ``path`` ready for a new dataset: a killed writer's files or, with ``overwrite``,
+        the split dataset there removed; any other content refused."""
+        if self._lock_fd >= 0 and not is_split_dataset(self._path):
+            self._remove_leftovers()  # a writer killed before its first block
+        _check_target(self._path, overwrite=overwrite)
+        if is_split_dataset(self._path):
+            self._unlock()
+            retire(self._path)
+
+    def _take_folder(self) -> None:
+        """Create the folder, hold its lock and name its metadata file."""
+        self._path.mkdir(parents=True, exist_ok=True)
+        if self._lock_fd < 0:
+            self._lock_fd = self._lock()
+        # Keep the name of an existing metadata file (``fish1_stack_metadata.json``).
+        self._metadata_path = find_metadata_file(self._path) or self._path / METADATA_NAME
+
+    def _start_new(
+        self, frame_shape: Sequence[int], dtype: Any, block_length: int, data_key: str | None
+    ) -> None:
+        self._frame_shape = tuple(int(n) for n in frame_shape)
+        self._dtype = np.dtype(dtype)
+        self._block_length = int(block_length)
+        self._key = data_key or f"stack_{len(self._frame_shape) + 1}D"
+        self._n_blocks = 0
+        self._n_committed = 0
+
+    def _start_buffer(self, existing: _Resumed | None) -> None:
+        """Allocate the block buffer, holding the short last block of a resumed dataset."""
+        self._buffer = np.empty((self._block_length, *self._frame_shape), self._dtype)
+        self._fill = 0
+        if existing is not None:
+            self._fill = existing.rest.shape[0]
+            self._buffer[: self._fill] = existing.rest
+            if existing.rewrite_metadata:
+                # Declare what is on disk, the short last block included.
+                self._write_metadata(self._n_committed + self._fill)
+
     def _validate(self) -> None:
         if any(n < 0 for n in self._frame_shape):
             raise ValueError(f"frame_shape {self._frame_shape} has a negative length")
@@ -231,7 +265,7 @@ class SplitDatasetWriter:
         dtype: Any,
         block_length: int | None,
         data_key: str | None,
-    ) -> dict[str, Any]:
+    ) -> _Resumed:
         from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
         self._recover()
@@ -246,35 +280,32 @@ class SplitDatasetWriter:
                 f"{self._path}: can only append to a dataset split along axis 0 alone, without "
                 f"padding (blocks {ds.grid.grid}, padding {ds.padding})"
             )
-        found = {
-            "frame_shape": tuple(ds.shape[1:]),
-            "dtype": ds.dtype,
-            "block_length": length if length is not None else ds.shape[0],
-        }
-        given = {"frame_shape": frame_shape, "dtype": dtype, "block_length": block_length}
-        for name, value in given.items():
-            if value is None:
-                continue
-            value = tuple(value) if name == "frame_shape" else value
-            value = np.dtype(value) if name == "dtype" else value
-            if value != found[name]:
-                raise ValueError(
-                    f"{self._path}: cannot append with {name}={value!r}: the dataset has "
-                    f"{found[name]!r}"
-                )
-        self._frame_shape = found["frame_shape"]
-        self._dtype = np.dtype(found["dtype"])
-        self._block_length = int(found["block_length"])
+        found_shape = tuple(ds.shape[1:])
+        found_length = length if length is not None else ds.shape[0]
+        if frame_shape is not None:
+            self._check_same("frame_shape", tuple(frame_shape), found_shape)
+        if dtype is not None:
+            self._check_same("dtype", np.dtype(dtype), ds.dtype)
+        if block_length is not None:
+            self._check_same("block_length", block_length, found_length)
+        self._frame_shape = found_shape
+        self._dtype = np.dtype(ds.dtype)
+        self._block_length = int(found_length)
         self._key = data_key or ds.data_key
         n = ds.shape[0]
         self._n_blocks = n // self._block_length
         self._n_committed = self._n_blocks * self._block_length
-        rest = ds[self._n_committed : n]
-        return {
-            "metadata": ds.metadata,
-            "rest": rest,
-            "rewrite_metadata": tuple(declared.shape) != tuple(ds.shape),
-        }
+        return _Resumed(
+            metadata=ds.metadata,
+            rest=ds[self._n_committed : n],
+            rewrite_metadata=tuple(declared.shape) != tuple(ds.shape),
+        )
+
+    def _check_same(self, name: str, given: object, found: object) -> None:
+        if given != found:
+            raise ValueError(
+                f"{self._path}: cannot append with {name}={given!r}: the dataset has {found!r}"
+            )
 
     def _remove_leftovers(self) -> None:
         """Delete the temporary and staged files of a killed writer (nothing else)."""
@@ -304,7 +335,7 @@ class SplitDatasetWriter:
 
     def _base_metadata(
         self,
-        existing: dict[str, Any] | None,
+        existing: _Resumed | None,
         resolution: Sequence[float] | None,
         axis_order: str | None,
     ) -> dict[str, Any]:
@@ -317,7 +348,7 @@ class SplitDatasetWriter:
         )
         if existing is not None:
             # Keep what the dataset's writer recorded (voxel_size, crop, ...).
-            kept = dict(existing["metadata"])
+            kept = dict(existing.metadata)
             if resolution is not None:
                 kept["resolution"] = metadata["resolution"]
             if axis_order is not None:
