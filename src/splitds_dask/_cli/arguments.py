@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from splitds_dask._cli.schedulers import scheduler_arg
 
 __all__ = ["FORMATS_HELP", "Commands", "add_progress", "add_scheduler", "int_at_least"]
 
 #: The subcommands of the parser, to which each command module adds its own.
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # no public name
+Commands: TypeAlias = "argparse._SubParsersAction[Any]"  # argparse has no public name for it
 
 FORMATS_HELP = (
     "a split dataset folder, FILE.npy, FILE.tif (a multi-page TIFF; as a source also a folder or "

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
@@ -139,12 +139,17 @@ def _write_movie(
     return seconds
 
 
-def _time_mean(dataset: Any, *, progress: bool) -> tuple[np.ndarray, float]:
+class _Mean(NamedTuple):
+    values: np.ndarray
+    seconds: float
+
+
+def _time_mean(dataset: Any, *, progress: bool) -> _Mean:
     """The dataset's mean over time, and the seconds it took."""
     t0 = time.perf_counter()
     with _progress(progress):
         mean = dataset.to_dask().mean(axis=0).compute()
-    return mean, time.perf_counter() - t0
+    return _Mean(mean, time.perf_counter() - t0)
 
 
 def _report(say: Callable[[str, str], None], result: DemoResult) -> None:
@@ -252,17 +257,16 @@ def run_demo(
         )
         ds = SplitDataset(target)
         say("reading", f"ds.to_dask().mean(axis=0).compute() ({label} scheduler)")
-        mean, mean_seconds = _time_mean(ds, progress=progress)
+        mean = _time_mean(ds, progress=progress)
 
-    on_disk, _ = bytes_on_disk(ds.files.flat)
-    png = write_png(folder / PNG_NAME, to_uint8(mosaic(mean)))
+    png = write_png(folder / PNG_NAME, to_uint8(mosaic(mean.values)))
     result = DemoResult(
         dataset=ds,
-        mean=mean,
+        mean=mean.values,
         png=png,
         write_seconds=write_seconds,
-        mean_seconds=mean_seconds,
-        bytes_on_disk=on_disk,
+        mean_seconds=mean.seconds,
+        bytes_on_disk=bytes_on_disk(ds.files.flat).nbytes,
     )
     _report(say, result)
     return result

@@ -47,7 +47,7 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
     from splitds_dask._storage.block_file import open_h5
 
     try:
-        with open_h5(path) as f:
+        with open_h5(Path(path)) as f:
             dset = f[key]
             plist = dset.id.get_create_plist()
             filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
@@ -95,8 +95,8 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from splitds_dask._dataset import SplitDataset
 
-    ds = SplitDataset(path)
-    on_disk, missing = bytes_on_disk(ds.files.flat)
+    ds = SplitDataset(Path(path))
+    usage = bytes_on_disk(ds.files.flat)
     metadata = ds.metadata
     source = ds.parsed_metadata.source
     present = next((p for p in ds.files.flat if p.is_file()), None)
@@ -108,7 +108,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "grid": list(ds.grid.grid),
         "padding": list(ds.padding),
         "n_files": int(ds.files.size),
-        "missing_files": missing,
+        "missing_files": usage.missing,
         "data_key": ds.data_key,
         "compression": block_compression(present, ds.data_key) if present else None,
         "metadata_file": str(source) if source is not None else None,
@@ -118,8 +118,8 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "axis_order": ds.parsed_metadata.axis_order,
         "nbytes": int(ds.nbytes),
         "block_bytes": int(np.prod(ds.shape_block)) * ds.dtype.itemsize,
-        "bytes_on_disk": on_disk,
-        "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
+        "bytes_on_disk": usage.nbytes,
+        "compression_ratio": round(ds.nbytes / usage.nbytes, 3) if usage.nbytes else None,
     }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["bytes_on_disk", "format_bytes", "format_shape", "parse_size"]
+__all__ = ["DiskUsage", "bytes_on_disk", "format_bytes", "format_shape", "parse_size"]
 
 
 def parse_size(text: str) -> int:
@@ -69,7 +70,14 @@ def format_shape(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def bytes_on_disk(files: Iterator[Path]) -> tuple[int, int]:
+class DiskUsage(NamedTuple):
+    """What :func:`bytes_on_disk` counted."""
+
+    nbytes: int  # total size of the files present
+    missing: int  # files that do not exist
+
+
+def bytes_on_disk(files: Iterator[Path]) -> DiskUsage:
     """Total size of the files, and how many of them are missing."""
     total = missing = 0
     for path in files:
@@ -77,4 +85,4 @@ def bytes_on_disk(files: Iterator[Path]) -> tuple[int, int]:
             total += os.stat(path).st_size
         except FileNotFoundError:
             missing += 1
-    return total, missing
+    return DiskUsage(total, missing)

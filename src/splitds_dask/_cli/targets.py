@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -381,7 +381,12 @@ def _check_codec(kind: str, codec: _Codec, dtype: np.dtype) -> None:
         raise FormatError(f"compression {codec.compression} level {codec.level}: {exc}") from None
 
 
-def _slabs(x: da.Array, slab_bytes: int) -> Iterator[tuple[slice, da.Array]]:
+class _Slab(NamedTuple):
+    rows: slice  # of axis 0
+    data: da.Array
+
+
+def _slabs(x: da.Array, slab_bytes: int) -> Iterator[_Slab]:
     """Consecutive slabs of ``x`` along axis 0, each at most ``slab_bytes`` (at least one row).
 
     Slabs hold whole chunks of ``x`` where one fits: a slab cutting a chunk makes that chunk's
@@ -394,7 +399,7 @@ def _slabs(x: da.Array, slab_bytes: int) -> Iterator[tuple[slice, da.Array]]:
     for stop in _chunk_groups(x.chunks[0], rows_per_slab):
         while start < stop:
             end = min(start + rows_per_slab, stop)
-            yield slice(start, end), x[start:end]
+            yield _Slab(slice(start, end), x[start:end])
             start = end
 
 
@@ -424,11 +429,11 @@ def _write_tiff(
     tifffile = require("tifffile", "tiff")
     if x.ndim < 2:
         raise FormatError(f"a TIFF stack needs at least 2 axes, got shape {x.shape}")
-    slabs = list(_slabs(x, slab_bytes)) if x.ndim > 2 else [(slice(None), x)]
+    slabs = list(_slabs(x, slab_bytes)) if x.ndim > 2 else [_Slab(slice(None), x)]
 
     def pages() -> Iterator[np.ndarray]:
-        for i, (_, slab) in enumerate(slabs):
-            (data,) = compute(slab)
+        for i, slab in enumerate(slabs):
+            (data,) = compute(slab.data)
             yield from data.reshape(-1, *x.shape[-2:])
             if on_slab is not None:
                 on_slab(i + 1, len(slabs))
@@ -457,8 +462,8 @@ def _write_h5(
     slabs = list(_slabs(x, slab_bytes))
     with h5py.File(path, "w") as f:
         dset = f.create_dataset(name, shape=x.shape, dtype=x.dtype, chunks=chunks, **options)
-        for i, (region, slab) in enumerate(slabs):
-            (data,) = compute(slab)
-            dset[region] = data
+        for i, slab in enumerate(slabs):
+            (data,) = compute(slab.data)
+            dset[slab.rows] = data
             if on_slab is not None:
                 on_slab(i + 1, len(slabs))
