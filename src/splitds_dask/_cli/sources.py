@@ -47,6 +47,7 @@ __all__ = ["Source", "open_source"]
 class _Reader:
     """Shape, dtype and ``reader[region]`` of one array in some file format."""
 
+    path: str  # the file (or folder) read, whose modification time is part of the token
     shape: tuple[int, ...]
     dtype: np.dtype
     chunks: tuple[int, ...] | None = None  # the format's own chunking, if any
@@ -56,7 +57,7 @@ class _Reader:
         return len(self.shape)
 
     def __dask_tokenize__(self) -> Any:
-        return (type(self).__name__, vars(self), _mtime(self.path))  # type: ignore[attr-defined]
+        return (type(self).__name__, vars(self), _mtime(self.path))
 
 
 def _mtime(path: str) -> float:
