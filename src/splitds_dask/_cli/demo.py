@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from splitds_dask._cli.synthetic import (
     synthetic_movie,
 )
 from splitds_dask._format.metadata import is_split_dataset
+
+if TYPE_CHECKING:
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -75,7 +78,7 @@ class DemoResult:
         Total size of the block files.
     """
 
-    dataset: Any
+    dataset: SplitDataset
     mean: np.ndarray
     png: Path
     write_seconds: float
@@ -144,7 +147,7 @@ class _Mean(NamedTuple):
     seconds: float
 
 
-def _time_mean(dataset: Any, *, progress: bool) -> _Mean:
+def _time_mean(dataset: SplitDataset, *, progress: bool) -> _Mean:
     """The dataset's mean over time, and the seconds it took."""
     t0 = time.perf_counter()
     with _progress(progress):

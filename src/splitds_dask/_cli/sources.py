@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -37,6 +37,9 @@ from splitds_dask._cli.ome import first_level, level_metadata
 from splitds_dask._errors import FormatError
 from splitds_dask._format.physical import physical_metadata_kwargs
 from splitds_dask._storage.block_file import H5_SUFFIXES
+
+if TYPE_CHECKING:
+    from splitds_dask._dataset import SplitDataset
 
 __all__ = ["Source", "open_source"]
 
@@ -70,7 +73,7 @@ def _mtime(path: str) -> float:
 class _DatasetReader(_Reader):
     """A split dataset's numpy indexing: a region spanning blocks reads each file's part."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: SplitDataset) -> None:
         self.dataset = dataset
         self.path = str(dataset.root)
         self.shape = tuple(dataset.shape)
@@ -215,7 +218,7 @@ class Source:
     description: str
     reader: _Reader
     metadata: dict[str, Any] = field(default_factory=dict)
-    dataset: Any = None  # the SplitDataset, when the source is one
+    dataset: SplitDataset | None = None  # when the source is one
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -254,7 +257,7 @@ class Source:
         )
 
 
-def _carry_metadata(dataset: Any) -> dict[str, Any]:
+def _carry_metadata(dataset: SplitDataset) -> dict[str, Any]:
     """The writer keyword arguments that carry a split dataset's metadata into a conversion.
 
     Every conversion takes its metadata from here, so that what a dataset describes about itself
