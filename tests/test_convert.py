@@ -463,3 +463,12 @@ def test_a_missing_optional_package_names_its_extra(
     run = run_main("convert", str(folder), str(tmp_path / target))
     assert_one_line_error(run, 1, f"splitds-dask[{extra}]")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_format_errors_are_package_errors_and_value_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(sd.FormatError, match=r"not a readable \.npy array") as info:
+        open_source(str(tmp_path / "bad.npy"))
+    assert isinstance(info.value, sd.SplitDatasetError)
+    assert isinstance(info.value, ValueError)
+    assert "FormatError" in sd.__all__
