@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import dask
 import dask.array as da
@@ -44,7 +44,7 @@ from splitds_dask._storage.atomic import (
 from splitds_dask._storage.block_file import H5_SUFFIXES
 from splitds_dask._storage.filters import parse_compression
 
-__all__ = ["SLAB_BYTES", "Written", "target_kind", "write_array"]
+__all__ = ["SLAB_BYTES", "TargetKind", "Written", "target_kind", "write_array"]
 
 #: Largest slab (bytes) computed at once when a TIFF or HDF5 file is written in order.
 SLAB_BYTES = 64 * 2**20
@@ -54,7 +54,9 @@ Compute = Callable[..., Any]
 #: Told ``(done, total)`` after each slab of a file written in order.
 OnSlab = Callable[[int, int], None]
 
-_KIND_NAMES = {
+TargetKind = Literal["split", "npy", "tiff", "hdf5", "zarr", "ome-zarr"]
+
+_KIND_NAMES: dict[TargetKind, str] = {
     "split": "split dataset",
     "npy": "npy",
     "tiff": "TIFF",
@@ -64,7 +66,7 @@ _KIND_NAMES = {
 }
 
 
-def target_kind(text: str) -> str:
+def target_kind(text: str) -> TargetKind:
     """``"npy"``, ``"tiff"``, ``"hdf5"``, ``"ome-zarr"``, ``"zarr"`` or ``"split"``."""
     if split_h5_path(text) is not None:
         return "hdf5"
@@ -84,7 +86,8 @@ def target_kind(text: str) -> str:
 
 @dataclass
 class Written:
-    """What :func:`write_array` wrote: the target as named, its kind, the bytes of data."""
+    """What :func:`write_array` wrote: its kind and the target as named, and the bytes of data
+    (uncompressed)."""
 
     description: str
     nbytes: int
@@ -181,7 +184,7 @@ def _is_zarr_folder(path: Path) -> bool:
 
 
 def _read_in_target_chunks(
-    source: Source, kind: str, block_shape: Sequence[int | None] | int | None
+    source: Source, kind: TargetKind, block_shape: Sequence[int | None] | int | None
 ) -> da.Array:
     """The source as a dask array whose every task reads one target block from the source."""
     from splitds_dask._format.geometry import BlockGrid
@@ -252,7 +255,7 @@ def _write_zarr(
 
 
 def _write_file(
-    kind: str,
+    kind: TargetKind,
     x: da.Array,
     staging: Path,
     h5: H5Path | None,
@@ -361,7 +364,7 @@ def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compr
     return store_chunks(x, array)
 
 
-def _check_codec(kind: str, codec: _Codec, dtype: np.dtype) -> None:
+def _check_codec(kind: TargetKind, codec: _Codec, dtype: np.dtype) -> None:
     """Fail before anything is written if the target cannot use this codec and level."""
     from splitds_dask._storage.block_file import compression_options
 
