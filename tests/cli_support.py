@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import splitds_dask
-from splitds_dask._cli.demo import MOSAIC_GAP
+from splitds_dask._cli.images import MOSAIC_GAP
 from splitds_dask._cli.main import main
 from splitds_dask._cli.synthetic import FRAME_SHAPE
 

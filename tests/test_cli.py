@@ -31,7 +31,7 @@ from test_png import png_size
 import splitds_dask
 import splitds_dask as sd
 from splitds_dask import SplitDataset
-from splitds_dask._cli.main import dataset_info
+from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.sizes import format_bytes
 from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
 

@@ -25,9 +25,11 @@ from cli_support import assert_one_line_error, package_env, run_main
 from test_png import png_size
 
 import splitds_dask as sd
-from splitds_dask._cli.convert import open_source, write_array
-from splitds_dask._cli.demo import mosaic
-from splitds_dask._cli.main import dataset_info, main
+from splitds_dask._cli.images import mosaic
+from splitds_dask._cli.info import dataset_info
+from splitds_dask._cli.main import main
+from splitds_dask._cli.sources import open_source
+from splitds_dask._cli.targets import write_array
 
 SHAPE = (11, 3, 6, 5)
 TARGETS = ["out", "out.npy", "out.tif", "out.h5:/group/data", "out.zarr", "out.ome.zarr"]
@@ -461,3 +463,12 @@ def test_a_missing_optional_package_names_its_extra(
     run = run_main("convert", str(folder), str(tmp_path / target))
     assert_one_line_error(run, 1, f"splitds-dask[{extra}]")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_format_errors_are_package_errors_and_value_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(sd.FormatError, match=r"not a readable \.npy array") as info:
+        open_source(str(tmp_path / "bad.npy"))
+    assert isinstance(info.value, sd.SplitDatasetError)
+    assert isinstance(info.value, ValueError)
+    assert "FormatError" in sd.__all__

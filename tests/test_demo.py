@@ -21,7 +21,8 @@ from test_png import decode_png, png_size
 
 import splitds_dask
 from splitds_dask import SplitDataset
-from splitds_dask._cli.demo import mosaic, run_demo, to_uint8
+from splitds_dask._cli.demo import run_demo
+from splitds_dask._cli.images import mosaic, to_uint8
 from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
 
 # --- demo -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 from splitds_dask._errors import (
     BlockError,
     BlockIndexError,
+    FormatError,
     MetadataError,
     NotASplitDatasetError,
     SplitDatasetError,
@@ -35,6 +36,7 @@ __all__ = [
     "BlockIndexError",
     "Blocks",
     "EmptySplitDataset",
+    "FormatError",
     "IncompleteDatasetWarning",
     "MetadataError",
     "NotASplitDatasetError",

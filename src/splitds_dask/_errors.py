@@ -13,6 +13,7 @@ from contextlib import contextmanager
 __all__ = [
     "BlockError",
     "BlockIndexError",
+    "FormatError",
     "MetadataError",
     "NotASplitDatasetError",
     "SplitDatasetError",
@@ -55,6 +56,11 @@ class BlockIndexError(IndexError, SplitDatasetError):
     Both an :class:`IndexError` (what indexing code expects) and a :class:`ValueError` (what the
     original package raised, through ``np.unravel_index``).
     """
+
+
+class FormatError(SplitDatasetError):
+    """A file in another format (``.npy``, TIFF, HDF5, zarr, OME-Zarr, PNG) is missing,
+    unreadable, or cannot hold the data: raised by the conversions of the command line."""
 
 
 @contextmanager

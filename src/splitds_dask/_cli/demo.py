@@ -1,25 +1,29 @@
-"""The ``splitds demo`` run: a synthetic movie written, reopened, averaged and pictured.
+"""``splitds demo``: a synthetic movie written, reopened, averaged and pictured.
 
 :func:`run_demo` writes a synthetic calcium-imaging movie as a split dataset, reopens it,
 computes its mean over time with dask, saves that mean as a PNG (its z planes tiled by
-:func:`mosaic`, contrast-stretched by :func:`to_uint8`) and reports sizes and throughputs.
+:func:`~splitds_dask._cli.images.mosaic`, contrast-stretched by
+:func:`~splitds_dask._cli.images.to_uint8`) and reports sizes and throughputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
-import math
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import numpy as np
 
+from splitds_dask._cli.arguments import Commands, add_scheduler, int_at_least
+from splitds_dask._cli.schedulers import use_scheduler
 from splitds_dask._cli.sizes import bytes_on_disk, format_bytes, format_shape, parse_size
 from splitds_dask._cli.synthetic import (
     DEFAULT_BLOCK_FRAMES,
@@ -29,16 +33,18 @@ from splitds_dask._cli.synthetic import (
 )
 from splitds_dask._format.metadata import is_split_dataset
 
+if TYPE_CHECKING:
+    from splitds_dask._dataset import SplitDataset
+
 __all__ = [
     "DEFAULT_SIZE",
     "DEMO_DATASET",
     "DEMO_MARKER",
-    "MOSAIC_GAP",
     "PNG_NAME",
     "DemoResult",
-    "mosaic",
+    "add_parser",
+    "run",
     "run_demo",
-    "to_uint8",
 ]
 
 #: Uncompressed size of the demo movie unless told otherwise.
@@ -48,80 +54,10 @@ DEFAULT_SIZE = "400MB"
 DEMO_DATASET = "demo"
 PNG_NAME = "mean_projection.png"
 DEMO_MARKER = "splitds_demo.json"
-#: Black pixels between the z planes in the PNG mosaic.
-MOSAIC_GAP = 4
 
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-def mosaic(volume: np.ndarray, gap: int = MOSAIC_GAP, fill: float = np.nan) -> np.ndarray:
-    """Tile the planes of a (z, y, x) volume into one 2-D image, row by row.
-
-    ``rows = floor(sqrt(z))`` and ``columns = ceil(z / rows)`` (8 planes → 2x4); tiles are
-    separated by ``gap`` pixels of ``fill``.
-
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        3-D array (a 2-D array is one tile).
-    gap : int, optional
-        Pixels between tiles.
-    fill : float, optional
-        Value of the gaps and of unused tiles.
-
-    Returns
-    -------
-    numpy.ndarray
-        2-D float64 array.
-    """
-    volume = np.asarray(volume, dtype=np.float64)
-    if volume.ndim == 2:
-        volume = volume[None]
-    if volume.ndim != 3:
-        raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
-    nz, ny, nx = volume.shape
-    rows = max(1, math.isqrt(nz))
-    cols = math.ceil(nz / rows)
-    out = np.full((rows * ny + (rows - 1) * gap, cols * nx + (cols - 1) * gap), fill)
-    for k in range(nz):
-        r, c = divmod(k, cols)
-        out[r * (ny + gap) : r * (ny + gap) + ny, c * (nx + gap) : c * (nx + gap) + nx] = volume[k]
-    return out
-
-
-def to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
-    """Contrast-stretch to 8 bit: the ``low`` percentile → 0, the ``high`` percentile → 255.
-
-    NaN pixels (mosaic gaps) become 0 and are left out of the percentiles.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Any real array.
-    low, high : float, optional
-        Percentiles mapped to 0 and 255.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``uint8`` array of the same shape.
-    """
-    image = np.asarray(image, dtype=np.float64)
-    valid = image[np.isfinite(image)]
-    if valid.size == 0:
-        return np.zeros(image.shape, dtype=np.uint8)
-    lo, hi = np.percentile(valid, [low, high])
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    scaled = np.nan_to_num((image - lo) * scale, nan=0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-# --- the demo ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -142,7 +78,7 @@ class DemoResult:
         Total size of the block files.
     """
 
-    dataset: Any
+    dataset: SplitDataset
     mean: np.ndarray
     png: Path
     write_seconds: float
@@ -154,6 +90,25 @@ def _is_demo_output(path: Path) -> bool:
     return is_split_dataset(path) and (path / DEMO_MARKER).is_file()
 
 
+def _refusal(path: Path) -> str:
+    if is_split_dataset(path):
+        return "is a split dataset that splitds demo did not write"
+    return "exists and is not a split dataset written by splitds demo"
+
+
+def _check_demo_target(target: Path) -> None:
+    """Refuse anything at ``target`` but an earlier demo's dataset (which is replaced)."""
+    from splitds_dask._storage.atomic import check_replaceable
+
+    check_replaceable(
+        target,
+        overwrite=True,
+        replaceable=_is_demo_output,
+        what="a split dataset written by splitds demo",
+        refusal=_refusal,
+    )
+
+
 @contextlib.contextmanager
 def _progress(show: bool) -> Iterator[None]:
     if show:
@@ -163,6 +118,74 @@ def _progress(show: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def _write_movie(
+    target: Path, *, n_frames: int, block_frames: int, seed: int, progress: bool
+) -> float:
+    """Write the movie with ``to_split_dataset`` and mark it as the demo's; the seconds taken."""
+    from splitds_dask._write.array import to_split_dataset
+
+    movie = synthetic_movie(n_frames, block_frames=block_frames, seed=seed)
+    t0 = time.perf_counter()
+    with _progress(progress):
+        to_split_dataset(
+            movie,
+            target,
+            block_shape=(block_frames, *FRAME_SHAPE),
+            compression="blosc",
+            overwrite=_is_demo_output(target),
+        )
+    seconds = time.perf_counter() - t0
+    marker = {"written_by": "splitds demo", "seed": seed, "n_frames": n_frames}
+    (target / DEMO_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+    return seconds
+
+
+class _Mean(NamedTuple):
+    values: np.ndarray
+    seconds: float
+
+
+def _time_mean(dataset: SplitDataset, *, progress: bool) -> _Mean:
+    """The dataset's mean over time, and the seconds it took."""
+    t0 = time.perf_counter()
+    with _progress(progress):
+        mean = dataset.to_dask().mean(axis=0).compute()
+    return _Mean(mean, time.perf_counter() - t0)
+
+
+def _report(say: Callable[[str, str], None], result: DemoResult) -> None:
+    """The lines after the run: shape, blocks, files, sizes, throughputs, the image."""
+    ds = result.dataset
+    mb = ds.nbytes / 1e6
+    last = ds.shape[0] - (ds.grid.grid[0] - 1) * ds.shape_block[0]
+    say("shape", f"{ds.shape} (t, z, y, x), dtype {ds.dtype}")
+    say(
+        "blocks",
+        f"grid {ds.grid.grid} of block shape {ds.shape_block}"
+        + (f" (last block: {_plural(last, 'time point')})" if last != ds.shape_block[0] else ""),
+    )
+    names = [p.name for p in ds.files.flat]
+    listing = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+    say("files", f"{_plural(len(names), 'block file')} ({listing}) + stack_metadata.json")
+    on_disk = result.bytes_on_disk
+    say(
+        "size",
+        f"{format_bytes(ds.nbytes)} uncompressed, {format_bytes(on_disk)} on disk "
+        f"(Blosc LZ4, compression ratio {ds.nbytes / max(on_disk, 1):.2f})",
+    )
+    say(
+        "write",
+        f"{result.write_seconds:.2f} s, {mb / result.write_seconds:.0f} MB/s "
+        "(generate the data + compress + write the block files)",
+    )
+    say(
+        "mean",
+        f"{result.mean_seconds:.2f} s, {mb / result.mean_seconds:.0f} MB/s "
+        "(read + decompress + average; files just written, likely in the OS cache)",
+    )
+    say("png", f"{result.png} (the mean, z planes tiled left to right, top to bottom)")
 
 
 def run_demo(
@@ -207,98 +230,125 @@ def run_demo(
     """
     import dask
 
+    from splitds_dask._cli.images import mosaic, to_uint8
     from splitds_dask._cli.png import write_png
-    from splitds_dask._daskmodes import array_nbytes
     from splitds_dask._dataset import SplitDataset
-    from splitds_dask._write.array import to_split_dataset
 
-    out = sys.stdout if out is None else out
+    stream = sys.stdout if out is None else out
     folder = Path(folder)
     target = folder / DEMO_DATASET
     n_frames = max(1, size // FRAME_BYTES)
     if isinstance(scheduler, str) and scheduler not in ("threads", "processes", "sync"):
         raise ValueError(f"unknown scheduler {scheduler!r}")
     label = scheduler if isinstance(scheduler, str) else "distributed"  # a Client
-    overwrite = _is_demo_output(target)
-    if not overwrite and is_split_dataset(target):
-        raise FileExistsError(
-            f"{target} is a split dataset that splitds demo did not write; refusing to replace "
-            "it (choose another folder)"
-        )
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(
-            f"{target} exists and is not a split dataset written by splitds demo; refusing to "
-            "write there (choose another folder)"
-        )
+    _check_demo_target(target)
     folder.mkdir(parents=True, exist_ok=True)
-    movie = synthetic_movie(n_frames, block_frames=block_frames, seed=seed)
-    nbytes = array_nbytes(movie)
 
     def say(label: str, text: str) -> None:
-        print(f"{label:<9} {text}", file=out, flush=True)
+        print(f"{label:<9} {text}", file=stream, flush=True)
 
     say("dataset", str(target))
     say(
         "writing",
         f"{_plural(n_frames, 'time point')} of {format_shape(FRAME_SHAPE)} uint16 "
-        f"({format_bytes(nbytes)}), "
+        f"({format_bytes(n_frames * FRAME_BYTES)}), "
         f"{block_frames} per block file, with to_split_dataset ({label} scheduler)",
     )
     with dask.config.set(scheduler=scheduler):
-        t0 = time.perf_counter()
-        with _progress(progress):
-            to_split_dataset(
-                movie,
-                target,
-                block_shape=(block_frames, *FRAME_SHAPE),
-                compression="blosc",
-                overwrite=overwrite,
-            )
-        write_seconds = time.perf_counter() - t0
-        marker = {"written_by": "splitds demo", "seed": seed, "n_frames": n_frames}
-        (target / DEMO_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-
+        write_seconds = _write_movie(
+            target, n_frames=n_frames, block_frames=block_frames, seed=seed, progress=progress
+        )
         ds = SplitDataset(target)
         say("reading", f"ds.to_dask().mean(axis=0).compute() ({label} scheduler)")
-        t0 = time.perf_counter()
-        with _progress(progress):
-            mean = ds.to_dask().mean(axis=0).compute()
-        mean_seconds = time.perf_counter() - t0
+        mean = _time_mean(ds, progress=progress)
 
-    on_disk, _ = bytes_on_disk(ds.files.flat)
-    png = write_png(folder / PNG_NAME, to_uint8(mosaic(mean)))
-    mb = ds.nbytes / 1e6
-    last = ds.shape[0] - (ds.grid.grid[0] - 1) * ds.shape_block[0]
-    say("shape", f"{ds.shape} (t, z, y, x), dtype {ds.dtype}")
-    say(
-        "blocks",
-        f"grid {ds.grid.grid} of block shape {ds.shape_block}"
-        + (f" (last block: {_plural(last, 'time point')})" if last != ds.shape_block[0] else ""),
-    )
-    names = [p.name for p in ds.files.flat]
-    listing = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
-    say("files", f"{_plural(len(names), 'block file')} ({listing}) + stack_metadata.json")
-    say(
-        "size",
-        f"{format_bytes(ds.nbytes)} uncompressed, {format_bytes(on_disk)} on disk "
-        f"(Blosc LZ4, compression ratio {ds.nbytes / max(on_disk, 1):.2f})",
-    )
-    say(
-        "write",
-        f"{write_seconds:.2f} s, {mb / write_seconds:.0f} MB/s "
-        "(generate the data + compress + write the block files)",
-    )
-    say(
-        "mean",
-        f"{mean_seconds:.2f} s, {mb / mean_seconds:.0f} MB/s "
-        "(read + decompress + average; files just written, likely in the OS cache)",
-    )
-    say("png", f"{png} (the mean, z planes tiled left to right, top to bottom)")
-    return DemoResult(
+    png = write_png(folder / PNG_NAME, to_uint8(mosaic(mean.values)))
+    result = DemoResult(
         dataset=ds,
-        mean=mean,
+        mean=mean.values,
         png=png,
         write_seconds=write_seconds,
-        mean_seconds=mean_seconds,
-        bytes_on_disk=on_disk,
+        mean_seconds=mean.seconds,
+        bytes_on_disk=bytes_on_disk(ds.files.flat).nbytes,
     )
+    _report(say, result)
+    return result
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def _size_arg(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < FRAME_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} is less than one time point ({format_shape(FRAME_SHAPE)} uint16 = "
+            f"{format_bytes(FRAME_BYTES)})"
+        )
+    return size
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``demo`` and its arguments."""
+    demo = commands.add_parser(
+        "demo",
+        help="write a synthetic calcium-imaging movie, average it with dask, save a PNG",
+        description=(
+            "Write a synthetic calcium-imaging movie (uint16, axes t, z, y, x; "
+            f"{format_shape(FRAME_SHAPE)} per time point) as a split dataset in "
+            f"FOLDER/{DEMO_DATASET}, reopen it, compute its mean over time with dask, report "
+            f"sizes and throughputs, and save the mean as FOLDER/{PNG_NAME}."
+        ),
+    )
+    demo.add_argument(
+        "folder",
+        nargs="?",
+        metavar="FOLDER",
+        help="where to write (created if needed; default: a new temporary folder)",
+    )
+    demo.add_argument(
+        "--size",
+        type=_size_arg,
+        default=DEFAULT_SIZE,
+        metavar="SIZE",
+        help=f"uncompressed size, e.g. 32MB, 1.5GB, 512MiB (default: {DEFAULT_SIZE})",
+    )
+    demo.add_argument(
+        "--block-frames",
+        type=int_at_least(1, "a positive integer"),
+        default=DEFAULT_BLOCK_FRAMES,
+        metavar="N",
+        help=f"time points per block file (default: {DEFAULT_BLOCK_FRAMES}, "
+        f"{format_bytes(DEFAULT_BLOCK_FRAMES * FRAME_BYTES)})",
+    )
+    add_scheduler(demo)
+    demo.add_argument(
+        "--seed",
+        type=int_at_least(0, "a non-negative integer"),
+        default=0,
+        help="seed of the synthetic data (default: 0)",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo in ``args.folder`` (a new temporary folder if none)."""
+    if args.folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="splitds-demo-"))
+        print(f"folder    {folder} (new temporary folder)", flush=True)
+    else:
+        folder = Path(args.folder)
+    progress = not args.no_progress and sys.stdout.isatty()
+    with use_scheduler(args.scheduler) as client:
+        run_demo(
+            folder,
+            size=args.size,
+            block_frames=args.block_frames,
+            scheduler=args.scheduler if client is None else client,
+            seed=args.seed,
+            progress=progress and client is None,
+        )
+    return 0

@@ -81,7 +81,7 @@ def encode_png(image: np.ndarray, *, compression_level: int = 6) -> bytes:
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write a 2-D grayscale image as a PNG file.
 
-    The file is written under a temporary name and renamed into place, so a reader never sees a
+    The file is written under a staging name and renamed into place, so a reader never sees a
     partial image.
 
     Parameters
@@ -96,13 +96,10 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     Path
         ``path``.
     """
+    from splitds_dask._storage.atomic import staged_file
+
     path = Path(path)
     data = encode_png(image)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_file(path, durable=False) as staging:
+        staging.write_bytes(data)
     return path

@@ -8,35 +8,20 @@ files. Shared by the demo and the command line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["bytes_on_disk", "format_bytes", "format_shape", "parse_size"]
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "k": 10**3,
-    "m": 10**6,
-    "g": 10**9,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(?P<number>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(?P<unit>[a-z]*)\s*$")
+__all__ = ["DiskUsage", "bytes_on_disk", "format_bytes", "format_shape", "parse_size"]
 
 
 def parse_size(text: str) -> int:
     """Parse a size such as ``400MB``, ``1.5GB``, ``512KiB`` or ``1000000`` into bytes.
 
     ``KB``, ``MB``, ``GB``, ``TB`` are powers of 1000; ``KiB``, ``MiB``, ``GiB``, ``TiB`` powers
-    of 1024; a bare number is bytes. Case does not matter.
+    of 1024; a bare number is bytes. Case does not matter. The units are dask's
+    (:func:`dask.utils.parse_bytes`, as in ``array.chunk-size``); a size must hold a number
+    and be positive.
 
     Parameters
     ----------
@@ -53,17 +38,26 @@ def parse_size(text: str) -> int:
     ValueError
         ``text`` is not a positive size.
     """
-    match = _SIZE_RE.match(text.lower())
-    if match is None or match["unit"] not in _SIZE_UNITS:
-        raise ValueError(f"invalid size {text!r} (examples: 400MB, 1.5GB, 512KiB)")
-    size = int(float(match["number"]) * _SIZE_UNITS[match["unit"]])
+    from dask.utils import parse_bytes
+
+    invalid = f"invalid size {text!r} (examples: 400MB, 1.5GB, 512KiB)"
+    if not any(c.isdigit() for c in text):  # dask reads "MB" as 1 MB
+        raise ValueError(invalid)
+    try:
+        size = parse_bytes(text)
+    except (ValueError, OverflowError):
+        raise ValueError(invalid) from None
     if size <= 0:
         raise ValueError(f"invalid size {text!r}: must be positive")
     return size
 
 
 def format_bytes(n: float) -> str:
-    """``1234567`` → ``'1.2 MB'`` (powers of 1000, as the throughputs)."""
+    """``1234567`` → ``'1.2 MB'`` (powers of 1000, as the throughputs).
+
+    Not :func:`dask.utils.format_bytes`, which writes powers of 1024 (``'1.18 MiB'``): the demo
+    reports sizes beside MB/s throughputs, in the same unit.
+    """
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -76,7 +70,14 @@ def format_shape(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def bytes_on_disk(files: Iterator[Path]) -> tuple[int, int]:
+class DiskUsage(NamedTuple):
+    """What :func:`bytes_on_disk` counted."""
+
+    nbytes: int  # total size of the files present
+    missing: int  # files that do not exist
+
+
+def bytes_on_disk(files: Iterator[Path]) -> DiskUsage:
     """Total size of the files, and how many of them are missing."""
     total = missing = 0
     for path in files:
@@ -84,4 +85,4 @@ def bytes_on_disk(files: Iterator[Path]) -> tuple[int, int]:
             total += os.stat(path).st_size
         except FileNotFoundError:
             missing += 1
-    return total, missing
+    return DiskUsage(total, missing)

@@ -22,7 +22,7 @@ import numpy as np
 
 from splitds_dask._daskmodes import numpy_convertible, to_numpy
 from splitds_dask._errors import SplitDatasetError
-from splitds_dask._storage.block_file import find_data_key, open_h5, stored_dtype
+from splitds_dask._storage.block_file import H5_SUFFIXES, find_data_key, open_h5, stored_dtype
 
 __all__ = ["estimate_contrast_limits", "napari_get_reader"]
 
@@ -31,7 +31,6 @@ ReaderFunction = Callable[[Any], list[LayerData]]
 
 # Planes (2-D sections along the last two axes) read to estimate contrast limits.
 _CONTRAST_PLANES = 5
-_H5_SUFFIXES = (".h5", ".hdf5")
 
 
 def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> tuple[float, float]:
@@ -131,7 +130,7 @@ def _layer_reader(path: Path) -> Callable[[], LayerData] | None:
         except SplitDatasetError:
             return None
         return lambda: _dataset_layer(dataset)
-    if path.is_file() and path.suffix.lower() in _H5_SUFFIXES:
+    if path.is_file() and path.suffix.lower() in H5_SUFFIXES:
         key = _h5_key(path)
         return None if key is None else (lambda: _h5_layer(path, key))
     return None

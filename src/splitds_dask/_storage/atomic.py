@@ -16,13 +16,14 @@ import shutil
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "atomic_file",
+    "check_replaceable",
     "exchange",
     "discard",
     "fsync_dir",
@@ -31,6 +32,7 @@ __all__ = [
     "remove_temporaries",
     "replace_folder",
     "retire",
+    "staged_file",
     "staging_path",
     "sync_folder",
 ]
@@ -180,8 +182,8 @@ def _owner_is_dead(host: str, pid: int) -> bool:
 def remove_stale_staging(path: Path) -> list[Path]:
     """Clean up after writers of ``path`` that died (on this machine); return what was removed.
 
-    Only hidden siblings named by :func:`staging_path` whose process no longer runs are touched:
-    a half-written dataset or one being deleted is removed, a replaced dataset is put back at
+    Only hidden siblings named by :func:`staging_path` whose process no longer runs are touched,
+    folders and single files alike: a half-written output or one being deleted is removed, a replaced dataset is put back at
     ``path`` if ``path`` is missing (a crash between the two renames of the fallback swap), and
     removed otherwise.
     """
@@ -192,7 +194,7 @@ def remove_stale_staging(path: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _STAGING.match(entry.name)
-        if match is None or match["target"] != path.name or not entry.is_dir():
+        if match is None or match["target"] != path.name:
             continue
         if not _owner_is_dead(match["host"], int(match["pid"])):
             continue
@@ -200,7 +202,10 @@ def remove_stale_staging(path: Path) -> list[Path]:
         if match["kind"] == "old" and not path.exists():
             os.rename(candidate, path)
             continue
-        shutil.rmtree(candidate, ignore_errors=True)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:  # a single-file output (see staged_file)
+            candidate.unlink(missing_ok=True)
         removed.append(candidate)
     return removed
 
@@ -254,3 +259,78 @@ def replace_folder(staging: Path, path: Path, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
         shutil.rmtree(trash)
     fsync_dir(path.parent)
+
+
+@contextmanager
+def staged_file(path: Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a staging name beside ``path`` to write one file; it becomes ``path`` on success.
+
+    Like :func:`atomic_file`, but the staging name carries this process (:func:`staging_path`),
+    so that what a killed writer leaves is removed by :func:`remove_stale_staging`. With
+    ``durable`` the file is flushed before the rename and the folder after it, so that after a
+    power loss ``path`` is the old file or the complete new one.
+    """
+    staging = staging_path(path)
+    try:
+        yield staging
+        if durable:
+            fsync_file(staging)
+        os.replace(staging, path)
+        if durable:
+            fsync_dir(path.parent)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def check_replaceable(
+    path: Path,
+    *,
+    overwrite: bool,
+    replaceable: Callable[[Path], bool],
+    what: str = "a split dataset",
+    hint: str = "pass overwrite=True",
+    folder: bool = True,
+    refusal: Callable[[Path], str] | None = None,
+) -> None:
+    """Refuse to put a new output at ``path`` unless what is there may be replaced.
+
+    Nothing at ``path``, or an empty folder where a folder is to be written: allowed.
+    Something ``replaceable`` rejects (a user's own file or folder): never replaced, whatever
+    ``overwrite`` says. An earlier output that ``replaceable`` accepts: replaced only with
+    ``overwrite``.
+
+    Parameters
+    ----------
+    path : Path
+        The output.
+    overwrite : bool
+        Whether an earlier output may be replaced.
+    replaceable : callable
+        True for what may be replaced at ``path`` (e.g. ``is_split_dataset``).
+    what : str, optional
+        What ``replaceable`` accepts, for the messages (``"a split dataset"``).
+    hint : str, optional
+        How to ask for a replacement (``"pass --overwrite"`` on the command line).
+    folder : bool, optional
+        The output is a folder, so an empty folder at ``path`` is taken as the target.
+    refusal : callable, optional
+        Why ``path`` is refused, where the caller can say more than "exists and is not
+        {what}".
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` holds something else (``"<path> exists and is not <what>; not replacing
+        it"``) or an earlier output while ``overwrite`` is false (``"<path> exists and is
+        already <what>; <hint> to replace it"``).
+    """
+    if not path.exists():
+        return
+    if replaceable(path):
+        if not overwrite:
+            raise FileExistsError(f"{path} exists and is already {what}; {hint} to replace it")
+        return
+    if folder and path.is_dir() and not any(path.iterdir()):
+        return
+    reason = f"exists and is not {what}" if refusal is None else refusal(path)
+    raise FileExistsError(f"{path} {reason}; not replacing it")

@@ -33,6 +33,7 @@ from splitds_dask._storage.filters import missing_filters, parse_compression
 
 __all__ = [
     "COMPRESSIONS",
+    "H5_SUFFIXES",
     "chunk_shape_for",
     "compression_options",
     "find_data_key",
@@ -42,6 +43,9 @@ __all__ = [
     "stored_dtype",
     "write_block",
 ]
+
+#: The file name suffixes of HDF5 files (lower case).
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 # Bytes per HDF5 chunk inside a block file: small enough that reading one time point of a block
 # does not decompress the whole block, large enough to keep per-chunk overhead low.

@@ -26,6 +26,7 @@ from splitds_dask._format.metadata import (
 )
 from splitds_dask._format.physical import add_physical_metadata, writer_physical_options
 from splitds_dask._storage.atomic import (
+    check_replaceable,
     discard,
     remove_stale_staging,
     remove_temporaries,
@@ -81,21 +82,8 @@ class _BlockFileTarget:
 
 
 def _check_target(path: Path, *, overwrite: bool) -> None:
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if is_split_dataset(path):
-        if not overwrite:
-            raise FileExistsError(
-                f"{path} is already a split dataset; pass overwrite=True to replace it"
-            )
-        return
-    if any(path.iterdir()):
-        raise FileExistsError(
-            f"{path} is a folder that is not empty and not a split dataset; refusing to write "
-            "into it (or to delete it)"
-        )
+    """Refuse to replace anything but a split dataset, and that only with ``overwrite``."""
+    check_replaceable(path, overwrite=overwrite, replaceable=is_split_dataset)
 
 
 def _publish(

@@ -49,6 +49,7 @@ from splitds_dask._format.metadata import (
     write_metadata_json,
 )
 from splitds_dask._storage.atomic import (
+    check_replaceable,
     fsync_dir,
     fsync_file,
     remove_stale_staging,
@@ -56,7 +57,7 @@ from splitds_dask._storage.atomic import (
     retire,
 )
 from splitds_dask._storage.block_file import write_block
-from splitds_dask._write.array import _check_target, block_file_name
+from splitds_dask._write.array import block_file_name
 
 __all__ = ["SplitDatasetWriter"]
 
@@ -217,7 +218,7 @@ class SplitDatasetWriter:
         the split dataset there removed; any other content refused."""
         if self._lock_fd >= 0 and not is_split_dataset(self._path):
             self._remove_leftovers()  # a writer killed before its first block
-        _check_target(self._path, overwrite=overwrite)
+        check_replaceable(self._path, overwrite=overwrite, replaceable=is_split_dataset)
         if is_split_dataset(self._path):
             self._unlock()
             retire(self._path)

@@ -1,0 +1,53 @@
+"""Argument types and options that several commands share."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from splitds_dask._cli.schedulers import scheduler_arg
+
+__all__ = ["FORMATS_HELP", "Commands", "add_progress", "add_scheduler", "int_at_least"]
+
+#: The subcommands of the parser, to which each command module adds its own.
+Commands: TypeAlias = "argparse._SubParsersAction[Any]"  # argparse has no public name for it
+
+FORMATS_HELP = (
+    "a split dataset folder, FILE.npy, FILE.tif (a multi-page TIFF; as a source also a folder or "
+    "glob pattern of TIFF files), FILE.h5:/DATASET, FOLDER.zarr or FOLDER.ome.zarr"
+)
+
+
+def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argument type: an integer of at least ``minimum`` (``what`` in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_scheduler(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--scheduler`` (see :mod:`splitds_dask._cli.schedulers`)."""
+    parser.add_argument(
+        "--scheduler",
+        type=scheduler_arg,
+        default="threads",
+        metavar="SCHEDULER",
+        help="sync, threads, processes, local (a local cluster of worker processes) or the "
+        f"address of a dask scheduler, e.g. tcp://10.0.0.5:8786 (default: threads){note}",
+    )
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``."""
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown on a terminal only)"
+    )

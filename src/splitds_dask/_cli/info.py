@@ -1,0 +1,192 @@
+"""``splitds info``: what a split dataset holds, where, and how it is stored.
+
+:func:`dataset_info` gathers it as JSON-serialisable values; the command prints them as text or
+JSON. It computes nothing: it reads the metadata and one block file's header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from splitds_dask._cli.arguments import Commands, add_scheduler
+from splitds_dask._cli.messages import PROG, one_line
+from splitds_dask._cli.sizes import bytes_on_disk, format_bytes
+from splitds_dask._storage.filters import describe_filter, filter_name
+
+__all__ = ["add_parser", "block_compression", "dataset_info", "run"]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
+    """How one block file stores its array: HDF5 chunk shape and filter pipeline.
+
+    Returns
+    -------
+    dict or None
+        ``description`` (e.g. ``'blosc lz4 level 5, byte shuffle'``, ``'none'``), ``filters``
+        (``[{"id": 32001, "name": "blosc", "options": [...]}]``) and ``hdf5_chunks``; None when
+        the file cannot be read.
+    """
+    from splitds_dask._storage.block_file import open_h5
+
+    try:
+        with open_h5(Path(path)) as f:
+            dset = f[key]
+            plist = dset.id.get_create_plist()
+            filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
+            chunks = dset.chunks
+    except (OSError, KeyError):
+        return None
+    shown = [describe_filter(fid, tuple(values)) for fid, _, values in filters if fid != 2]
+    if any(fid == 2 for fid, _, _ in filters):
+        shown = [f"{text}, byte shuffle" for text in shown] or ["byte shuffle"]
+    return {
+        "description": "; ".join(shown) or "none",
+        "filters": [
+            {
+                "id": int(fid),
+                "name": filter_name(fid),
+                "options": [int(v) for v in values],
+            }
+            for fid, _, values in filters
+        ],
+        "hdf5_chunks": list(chunks) if chunks else None,
+    }
+
+
+def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A summary of the split dataset at ``path``, as JSON-serialisable values.
+
+    Parameters
+    ----------
+    path : str or Path
+        The dataset folder.
+
+    Returns
+    -------
+    dict
+        ``path``, ``shape``, ``dtype``, ``shape_block``, ``grid``, ``padding``, ``n_files``,
+        ``missing_files``, ``data_key``, ``compression`` (of the first block file present, see
+        :func:`block_compression`), ``metadata_file``, ``metadata_keys``, ``metadata``,
+        ``resolution``, ``axis_order``, ``nbytes`` (uncompressed), ``bytes_on_disk`` (block
+        files), ``compression_ratio`` and ``block_bytes`` (uncompressed bytes of one full block).
+
+    Raises
+    ------
+    SplitDatasetError
+        ``path`` is not a readable split dataset.
+    """
+    from splitds_dask._dataset import SplitDataset
+
+    ds = SplitDataset(Path(path))
+    usage = bytes_on_disk(ds.files.flat)
+    metadata = ds.metadata
+    source = ds.parsed_metadata.source
+    present = next((p for p in ds.files.flat if p.is_file()), None)
+    return {
+        "path": str(ds.root),
+        "shape": list(ds.shape),
+        "dtype": str(ds.dtype),
+        "shape_block": list(ds.shape_block),
+        "grid": list(ds.grid.grid),
+        "padding": list(ds.padding),
+        "n_files": int(ds.files.size),
+        "missing_files": usage.missing,
+        "data_key": ds.data_key,
+        "compression": block_compression(present, ds.data_key) if present else None,
+        "metadata_file": str(source) if source is not None else None,
+        "metadata_keys": list(metadata),
+        "metadata": json.loads(json.dumps(metadata, default=_jsonable)),
+        "resolution": list(ds.resolution),
+        "axis_order": ds.parsed_metadata.axis_order,
+        "nbytes": int(ds.nbytes),
+        "block_bytes": int(np.prod(ds.shape_block)) * ds.dtype.itemsize,
+        "bytes_on_disk": usage.nbytes,
+        "compression_ratio": round(ds.nbytes / usage.nbytes, 3) if usage.nbytes else None,
+    }
+
+
+def _print_info(info: dict[str, Any], out: TextIO) -> None:
+    def say(label: str, text: object) -> None:
+        print(f"{label:<13} {text}", file=out)
+
+    def tup(values: list[int]) -> str:
+        return str(tuple(values))
+
+    say("path", info["path"])
+    say(
+        "shape",
+        f"{tup(info['shape'])}" + (f" ({info['axis_order']})" if info["axis_order"] else ""),
+    )
+    say("dtype", info["dtype"])
+    say("block shape", f"{tup(info['shape_block'])}, {format_bytes(info['block_bytes'])}")
+    say("grid", f"{tup(info['grid'])} blocks")
+    if any(info["padding"]):
+        say("padding", tup(info["padding"]))
+    files = f"{info['n_files']}"
+    if info["missing_files"]:
+        files += f" ({info['missing_files']} missing)"
+    say("files", files)
+    say("data key", info["data_key"])
+    compression = info["compression"]
+    if compression is not None:
+        chunks = compression["hdf5_chunks"]
+        say(
+            "compression",
+            compression["description"] + (f" (HDF5 chunks {tup(chunks)})" if chunks else ""),
+        )
+    metadata_file = info["metadata_file"]
+    where = Path(metadata_file).name if metadata_file else "(legacy, inside the block files)"
+    say("metadata", f"{where}: {', '.join(info['metadata_keys'])}")
+    say("resolution", tup(info["resolution"]))
+    say("uncompressed", f"{format_bytes(info['nbytes'])} ({info['nbytes']:,} bytes)")
+    ratio = info["compression_ratio"]
+    say(
+        "on disk",
+        f"{format_bytes(info['bytes_on_disk'])} ({info['bytes_on_disk']:,} bytes)"
+        + (f", compression ratio {ratio:.2f}" if ratio else ""),
+    )
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``info`` and its arguments."""
+    info = commands.add_parser(
+        "info",
+        help="describe a split dataset",
+        description="Print the shape, dtype, blocks, files, compression, metadata and sizes on "
+        "disk of a split dataset.",
+    )
+    info.add_argument("path", metavar="PATH", help="the dataset folder")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_scheduler(info, note="; info computes nothing, it reads the metadata and one file's header")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary of ``args.path``; warnings as one line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = dataset_info(args.path)
+    for warning in caught:
+        print(f"{PROG}: warning: {one_line(warning.message)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_info(info, sys.stdout)
+    return 0

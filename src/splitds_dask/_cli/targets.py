@@ -1,0 +1,472 @@
+"""The files and folders ``splitds convert`` writes, each by :func:`write_array`.
+
+Targets: a split dataset folder (any other name), ``.npy``, ``.tif``/``.tiff``, ``file.h5:/path``,
+``.zarr`` and ``.ome.zarr`` (kind from the name: :func:`target_kind`). Every target is written
+under a hidden staging name beside it that carries this process's host and pid, and put in place
+when complete (a file flushed and renamed, a folder swapped in whole), so readers see the old
+output or the complete new one; what a killed conversion left is removed by the next one.
+
+Memory stays bounded whatever the size of the data: the source is read directly in the chunks of
+the target (each task reads its region from the source files), so no task holds more than one
+target block, and no dask rechunk, which for a transposing change of block shape would hold most
+of the dataset at once, is involved. ``.npy``, split dataset and zarr targets are written by the
+tasks themselves; TIFF and HDF5 files, which one process must write in order, are written by
+this process slab by slab along the first axis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+
+from splitds_dask._cli.formats import TIFF_SUFFIXES, H5Path, is_zarr, require, split_h5_path
+from splitds_dask._cli.ome import ome_multiscales
+from splitds_dask._cli.sources import Source
+from splitds_dask._daskmodes import array_nbytes, store_chunks
+from splitds_dask._errors import FormatError
+from splitds_dask._storage.atomic import (
+    check_replaceable,
+    discard,
+    remove_stale_staging,
+    replace_folder,
+    staged_file,
+    staging_path,
+)
+from splitds_dask._storage.block_file import H5_SUFFIXES
+from splitds_dask._storage.filters import parse_compression
+
+__all__ = ["SLAB_BYTES", "TargetKind", "Written", "target_kind", "write_array"]
+
+#: Largest slab (bytes) computed at once when a TIFF or HDF5 file is written in order.
+SLAB_BYTES = 64 * 2**20
+
+#: Computes dask collections, as ``dask.compute`` does.
+Compute = Callable[..., Any]
+#: Told ``(done, total)`` after each slab of a file written in order.
+OnSlab = Callable[[int, int], None]
+
+TargetKind = Literal["split", "npy", "tiff", "hdf5", "zarr", "ome-zarr"]
+
+_KIND_NAMES: dict[TargetKind, str] = {
+    "split": "split dataset",
+    "npy": "npy",
+    "tiff": "TIFF",
+    "hdf5": "HDF5",
+    "zarr": "zarr",
+    "ome-zarr": "OME-Zarr",
+}
+
+
+def target_kind(text: str) -> TargetKind:
+    """``"npy"``, ``"tiff"``, ``"hdf5"``, ``"ome-zarr"``, ``"zarr"`` or ``"split"``."""
+    if split_h5_path(text) is not None:
+        return "hdf5"
+    name = Path(text).name.lower()
+    if name.endswith(".npy"):
+        return "npy"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if name.endswith(H5_SUFFIXES):
+        raise FormatError(f"{text}: name the dataset inside the HDF5 file, e.g. {text}:/data")
+    if name.endswith(".ome.zarr"):
+        return "ome-zarr"
+    if name.endswith(".zarr"):
+        return "zarr"
+    return "split"
+
+
+@dataclass
+class Written:
+    """What :func:`write_array` wrote: its kind and the target as named, and the bytes of data
+    (uncompressed)."""
+
+    description: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """The compression of split dataset, HDF5 and zarr targets."""
+
+    compression: str | None
+    level: int | None
+
+
+def write_array(
+    source: Source,
+    target: str,
+    *,
+    block_shape: Sequence[int | None] | int | None = None,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    compute: Compute = dask.compute,
+    on_slab: OnSlab | None = None,
+    slab_bytes: int = SLAB_BYTES,
+) -> Written:
+    """Convert ``source`` into ``target`` (its kind from its name: see :func:`target_kind`).
+
+    Parameters
+    ----------
+    source : Source
+        From :func:`~splitds_dask._cli.sources.open_source`.
+    target : str
+        The output path (``file.h5:/dataset`` for HDF5).
+    block_shape : int or sequence, optional
+        Block shape of a split dataset target, chunk shape of a zarr or OME-Zarr target
+        (default: the source's blocks, or chunks of about ``array.chunk-size``). HDF5 targets
+        are chunked as block files are (about 1 MiB chunks).
+    compression, compression_level : optional
+        The codec of split dataset, zarr and HDF5 targets (see ``to_split_dataset``).
+    overwrite : bool, optional
+        Replace an earlier output of the same kind.
+    compute : callable, optional
+        Runs dask collections (the command line passes one with a progress bar).
+    on_slab : callable, optional
+        Called with ``(done, total)`` after each slab of a TIFF or HDF5 target.
+    slab_bytes : int, optional
+        Largest slab computed at once for a TIFF or HDF5 target.
+
+    Raises
+    ------
+    FormatError
+        The target cannot hold this data or use this codec.
+    FileExistsError
+        Something is at ``target`` that is not an earlier output of the same kind, or one is
+        and ``overwrite`` is false.
+    """
+    kind = target_kind(target)
+    if not source.shape:
+        raise FormatError("cannot convert a 0-d array")
+    codec = _Codec(compression, compression_level)
+    _check_codec(kind, codec, source.dtype)
+    x = _read_in_target_chunks(source, kind, block_shape)
+    if kind == "split":
+        _write_split_dataset(
+            x, target, source.metadata, codec, overwrite=overwrite, compute=compute
+        )
+        return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
+    h5 = split_h5_path(target)
+    path = Path(os.path.abspath(h5.file if h5 else target))
+    folder = kind in ("zarr", "ome-zarr")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)  # what a conversion killed mid-write left
+    check_replaceable(
+        path,
+        overwrite=overwrite,
+        replaceable=_is_zarr_folder if folder else Path.is_file,
+        what=f"a {path.suffix or 'split dataset'} output",
+        hint="pass --overwrite",
+        folder=folder,
+    )
+    if folder:
+        ome = ome_multiscales(x.shape, source.metadata, path.name) if kind == "ome-zarr" else None
+        _write_zarr(x, path, ome=ome, codec=codec, compute=compute)
+    else:
+        with staged_file(path) as staging:
+            _write_file(
+                kind, x, staging, h5, codec, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes
+            )
+    return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
+
+
+def _is_zarr_folder(path: Path) -> bool:
+    return path.is_dir() and is_zarr(path)
+
+
+def _read_in_target_chunks(
+    source: Source, kind: TargetKind, block_shape: Sequence[int | None] | int | None
+) -> da.Array:
+    """The source as a dask array whose every task reads one target block from the source."""
+    from splitds_dask._format.geometry import BlockGrid
+
+    if kind in ("tiff", "hdf5"):
+        # Written slab by slab along axis 0: each slab's tasks read only that slab.
+        return source.to_dask()
+    if block_shape is None:
+        block_shape = tuple(c[0] if c else 1 for c in source.natural_chunks())
+    return source.to_dask(BlockGrid.from_spec(source.shape, block_shape).chunks)
+
+
+def _write_split_dataset(
+    x: da.Array,
+    target: str,
+    metadata: dict[str, Any],
+    codec: _Codec,
+    *,
+    overwrite: bool,
+    compute: Compute,
+) -> None:
+    """``to_split_dataset``, which stages and publishes the folder itself."""
+    from splitds_dask._format.metadata import is_split_dataset
+    from splitds_dask._write.array import to_split_dataset
+
+    folder = Path(os.path.abspath(target))
+    remove_stale_staging(folder)  # before the check: may put back a dataset a crash left aside
+    check_replaceable(
+        folder,
+        overwrite=overwrite,
+        replaceable=is_split_dataset,
+        what=f"a {folder.suffix or 'split dataset'} output",
+        hint="pass --overwrite",
+    )
+    # to_split_dataset stages the files in a hidden folder beside the target, and cleans it
+    # up only when it computes itself: remove the one this call made if the writing fails.
+    pattern = f".{folder.name}.*.partial"
+    earlier = set(folder.parent.glob(pattern))
+    try:
+        delayed = to_split_dataset(
+            x,
+            folder,
+            compression=codec.compression,
+            compression_level=codec.level,
+            overwrite=overwrite,
+            compute=False,
+            **metadata,
+        )
+        compute(delayed)
+    except BaseException:
+        for staging in set(folder.parent.glob(pattern)) - earlier:
+            discard(staging, folder)
+        raise
+
+
+def _write_zarr(
+    x: da.Array, path: Path, *, ome: dict[str, Any] | None, codec: _Codec, compute: Compute
+) -> None:
+    """A zarr (or OME-Zarr) folder written by the tasks in a staging folder, then swapped in."""
+    compressors = _zarr_compressors(codec)
+    staging = staging_path(path)
+    try:
+        compute(_store_zarr(x, staging, ome=ome, compressors=compressors))
+        replace_folder(staging, path)
+    except BaseException:
+        discard(staging, path)
+        raise
+
+
+def _write_file(
+    kind: TargetKind,
+    x: da.Array,
+    staging: Path,
+    h5: H5Path | None,
+    codec: _Codec,
+    *,
+    compute: Compute,
+    on_slab: OnSlab | None,
+    slab_bytes: int,
+) -> None:
+    """Write a ``.npy``, TIFF or HDF5 file at ``staging``."""
+    if kind == "npy":
+        compute(store_chunks(x, _NpyTarget(staging, x.shape, x.dtype)))
+    elif kind == "tiff":
+        _write_tiff(x, staging, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes)
+    else:
+        assert h5 is not None
+        _write_h5(
+            x, staging, h5.name, codec, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes
+        )
+
+
+class _NpyTarget:
+    """A ``store`` target writing regions of a C-order ``.npy`` file with ``os.pwrite``.
+
+    It holds only the path and the layout (a memory map pickled to another process would be a
+    copy), and writes each contiguous run of a region straight to the file: a memory map of a
+    strided region would keep pages of the whole file resident.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
+        self.offset = int(array.offset)
+        array.flush()
+        del array
+
+    def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
+        starts = [r.start or 0 for r in region]
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        if value.size == 0:
+            return
+        # Axes after `split` are whole in the region, so each index of the axes before it
+        # addresses one contiguous run of the file.
+        split = len(self.shape) - 1
+        while split > 0 and value.shape[split] == self.shape[split]:
+            split -= 1
+        runs = value.reshape(math.prod(value.shape[:split]), -1)
+        if split == 0:
+            first = [int(np.ravel_multi_index(starts, self.shape))]
+        else:
+            lead = np.indices(value.shape[:split]).reshape(split, -1)
+            lead += np.array(starts[:split])[:, None]
+            rest = [np.full(lead.shape[1], s) for s in starts[split:]]
+            first = np.ravel_multi_index([*lead, *rest], self.shape).tolist()
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for offset, run in zip(first, runs, strict=True):
+                os.pwrite(fd, run.data, self.offset + offset * self.dtype.itemsize)
+        finally:
+            os.close(fd)
+
+
+def _zarr_compressors(codec: _Codec) -> Any:
+    codecs = require("zarr.codecs", "zarr")
+    unavailable = FormatError(
+        f"compression {codec.compression!r} is not available for zarr (blosc, gzip, zstd or none)"
+    )
+    try:
+        choice = parse_compression(codec.compression, codec.level)
+    except ValueError:
+        raise unavailable from None
+    if choice is None:
+        return None
+    if choice.family == "blosc":
+        return codecs.BloscCodec(cname=choice.compressor, clevel=choice.level, shuffle="shuffle")
+    if choice.family == "gzip":
+        return codecs.GzipCodec(level=choice.level)
+    if choice.family == "zstd":
+        return codecs.ZstdCodec(level=choice.level)
+    raise unavailable
+
+
+def _store_zarr(x: da.Array, staging: Path, *, ome: dict[str, Any] | None, compressors: Any) -> Any:
+    zarr = require("zarr", "zarr")
+
+    if ome is None:
+        array = zarr.create_array(
+            store=str(staging),
+            shape=x.shape,
+            chunks=[c[0] for c in x.chunks],
+            dtype=x.dtype,
+            compressors=compressors,
+            fill_value=0,
+        )
+    else:
+        group = zarr.create_group(store=str(staging), zarr_format=3, attributes={"ome": ome})
+        array = group.create_array(
+            "0",
+            shape=x.shape,
+            chunks=[c[0] for c in x.chunks],
+            dtype=x.dtype,
+            compressors=compressors,
+            fill_value=0,
+            dimension_names=[a["name"] for a in ome["multiscales"][0]["axes"]],
+        )
+    return store_chunks(x, array)
+
+
+def _check_codec(kind: TargetKind, codec: _Codec, dtype: np.dtype) -> None:
+    """Fail before anything is written if the target cannot use this codec and level."""
+    from splitds_dask._storage.block_file import compression_options
+
+    try:
+        if kind in ("split", "hdf5"):
+            import h5py
+
+            # h5py checks some options only when it creates a dataset: create one in memory.
+            options = compression_options(codec.compression, codec.level, dtype)
+            with h5py.File(f"{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
+                f.create_dataset("probe", shape=(1,), dtype=dtype, chunks=(1,), **options)
+        elif kind in ("zarr", "ome-zarr"):
+            _zarr_compressors(codec)
+    except FormatError:
+        raise
+    except ValueError as exc:
+        raise FormatError(f"compression {codec.compression} level {codec.level}: {exc}") from None
+
+
+class _Slab(NamedTuple):
+    rows: slice  # of axis 0
+    data: da.Array
+
+
+def _slabs(x: da.Array, slab_bytes: int) -> Iterator[_Slab]:
+    """Consecutive slabs of ``x`` along axis 0, each at most ``slab_bytes`` (at least one row).
+
+    Slabs hold whole chunks of ``x`` where one fits: a slab cutting a chunk makes that chunk's
+    task run for two slabs, and where dask fuses no slice into the read (its array-expr mode)
+    reads the chunk whole for each. A chunk larger than ``slab_bytes`` is cut by rows.
+    """
+    row = math.prod(x.shape[1:]) * x.dtype.itemsize
+    rows_per_slab = max(1, slab_bytes // max(row, 1))
+    start = 0
+    for stop in _chunk_groups(x.chunks[0], rows_per_slab):
+        while start < stop:
+            end = min(start + rows_per_slab, stop)
+            yield _Slab(slice(start, end), x[start:end])
+            start = end
+
+
+def _chunk_groups(lengths: Sequence[int], rows_per_slab: int) -> Iterator[int]:
+    """Where each run of whole chunks of at most ``rows_per_slab`` rows ends (a lone larger
+    chunk is a run of its own)."""
+    stop = rows = 0
+    for n in lengths:
+        if rows and rows + n > rows_per_slab:
+            yield stop
+            rows = 0
+        stop += n
+        rows += n
+    if rows:
+        yield stop
+
+
+def _write_tiff(
+    x: da.Array,
+    path: Path,
+    *,
+    compute: Compute,
+    on_slab: OnSlab | None,
+    slab_bytes: int,
+) -> None:
+    """A BigTIFF with one page per 2-D image (in C order), written slab by slab."""
+    tifffile = require("tifffile", "tiff")
+    if x.ndim < 2:
+        raise FormatError(f"a TIFF stack needs at least 2 axes, got shape {x.shape}")
+    slabs = list(_slabs(x, slab_bytes)) if x.ndim > 2 else [_Slab(slice(None), x)]
+
+    def pages() -> Iterator[np.ndarray]:
+        for i, slab in enumerate(slabs):
+            (data,) = compute(slab.data)
+            yield from data.reshape(-1, *x.shape[-2:])
+            if on_slab is not None:
+                on_slab(i + 1, len(slabs))
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(pages(), shape=x.shape, dtype=x.dtype, photometric="minisblack")
+
+
+def _write_h5(
+    x: da.Array,
+    path: Path,
+    name: str,
+    codec: _Codec,
+    *,
+    compute: Compute,
+    on_slab: OnSlab | None,
+    slab_bytes: int,
+) -> None:
+    """One HDF5 dataset, chunked and compressed as block files are, written slab by slab."""
+    import h5py
+
+    from splitds_dask._storage.block_file import chunk_shape_for, compression_options
+
+    options = compression_options(codec.compression, codec.level, x.dtype)
+    chunks = chunk_shape_for(x.shape, x.dtype.itemsize) if options and x.size else None
+    slabs = list(_slabs(x, slab_bytes))
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(name, shape=x.shape, dtype=x.dtype, chunks=chunks, **options)
+        for i, slab in enumerate(slabs):
+            (data,) = compute(slab.data)
+            dset[slab.rows] = data
+            if on_slab is not None:
+                on_slab(i + 1, len(slabs))
