@@ -21,7 +21,7 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter for files written h
 import numpy as np
 import pytest
 
-pytest_plugins = ["hang_guard"]
+pytest_plugins = ["tests.helpers.hang_guard"]
 
 
 def _random_array(shape: Sequence[int], dtype: Any, seed: int = 0) -> np.ndarray:
@@ -152,7 +152,7 @@ def snapshot() -> Callable[[Path], dict[str, tuple[int, int]]]:
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """``splitds demo`` into a fresh folder, in-process: (folder, its Run)."""
-    from cli_support import BLOCK_FRAMES, SIZE, run_main
+    from tests.helpers.cli import BLOCK_FRAMES, SIZE, run_main
 
     folder = tmp_path_factory.mktemp("demo")
     run = run_main(

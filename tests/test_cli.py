@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
-import sys
 import sysconfig
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import (
-    BLOCK_FRAMES,
-    N_FRAMES,
-    PNG_SHAPE,
-    Run,
-    assert_one_line_error,
-    package_env,
-    run_main,
-)
-from test_png import png_size
 
 import splitds_dask
 import splitds_dask as sd
@@ -34,6 +22,17 @@ from splitds_dask import SplitDataset
 from splitds_dask._cli.main import dataset_info
 from splitds_dask._cli.sizes import format_bytes
 from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from tests.helpers.cli import (
+    BLOCK_FRAMES,
+    N_FRAMES,
+    PNG_SHAPE,
+    Run,
+    assert_one_line_error,
+    package_env,
+    run_main,
+    splitds_command,
+)
+from tests.helpers.png import png_size
 
 # --- arguments --------------------------------------------------------------------------------
 
@@ -195,14 +194,6 @@ def test_info_on_bad_metadata(tmp_path: Path) -> None:
 
 
 # --- the installed command, as a real subprocess ---------------------------------------------
-
-
-def splitds_command() -> list[str]:
-    """The ``splitds`` console script beside this interpreter, else ``python -m``."""
-    script = Path(sys.executable).parent / ("splitds.exe" if os.name == "nt" else "splitds")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-m", "splitds_dask._cli"]
 
 
 def run_command(*argv: str) -> subprocess.CompletedProcess[str]:

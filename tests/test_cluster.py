@@ -10,10 +10,10 @@ import sys
 import dask
 import numpy as np
 import pytest
-from cli_support import assert_one_line_error, package_pythonpath, run_main
 
 import splitds_dask as sd
 from splitds_dask._integrations.cluster import MALLOC_MMAP_THRESHOLD
+from tests.helpers.cli import assert_one_line_error, package_pythonpath, run_main
 
 distributed = pytest.importorskip("distributed")
 

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 from splitds_dask import BlockIndexError, Blocks
 from splitds_dask._compat import blocks as _blocks
+from tests.helpers.oldpkg import run_old_checked
 
 # --------------------------------------------------------------------------------------------
 # Extraction code run identically by this package and by the original (in the old venv).

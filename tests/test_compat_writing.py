@@ -19,15 +19,15 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers Blosc for h5py)
 import numpy as np
 import pytest
-from format_facts import ORIGINAL_METADATA_KEYS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as split_dataset
 from splitds_dask import Blocks, EmptySplitDataset, SplitDataset, save_to_split_dataset
 from splitds_dask._compat.writing import _compression_args
 from splitds_dask._storage.block_file import write_block
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
 
 RNG = np.random.default_rng(7)
 

@@ -9,11 +9,11 @@ import time
 import warnings
 from pathlib import Path
 
-import crash_support as cs
 import numpy as np
 import pytest
 
 import splitds_dask as sd
+from tests.helpers import crash as cs
 
 _HOLD = r"""
 import sys, h5py

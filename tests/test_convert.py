@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from cli_support import assert_one_line_error, package_env, run_main
-from test_png import png_size
 
 import splitds_dask as sd
 from splitds_dask._cli.convert import open_source, write_array
 from splitds_dask._cli.demo import mosaic
 from splitds_dask._cli.main import dataset_info, main
+from tests.helpers.cli import assert_one_line_error, package_env, run_main
+from tests.helpers.png import png_size
 
 SHAPE = (11, 3, 6, 5)
 TARGETS = ["out", "out.npy", "out.tif", "out.h5:/group/data", "out.zarr", "out.ome.zarr"]

@@ -1,7 +1,7 @@
 """Writers killed with SIGKILL at random points leave data that opens, reads back bit-exact and
 can be resumed (stream) or is entirely the old or the new version (``to_split_dataset``).
 
-The kills are real: a separate process, killed by the kernel mid-write (see ``crash_support``).
+The kills are real: a separate process, killed by the kernel mid-write (see ``tests.helpers.crash``).
 ``benchmarks/crash_stress.py`` runs the same trials many more times.
 """
 
@@ -11,11 +11,11 @@ import random
 import time
 from pathlib import Path
 
-import crash_support as cs
 import numpy as np
 import pytest
 
 import splitds_dask as sd
+from tests.helpers import crash as cs
 
 STREAM_TRIALS = 24
 STORE_TRIALS = 12

@@ -1,4 +1,4 @@
-"""The hang guard (tests/hang_guard.py) ends a run whose test hangs, saying where."""
+"""The hang guard (tests/helpers/hang_guard.py) ends a run whose test hangs, saying where."""
 
 from __future__ import annotations
 
@@ -18,9 +18,18 @@ def test_waits_forever():
 
 def test_a_hanging_test_ends_the_run_with_its_traceback(tmp_path: Path) -> None:
     (tmp_path / "test_hangs.py").write_text(_HANGING)
-    env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parents[1]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "hang_guard", "-p", "no:cacheprovider", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.helpers.hang_guard",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from format_facts import ORIGINAL_METADATA_KEYS
-from oldpkg import run_old_checked
 
 import splitds_dask as sd
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
 
 # Codecs PyTables (hence the old package) decodes natively. Zstd (32015) is hdf5plugin-only.
 OLD_READABLE_CODECS = ["blosc", "blosc:blosclz", "blosc:zstd", "blosc:lz4hc", "gzip", "bzip2", None]

@@ -20,11 +20,11 @@ import h5py
 import numpy as np
 import pytest
 from npe2 import PluginManager, PluginManifest
-from project_entry_points import declared_entry_points, ensure_entry_points
 
 import splitds_dask as sd
 from splitds_dask import SplitDataset
 from splitds_dask._integrations.napari import estimate_contrast_limits, napari_get_reader
+from tests.helpers.entry_points import declared_entry_points, ensure_entry_points
 
 MANIFEST = Path(sd.__file__).parent / "napari.yaml"
 SRC = Path(sd.__file__).parents[1]

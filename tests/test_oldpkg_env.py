@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from oldpkg import old_python, run_old_checked
+from tests.helpers.oldpkg import old_python, run_old_checked
 
 
 def test_old_package_venv_builds():

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from format_facts import ORIGINAL_METADATA_KEYS
 from hypothesis import given
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as sd
 from splitds_dask import EmptySplitDataset, MetadataError, SplitDataset, save_to_split_dataset
@@ -27,6 +25,8 @@ from splitds_dask._format.physical import (
     read_physical_metadata,
     resolve_physical_metadata,
 )
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 UM = "micrometer"

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import package_env
 from npe2 import PluginManager
-from project_entry_points import ensure_entry_points
-from test_cli import splitds_command
 from xarray.backends import plugins
+
+from tests.helpers.cli import package_env, splitds_command
+from tests.helpers.entry_points import ensure_entry_points
 
 README = Path(__file__).parents[1] / "README.md"
 TEXT = README.read_text()

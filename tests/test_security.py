@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oldpkg import run_old, run_old_checked
 
 import splitds_dask as sd
+from tests.helpers.oldpkg import run_old, run_old_checked
 
 _MAKE = r"""
 import json, sys, warnings

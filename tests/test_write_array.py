@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from dask.core import get_dependencies
 from dask.delayed import Delayed
-from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
 from splitds_dask._write.array import block_file_name
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
 
 DTYPES = ["bool", "u1", "i2", "u2", "i4", "u8", "f2", "f4", "f8", "c8"]
 

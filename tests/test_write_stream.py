@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as sd
+from tests.helpers.oldpkg import run_old_checked
 
 
 def _write(path: Path, data: np.ndarray, block_length: int, batches: list[int], **kw) -> None:

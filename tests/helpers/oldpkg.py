@@ -4,10 +4,9 @@ Tests use it to check compatibility both ways: files written by this package
 must be readable by the old package, and files written by the old package (or
 by the programs built on it) must be readable by this one.
 
-Usage from a test module in ``tests/`` (pytest puts ``tests/`` on ``sys.path``
-for rootdir test modules without ``__init__.py``)::
+Usage from a test module::
 
-    from oldpkg import old_python, run_old, run_old_checked
+    from tests.helpers.oldpkg import old_python, run_old, run_old_checked
 
     proc = run_old_checked("import split_dataset, sys; print(split_dataset.__version__)")
 
@@ -255,5 +254,5 @@ def run_old_checked(
 
 
 if __name__ == "__main__":
-    # `python tests/oldpkg.py` builds the venv if needed and prints its interpreter.
+    # `python tests/helpers/oldpkg.py` builds the venv if needed and prints its interpreter.
     print(old_python())
