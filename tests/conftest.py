@@ -23,6 +23,25 @@ import pytest
 
 pytest_plugins = ["tests.helpers.hang_guard"]
 
+# Scripts for the old package's virtualenv (they import split_dataset and flammkuchen), run there
+# (check_legacy_with_oldpkg.py by test_oldpkg_env): never imported here, not for --doctest-modules.
+collect_ignore = ["fixtures/make_legacy_fixtures.py", "fixtures/check_legacy_with_oldpkg.py"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers that a test's own fixtures and parameters imply must be on it: the fast tier
+    (``-m "not slow and not cluster and not subprocess"``) relies on them."""
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        needed = set()
+        if "client" in getattr(item, "fixturenames", ()):  # a LocalCluster of worker processes
+            needed |= {"cluster", "subprocess", "network"}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("scheduler") == "processes":  # dask's process pool
+            needed.add("subprocess")
+        if needed - marks:
+            raise pytest.UsageError(f"{item.nodeid} lacks the markers {sorted(needed - marks)}")
+
 
 def _random_array(shape: Sequence[int], dtype: Any, seed: int = 0) -> np.ndarray:
     """Random values of ``dtype`` covering its range (distinct values, so mix-ups show)."""

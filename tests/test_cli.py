@@ -33,6 +33,7 @@ from tests.helpers.cli import (
     splitds_command,
 )
 from tests.helpers.png import png_size
+from tests.helpers.timeouts import TIMEOUT
 
 # --- arguments --------------------------------------------------------------------------------
 
@@ -202,11 +203,13 @@ def run_command(*argv: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=package_env(),  # the package under test, however it is installed (or not)
-        timeout=600,
+        timeout=TIMEOUT,
         check=False,
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_demo_and_info(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "4MB", "--block-frames", "2")
     assert proc.returncode == 0, proc.stderr
@@ -223,6 +226,8 @@ def test_command_demo_and_info(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["shape"] == [3, *FRAME_SHAPE]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_processes_scheduler(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "3MB", "--scheduler", "processes")
     assert proc.returncode == 0, proc.stderr
@@ -232,6 +237,8 @@ def test_command_processes_scheduler(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_errors(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "huge")
     assert proc.returncode == 2
@@ -254,13 +261,14 @@ def _installed() -> bool:
     return True
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not _installed(), reason="running from a source tree, not an installed package")
 def test_console_script_is_installed_and_runs() -> None:
     # Installed (as the README's first command does): the script must sit beside the interpreter.
     script = Path(sysconfig.get_path("scripts")) / "splitds"
     assert script.is_file(), f"{script} missing: pyproject's [project.scripts] is not installed"
     proc = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=120, check=False
+        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("splitds ")

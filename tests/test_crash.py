@@ -48,6 +48,8 @@ def _kill_times(duration: float, seed: int):
             scale *= 0.8
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote) -> None:
     state = cs.StreamState(tmp_path / "run")
     # Complete runs, to calibrate the kill times to this machine's speed.
@@ -76,6 +78,8 @@ def test_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote
     assert names == sorted([*ds.block_names, "stack_metadata.json"]), "leftovers after resuming"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_to_split_dataset_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote) -> None:
     folder = tmp_path / "experiment" / "dataset"
     duration = _timed(zygote, "store", folder=str(folder), version=0)

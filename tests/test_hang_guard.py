@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.helpers.timeouts import TIMEOUT
+
 _HANGING = """
 import threading
 
@@ -16,6 +20,8 @@ def test_waits_forever():
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_hanging_test_ends_the_run_with_its_traceback(tmp_path: Path) -> None:
     (tmp_path / "test_hangs.py").write_text(_HANGING)
     env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parents[1]))
@@ -34,7 +40,7 @@ def test_a_hanging_test_ends_the_run_with_its_traceback(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode != 0

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import splitds_dask as sd
 from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
@@ -76,6 +77,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.subprocess
 def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
     cases = []
     for i, (dtype, shape, block_shape, codec) in enumerate(CASES):
@@ -142,6 +144,7 @@ OLD_CASES = [
 ]
 
 
+@pytest.mark.subprocess
 def test_we_read_what_the_old_package_writes(tmp_path: Path) -> None:
     written = json.loads(
         run_old_checked(_OLD_WRITES, tmp_path, json.dumps(OLD_CASES)).stdout.strip()

@@ -426,6 +426,7 @@ print(json.dumps({"same": bool(np.array_equal(whole, np.load(sys.argv[2]))),
 """
 
 
+@pytest.mark.subprocess
 def test_old_package_opens_datasets_with_physical_metadata(tmp_path: Path, random_array) -> None:
     data = random_array((7, 3, 6, 5), "uint16")
     sd.to_split_dataset(

@@ -308,7 +308,9 @@ def test_compute_false_with_other_collections(tmp_path, random_array):
     assert np.isclose(total, a.sum())
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize(
+    "scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.subprocess)]
+)
 def test_write_on_every_scheduler(tmp_path, random_array, scheduler):
     a = random_array((9, 4), "i4")
     with dask.config.set(scheduler=scheduler):
@@ -423,6 +425,7 @@ def test_block_file_name_widens(n_blocks, first, last):
     assert len({len(n) for n in names}) == 1
 
 
+@pytest.mark.slow
 def test_more_than_9999_blocks_written_and_read(tmp_path):
     n = 10_001
     a = np.arange(n, dtype=np.uint16)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import splitds_dask as sd
+from tests.helpers.timeouts import TIMEOUT
 
 FRAME_SHAPE = (4, 48, 64)
 BLOCK_LENGTH = 5
@@ -135,7 +136,7 @@ class Zygote:
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=TIMEOUT)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
 

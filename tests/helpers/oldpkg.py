@@ -37,6 +37,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers.timeouts import TIMEOUT
+
 __all__ = [
     "OLD_REQUIREMENTS",
     "old_python",
@@ -137,7 +139,7 @@ def _verify(python: Path, log: list[str]) -> dict | None:
             [str(python), "-c", _VERIFY_SCRIPT],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=TIMEOUT,
             env=_clean_env(),
             check=False,
         )
@@ -221,7 +223,7 @@ def old_python() -> Path:
 def run_old(
     script: str,
     *args: object,
-    timeout: float = 300,
+    timeout: float = TIMEOUT,
     cwd: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -c script *args`` in the old venv; never raises on failure."""
@@ -239,7 +241,7 @@ def run_old(
 def run_old_checked(
     script: str,
     *args: object,
-    timeout: float = 300,
+    timeout: float = TIMEOUT,
     cwd: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
     """Like :func:`run_old` but raise ``AssertionError`` with the output on failure."""
@@ -254,5 +256,5 @@ def run_old_checked(
 
 
 if __name__ == "__main__":
-    # `python tests/helpers/oldpkg.py` builds the venv if needed and prints its interpreter.
+    # `python -m tests.helpers.oldpkg` builds the venv if needed and prints its interpreter.
     print(old_python())
