@@ -26,7 +26,7 @@ def cluster():
     # Worker processes must import the same splitds_dask as this test run.
     with (
         dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": package_pythonpath()}),
-        sd.local_cluster(2, dashboard_address=None, silence_logs=40) as cluster,
+        sd.local_cluster(2, dashboard_address=":0", silence_logs=40) as cluster,
     ):
         yield cluster
 
