@@ -42,7 +42,8 @@ def _version(name: str) -> str:
 
 
 def _old_versions() -> dict[str, Any]:
-    from oldpkg import _MARKER_NAME, old_python  # the marker the old venv's build writes
+    # _MARKER_NAME: the marker the old venv's build writes
+    from tests.helpers.oldpkg import _MARKER_NAME, old_python
 
     marker = old_python().parent.parent / _MARKER_NAME
     info = json.loads(marker.read_text())

@@ -1,6 +1,6 @@
 """The old split_dataset 0.4.4 as a peer: ``_old_script.py`` run in its own numpy<2 venv.
 
-The venv is the one the interoperability tests build and cache (``tests/oldpkg.py``).
+The venv is the one the interoperability tests build and cache (``tests/helpers/oldpkg.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "tests"))
+sys.path.insert(0, str(_HERE.parent))  # the repository, for the tests package
 
-from oldpkg import old_python, run_old_checked
+from tests.helpers.oldpkg import old_python, run_old_checked
 
 __all__ = ["old_python", "run_old_spec"]
 

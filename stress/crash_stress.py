@@ -1,6 +1,6 @@
 """Crash stress: many more SIGKILLed writers than the test suite runs.
 
-The same trials as ``tests/test_crash.py`` (see ``tests/crash_support.py``), repeated:
+The same trials as ``tests/test_crash.py`` (see ``tests/helpers/crash.py``), repeated:
 
 * ``SplitDatasetWriter``: one dataset; each trial resumes it (``append=True``) and appends
   frames until killed with SIGKILL after a random delay. After every kill: the dataset opens,
@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the repository, for the tests package
 
-import crash_support as cs
+from tests.helpers import crash as cs
 
 _CHAIN = 25
 

@@ -21,7 +21,26 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter for files written h
 import numpy as np
 import pytest
 
-pytest_plugins = ["hang_guard"]
+pytest_plugins = ["tests.helpers.hang_guard"]
+
+# Scripts for the old package's virtualenv (they import split_dataset and flammkuchen), run there
+# (check_legacy_with_oldpkg.py by test_oldpkg_env): never imported here, not for --doctest-modules.
+collect_ignore = ["fixtures/make_legacy_fixtures.py", "fixtures/check_legacy_with_oldpkg.py"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers that a test's own fixtures and parameters imply must be on it: the fast tier
+    (``-m "not slow and not cluster and not subprocess"``) relies on them."""
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        needed = set()
+        if "client" in getattr(item, "fixturenames", ()):  # a LocalCluster of worker processes
+            needed |= {"cluster", "subprocess", "network"}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("scheduler") == "processes":  # dask's process pool
+            needed.add("subprocess")
+        if needed - marks:
+            raise pytest.UsageError(f"{item.nodeid} lacks the markers {sorted(needed - marks)}")
 
 
 def _random_array(shape: Sequence[int], dtype: Any, seed: int = 0) -> np.ndarray:
@@ -152,7 +171,7 @@ def snapshot() -> Callable[[Path], dict[str, tuple[int, int]]]:
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """``splitds demo`` into a fresh folder, in-process: (folder, its Run)."""
-    from cli_support import BLOCK_FRAMES, SIZE, run_main
+    from tests.helpers.cli import BLOCK_FRAMES, SIZE, run_main
 
     folder = tmp_path_factory.mktemp("demo")
     run = run_main(
@@ -184,7 +203,7 @@ def client():
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: another cluster on this machine may hold 8787
             silence_logs=40,
         ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.timeouts import TIMEOUT
+
+pytestmark = [pytest.mark.subprocess]
+
 _SCRIPT = r"""
 import sys
 import numpy as np
@@ -41,7 +45,7 @@ def test_read_and_write_with_array_expr_enabled(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -135,7 +139,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         text=True,
         env=env,
         cwd=tmp_path_factory.mktemp("observe"),
-        timeout=300,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.timeouts import TIMEOUT
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = Path(__file__).parents[1]
 ROW_IDS = ["0a", "0b", "1", "2", "2b", "2c", "2d", "2e", "3a", "3b", "3c", "3d", "3e", "3f"]
 ROW_IDS += ["4a", "4b", "4c", "4d", "5", "5b", "6a", "6b", "6c", "6d", "7a", "7b"]
@@ -31,7 +35,7 @@ def _run_benchmark(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
-import sys
 import sysconfig
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import (
-    BLOCK_FRAMES,
-    N_FRAMES,
-    PNG_SHAPE,
-    Run,
-    assert_one_line_error,
-    package_env,
-    run_main,
-)
-from test_png import png_size
 
 import splitds_dask
 import splitds_dask as sd
@@ -34,6 +22,18 @@ from splitds_dask import SplitDataset
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.sizes import format_bytes
 from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from tests.helpers.cli import (
+    BLOCK_FRAMES,
+    N_FRAMES,
+    PNG_SHAPE,
+    Run,
+    assert_one_line_error,
+    package_env,
+    run_main,
+    splitds_command,
+)
+from tests.helpers.png import png_size
+from tests.helpers.timeouts import TIMEOUT
 
 # --- arguments --------------------------------------------------------------------------------
 
@@ -197,25 +197,19 @@ def test_info_on_bad_metadata(tmp_path: Path) -> None:
 # --- the installed command, as a real subprocess ---------------------------------------------
 
 
-def splitds_command() -> list[str]:
-    """The ``splitds`` console script beside this interpreter, else ``python -m``."""
-    script = Path(sys.executable).parent / ("splitds.exe" if os.name == "nt" else "splitds")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-m", "splitds_dask._cli"]
-
-
 def run_command(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*splitds_command(), *argv],
         capture_output=True,
         text=True,
         env=package_env(),  # the package under test, however it is installed (or not)
-        timeout=600,
+        timeout=TIMEOUT,
         check=False,
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_demo_and_info(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "4MB", "--block-frames", "2")
     assert proc.returncode == 0, proc.stderr
@@ -232,6 +226,8 @@ def test_command_demo_and_info(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["shape"] == [3, *FRAME_SHAPE]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_processes_scheduler(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "3MB", "--scheduler", "processes")
     assert proc.returncode == 0, proc.stderr
@@ -241,6 +237,8 @@ def test_command_processes_scheduler(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_errors(tmp_path: Path) -> None:
     proc = run_command("demo", str(tmp_path), "--size", "huge")
     assert proc.returncode == 2
@@ -263,13 +261,14 @@ def _installed() -> bool:
     return True
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not _installed(), reason="running from a source tree, not an installed package")
 def test_console_script_is_installed_and_runs() -> None:
     # Installed (as the README's first command does): the script must sit beside the interpreter.
     script = Path(sysconfig.get_path("scripts")) / "splitds"
     assert script.is_file(), f"{script} missing: pyproject's [project.scripts] is not installed"
     proc = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=120, check=False
+        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("splitds ")

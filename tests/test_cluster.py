@@ -10,10 +10,11 @@ import sys
 import dask
 import numpy as np
 import pytest
-from cli_support import assert_one_line_error, package_pythonpath, run_main
 
 import splitds_dask as sd
 from splitds_dask._integrations.cluster import MALLOC_MMAP_THRESHOLD
+from tests.helpers.cli import assert_one_line_error, package_pythonpath, run_main
+from tests.helpers.timeouts import TIMEOUT
 
 distributed = pytest.importorskip("distributed")
 
@@ -25,7 +26,7 @@ def cluster():
     # Worker processes must import the same splitds_dask as this test run.
     with (
         dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": package_pythonpath()}),
-        sd.local_cluster(2, dashboard_address=None, silence_logs=40) as cluster,
+        sd.local_cluster(2, dashboard_address=":0", silence_logs=40) as cluster,
     ):
         yield cluster
 
@@ -78,6 +79,9 @@ def test_worker_environment_respects_what_the_user_set(
         assert sd.worker_environment().get("MALLOC_MMAP_THRESHOLD_") == expected
 
 
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_workers_start_with_the_environment(cluster, client) -> None:
     expected = sd.worker_environment()
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS"):
@@ -89,10 +93,13 @@ def test_workers_start_with_the_environment(cluster, client) -> None:
     assert os.getpid() not in pids
 
 
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_workers_added_later_start_with_it_too(cluster, client) -> None:
     cluster.scale(3)
     try:
-        client.wait_for_workers(3, timeout=120)
+        client.wait_for_workers(3, timeout=TIMEOUT)
         seen = client.run(os.environ.get, "MALLOC_MMAP_THRESHOLD_")
         assert len(seen) == 3
         assert set(seen.values()) == {str(MALLOC_MMAP_THRESHOLD)}
@@ -117,6 +124,9 @@ def test_without_distributed_the_error_names_the_extra(function, monkeypatch) ->
 # --- read, reduce, write on the cluster -------------------------------------------------------
 
 
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_read_reduce_write(client, source, tmp_path) -> None:
     folder, a = source
     x = sd.SplitDataset(folder).to_dask()
@@ -134,6 +144,9 @@ def test_read_reduce_write(client, source, tmp_path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_connect_by_address(cluster, source) -> None:
     folder, a = source
     with sd.connect(cluster.scheduler_address) as client:
@@ -147,6 +160,9 @@ def test_connect_by_address(cluster, source) -> None:
 # --- the command line on the cluster ----------------------------------------------------------
 
 
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_commands_on_a_scheduler_address(cluster, source, tmp_path) -> None:
     folder, a = source
     address = cluster.scheduler_address
@@ -162,6 +178,10 @@ def test_commands_on_a_scheduler_address(cluster, source, tmp_path) -> None:
     assert run.code == 0, run
 
 
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_commands_on_a_local_cluster(source, tmp_path) -> None:
     folder, a = source
     with dask.config.set({f"{PRE_SPAWN}.PYTHONPATH": package_pythonpath()}):
@@ -178,6 +198,8 @@ def test_commands_on_a_local_cluster(source, tmp_path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "max.npy"), a.max(axis=0), strict=True)
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_unreachable_scheduler_is_a_one_line_error(source, tmp_path) -> None:
     folder, _ = source
     run = run_main(

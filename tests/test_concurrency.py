@@ -9,11 +9,12 @@ import time
 import warnings
 from pathlib import Path
 
-import crash_support as cs
 import numpy as np
 import pytest
 
 import splitds_dask as sd
+from tests.helpers import crash as cs
+from tests.helpers.timeouts import TIMEOUT
 
 _HOLD = r"""
 import sys, h5py
@@ -42,10 +43,12 @@ def hold_open():
     yield hold
     for proc in procs:
         proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.wait(timeout=TIMEOUT)
         proc.stdout.close()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("locking", [None, False])
 def test_readers_see_a_consistent_prefix_while_a_writer_appends(
     tmp_path: Path, locking: bool | None
@@ -83,6 +86,7 @@ def dataset(tmp_path: Path) -> Path:
     return tmp_path / "d"
 
 
+@pytest.mark.subprocess
 def test_a_locked_block_fails_with_locking_and_reads_without(dataset: Path, hold_open) -> None:
     hold_open(dataset / "0001.h5")
     locked = sd.SplitDataset(dataset, locking=True)
@@ -99,6 +103,7 @@ def test_a_locked_block_fails_with_locking_and_reads_without(dataset: Path, hold
     assert sd.verify(dataset, locking=False) == []
 
 
+@pytest.mark.subprocess
 def test_locking_reaches_the_first_block_and_legacy_metadata(
     tmp_path: Path, write_plain, hold_open
 ) -> None:

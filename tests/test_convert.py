@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from cli_support import assert_one_line_error, package_env, run_main
-from test_png import png_size
 
 import splitds_dask as sd
 from splitds_dask._cli.images import mosaic
@@ -30,6 +28,9 @@ from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.main import main
 from splitds_dask._cli.sources import open_source
 from splitds_dask._cli.targets import write_array
+from tests.helpers.cli import assert_one_line_error, package_env, run_main
+from tests.helpers.png import png_size
+from tests.helpers.timeouts import TIMEOUT
 
 SHAPE = (11, 3, 6, 5)
 TARGETS = ["out", "out.npy", "out.tif", "out.h5:/group/data", "out.zarr", "out.ome.zarr"]
@@ -191,7 +192,7 @@ def _peak_rss(*argv: str) -> int:
         capture_output=True,
         text=True,
         env=package_env(),
-        timeout=600,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -209,6 +210,8 @@ def big(tmp_path_factory) -> tuple[Path, Any]:
     return folder, data
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("target", ["out", "out.npy", "out.zarr", "out.h5:/data"])
 def test_peak_memory_is_bounded_by_blocks_not_by_the_dataset(target: str, big, tmp_path) -> None:
     # Rewritten as blocks holding one band of y rows of every time point: each output block
@@ -443,7 +446,9 @@ def test_progress_bar_only_on_a_terminal(
     assert err.getvalue().count("written 1 of 1 slabs") == int(terminal)
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize(
+    "scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.subprocess)]
+)
 def test_local_schedulers(scheduler: str, source, tmp_path: Path) -> None:
     folder, a = source
     run = run_main("convert", str(folder), str(tmp_path / "o.npy"), "--scheduler", scheduler)

@@ -1,7 +1,7 @@
 """Writers killed with SIGKILL at random points leave data that opens, reads back bit-exact and
 can be resumed (stream) or is entirely the old or the new version (``to_split_dataset``).
 
-The kills are real: a separate process, killed by the kernel mid-write (see ``crash_support``).
+The kills are real: a separate process, killed by the kernel mid-write (see ``tests.helpers.crash``).
 ``stress/crash_stress.py`` runs the same trials many more times.
 """
 
@@ -11,11 +11,11 @@ import random
 import time
 from pathlib import Path
 
-import crash_support as cs
 import numpy as np
 import pytest
 
 import splitds_dask as sd
+from tests.helpers import crash as cs
 
 STREAM_TRIALS = 24
 STORE_TRIALS = 12
@@ -48,6 +48,8 @@ def _kill_times(duration: float, seed: int):
             scale *= 0.8
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote) -> None:
     state = cs.StreamState(tmp_path / "run")
     # Complete runs, to calibrate the kill times to this machine's speed.
@@ -76,6 +78,8 @@ def test_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote
     assert names == sorted([*ds.block_names, "stack_metadata.json"]), "leftovers after resuming"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_to_split_dataset_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote) -> None:
     folder = tmp_path / "experiment" / "dataset"
     duration = _timed(zygote, "store", folder=str(folder), version=0)

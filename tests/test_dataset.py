@@ -304,6 +304,7 @@ def test_file_name_variants(tmp_path, write_plain, random_array, fmt, first, pre
     np.testing.assert_array_equal(ds[...], a, strict=True)
 
 
+@pytest.mark.slow
 def test_more_than_9999_blocks_ordered_by_number(tmp_path):
     """%04d names beyond 9999 (10000.h5 sorts before 9999.h5 as text)."""
     n = 10_003

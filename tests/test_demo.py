@@ -9,7 +9,13 @@ import io
 from pathlib import Path
 
 import numpy as np
-from cli_support import (
+
+import splitds_dask
+from splitds_dask import SplitDataset
+from splitds_dask._cli.demo import run_demo
+from splitds_dask._cli.images import mosaic, to_uint8
+from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from tests.helpers.cli import (
     BLOCK_FRAMES,
     N_FRAMES,
     PNG_SHAPE,
@@ -17,13 +23,7 @@ from cli_support import (
     assert_one_line_error,
     run_main,
 )
-from test_png import decode_png, png_size
-
-import splitds_dask
-from splitds_dask import SplitDataset
-from splitds_dask._cli.demo import run_demo
-from splitds_dask._cli.images import mosaic, to_uint8
-from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from tests.helpers.png import decode_png, png_size
 
 # --- demo -------------------------------------------------------------------------------------
 

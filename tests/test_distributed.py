@@ -16,6 +16,8 @@ import pytest
 
 import splitds_dask as sd
 
+pytestmark = [pytest.mark.cluster, pytest.mark.subprocess, pytest.mark.network]
+
 distributed = pytest.importorskip("distributed")
 
 
@@ -140,6 +142,7 @@ def _bytes_per_task(client, x, expected) -> float:
     return (client.run_on_scheduler(_scheduler_to_worker_bytes) - before) / math.prod(x.numblocks)
 
 
+@pytest.mark.slow
 def test_bytes_sent_per_task_do_not_grow_with_the_blocks(client, tmp_path, hard_linked_dataset):
     per_task = {}
     for n in (500, 5_000):

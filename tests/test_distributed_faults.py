@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 import splitds_dask as sd
+from tests.helpers.timeouts import TIMEOUT
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.subprocess, pytest.mark.network]
 
 distributed = pytest.importorskip("distributed")
 
@@ -25,7 +28,7 @@ def _slow(block: np.ndarray) -> np.ndarray:
 def _kill_a_busy_worker(client, future) -> int:
     """SIGKILL the process of a worker that is running tasks of ``future``; return its pid."""
     pids = client.run(os.getpid)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         busy = [addr for addr, tasks in client.processing().items() if tasks]
         done = sum(1 for _ in client.who_has().values())
@@ -38,7 +41,7 @@ def _kill_a_busy_worker(client, future) -> int:
 
 
 def _wait_for_two_workers(client) -> None:
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=TIMEOUT)
 
 
 def test_reading_survives_a_killed_worker(client, tmp_path: Path, random_array) -> None:
@@ -48,7 +51,7 @@ def test_reading_survives_a_killed_worker(client, tmp_path: Path, random_array) 
     total = x.astype(np.int64).sum(axis=(1, 2, 3))
     future = client.compute(total)
     killed = _kill_a_busy_worker(client, future)
-    np.testing.assert_array_equal(future.result(timeout=120), a.astype(np.int64).sum((1, 2, 3)))
+    np.testing.assert_array_equal(future.result(timeout=TIMEOUT), a.astype(np.int64).sum((1, 2, 3)))
     _wait_for_two_workers(client)
     assert killed not in client.run(os.getpid).values(), "the worker really died"
 
@@ -58,7 +61,7 @@ def test_writing_survives_a_killed_worker(client, tmp_path: Path, random_array) 
     source = da.from_array(a, chunks=(2, 3, 16, 16)).map_blocks(_slow, dtype=a.dtype)
     future = client.compute(sd.to_split_dataset(source, tmp_path / "out", compute=False))
     killed = _kill_a_busy_worker(client, future)
-    ds = future.result(timeout=120)
+    ds = future.result(timeout=TIMEOUT)
     assert ds.root == tmp_path / "out"
     np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "out")[...], a)
     assert sd.verify(tmp_path / "out") == []

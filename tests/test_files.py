@@ -17,6 +17,7 @@ def _touch(folder, names):
         (folder / name).write_bytes(b"")
 
 
+@pytest.mark.slow
 def test_numeric_order_beyond_9999(tmp_path):
     names = [f"{i:04d}.h5" for i in range(10_051)]
     shuffled = names[:]

@@ -211,7 +211,14 @@ def test_selection_is_pushed_into_the_read(tmp_path, random_array):
         x.compute(scheduler="sync")
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        "sync",
+        "threads",
+        pytest.param("processes", marks=[pytest.mark.slow, pytest.mark.subprocess]),
+    ],
+)
 @pytest.mark.parametrize("dtype", ["u2", "f4", "bool"])
 def test_reductions_on_every_scheduler(tmp_path, write_plain, random_array, scheduler, dtype):
     a = random_array((13, 4, 6), dtype)
@@ -366,6 +373,7 @@ def _one_task_pickled(array):
     return len(pickle.dumps(reads[0])), len(reads)
 
 
+@pytest.mark.slow
 def test_names_without_a_rule_are_shared_not_copied_into_tasks(tmp_path, hard_linked_dataset):
     """Irregular names: the reader holding them is one graph key that every task refers to."""
     sizes = []

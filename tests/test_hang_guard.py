@@ -1,4 +1,4 @@
-"""The hang guard (tests/hang_guard.py) ends a run whose test hangs, saying where."""
+"""The hang guard (tests/helpers/hang_guard.py) ends a run whose test hangs, saying where."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.helpers.timeouts import TIMEOUT
 
 _HANGING = """
 import threading
@@ -16,16 +20,27 @@ def test_waits_forever():
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_hanging_test_ends_the_run_with_its_traceback(tmp_path: Path) -> None:
     (tmp_path / "test_hangs.py").write_text(_HANGING)
-    env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, SPLITDS_TEST_HANG_SECONDS="2", PYTHONPATH=str(Path(__file__).parents[1]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "hang_guard", "-p", "no:cacheprovider", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.helpers.hang_guard",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode != 0

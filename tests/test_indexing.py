@@ -280,6 +280,7 @@ def shapes(draw, max_ndim=4, max_side=6, min_side=0):
     return tuple(draw(st.lists(st.integers(min_side, max_side), min_size=ndim, max_size=ndim)))
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(st.data())
 def test_normalize_index_matches_numpy(data):
@@ -547,6 +548,7 @@ def test_iteration_and_len(catalogue):
         np.testing.assert_array_equal(got, expected, strict=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_fresh_random_datasets(tmp_path_factory, write_plain, data):

@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from format_facts import ORIGINAL_METADATA_KEYS
-from oldpkg import run_old_checked
+import pytest
 
 import splitds_dask as sd
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
 
 # Codecs PyTables (hence the old package) decodes natively. Zstd (32015) is hdf5plugin-only.
 OLD_READABLE_CODECS = ["blosc", "blosc:blosclz", "blosc:zstd", "blosc:lz4hc", "gzip", "bzip2", None]
@@ -76,6 +77,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.subprocess
 def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
     cases = []
     for i, (dtype, shape, block_shape, codec) in enumerate(CASES):
@@ -142,6 +144,7 @@ OLD_CASES = [
 ]
 
 
+@pytest.mark.subprocess
 def test_we_read_what_the_old_package_writes(tmp_path: Path) -> None:
     written = json.loads(
         run_old_checked(_OLD_WRITES, tmp_path, json.dumps(OLD_CASES)).stdout.strip()

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import package_env
 
 import splitds_dask
+from tests.helpers.cli import package_env
 
 PACKAGE = Path(splitds_dask.__file__).parent
 CLI = "splitds_dask._cli"

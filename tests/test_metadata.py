@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from format_facts import ORIGINAL_METADATA_KEYS
 
 import splitds_dask as sd
 from splitds_dask._format.metadata import (
@@ -19,6 +18,7 @@ from splitds_dask._format.metadata import (
     read_metadata_json,
     write_metadata_json,
 )
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
 
 # (variant name, json dict, expected shape, expected block shape, expected padding,
 #  expected resolution, expected axis_order)

@@ -20,11 +20,11 @@ import h5py
 import numpy as np
 import pytest
 from npe2 import PluginManager, PluginManifest
-from project_entry_points import declared_entry_points, ensure_entry_points
 
 import splitds_dask as sd
 from splitds_dask import SplitDataset
 from splitds_dask._integrations.napari import estimate_contrast_limits, napari_get_reader
+from tests.helpers.entry_points import declared_entry_points, ensure_entry_points
 
 MANIFEST = Path(sd.__file__).parent / "napari.yaml"
 SRC = Path(sd.__file__).parents[1]
@@ -85,6 +85,7 @@ def test_manifest_is_valid() -> None:
     manifest.validate_imports()  # every python_name imports and resolves
 
 
+@pytest.mark.subprocess
 def test_npe2_validate_command() -> None:
     env = {
         **os.environ,
@@ -310,6 +311,7 @@ def big(tmp_path: Path) -> SplitDataset:
     return sd.to_split_dataset(data, tmp_path / "big", block_shape=8)
 
 
+@pytest.mark.slow
 def test_split_dataset_passed_to_napari_stays_lazy(big, reads) -> None:
     from napari.components import ViewerModel
     from napari.layers import Image

@@ -3,9 +3,12 @@
 import json
 from pathlib import Path
 
-from oldpkg import old_python, run_old_checked
+import pytest
+
+from tests.helpers.oldpkg import old_python, run_old_checked
 
 
+@pytest.mark.subprocess
 def test_old_package_venv_builds():
     python = old_python()
     assert python.exists()
@@ -19,6 +22,7 @@ def test_old_package_venv_builds():
     assert info["split_dataset"] == "0.4.4", info
 
 
+@pytest.mark.subprocess
 def test_committed_legacy_fixtures_behave_as_documented_with_old_package():
     """The old package reads/fails on each committed fixture as the manifest says."""
     fixtures = Path(__file__).resolve().parent / "fixtures"

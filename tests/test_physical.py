@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from format_facts import ORIGINAL_METADATA_KEYS
 from hypothesis import given
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as sd
 from splitds_dask import EmptySplitDataset, MetadataError, SplitDataset, save_to_split_dataset
@@ -27,6 +25,8 @@ from splitds_dask._format.physical import (
     read_physical_metadata,
     resolve_physical_metadata,
 )
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 UM = "micrometer"
@@ -426,6 +426,7 @@ print(json.dumps({"same": bool(np.array_equal(whole, np.load(sys.argv[2]))),
 """
 
 
+@pytest.mark.subprocess
 def test_old_package_opens_datasets_with_physical_metadata(tmp_path: Path, random_array) -> None:
     data = random_array((7, 3, 6, 5), "uint16")
     sd.to_split_dataset(

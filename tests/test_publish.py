@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from cli_support import package_env
 
 import splitds_dask as sd
 from splitds_dask._format.metadata import is_split_dataset
@@ -25,6 +24,7 @@ from splitds_dask._storage.atomic import (
     staged_file,
     staging_path,
 )
+from tests.helpers.cli import package_env
 
 
 @pytest.fixture(scope="module")

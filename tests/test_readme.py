@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import package_env
 from npe2 import PluginManager
-from project_entry_points import ensure_entry_points
-from test_cli import splitds_command
 from xarray.backends import plugins
+
+from tests.helpers.cli import package_env, splitds_command
+from tests.helpers.entry_points import ensure_entry_points
+from tests.helpers.timeouts import TIMEOUT
 
 README = Path(__file__).parents[1] / "README.md"
 TEXT = README.read_text()
@@ -33,6 +34,10 @@ def test_readme_has_examples() -> None:
     assert len(SESSIONS) >= 1
 
 
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The xarray engine and the napari reader are found through entry points, as once installed.
     ensure_entry_points(tmp_path / "site", monkeypatch)
@@ -94,6 +99,10 @@ def test_pattern_matching() -> None:
     assert not _pattern("ratio 2.00").fullmatch("ratio 2.01\n")
 
 
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
 def test_readme_console_sessions(tmp_path: Path) -> None:
     env = package_env()
     ran = 0
@@ -108,7 +117,7 @@ def test_readme_console_sessions(tmp_path: Path) -> None:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                timeout=600,
+                timeout=TIMEOUT,
                 check=False,
             )
             failed = expected.startswith("splitds: error:")

@@ -19,6 +19,8 @@ from dask.highlevelgraph import HighLevelGraph
 
 import splitds_dask as sd
 
+pytestmark = [pytest.mark.slow]
+
 #: The bound on what an opened dataset and its dask array hold, per block file.
 _BYTES_PER_BLOCK = 200
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oldpkg import run_old, run_old_checked
 
 import splitds_dask as sd
+from tests.helpers.oldpkg import run_old, run_old_checked
 
 _MAKE = r"""
 import json, sys, warnings
@@ -83,6 +83,7 @@ def payload_datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     return out
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["attribute", "object_node", "legacy"])
 def test_the_original_package_runs_the_payload(payload_datasets, kind: str, tmp_path) -> None:
     folder, marker = payload_datasets[kind]
@@ -94,6 +95,7 @@ def test_the_original_package_runs_the_payload(payload_datasets, kind: str, tmp_
     marker.unlink()
 
 
+@pytest.mark.subprocess
 def test_pickled_attributes_are_never_unpickled(payload_datasets) -> None:
     folder, marker = payload_datasets["attribute"]
     marker.unlink(missing_ok=True)
@@ -103,6 +105,7 @@ def test_pickled_attributes_are_never_unpickled(payload_datasets) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.subprocess
 def test_object_node_in_place_of_data_is_an_error_not_code(payload_datasets) -> None:
     folder, marker = payload_datasets["object_node"]
     marker.unlink(missing_ok=True)
@@ -112,6 +115,7 @@ def test_object_node_in_place_of_data_is_an_error_not_code(payload_datasets) -> 
     assert not marker.exists()
 
 
+@pytest.mark.subprocess
 def test_legacy_metadata_with_a_pickle_opens_from_integers_only(payload_datasets) -> None:
     folder, marker = payload_datasets["legacy"]
     marker.unlink(missing_ok=True)

@@ -74,6 +74,7 @@ _METADATA = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(raw=_METADATA)
 def test_fuzzed_metadata_is_parsed_or_refused(raw) -> None:
@@ -105,6 +106,7 @@ def _open_and_read(folder: Path) -> None:
         assert isinstance(sd.verify(folder), list)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=st.one_of(_METADATA.map(json.dumps), st.binary(max_size=200).map(bytes.hex)))
 def test_fuzzed_metadata_file(small_dataset: Path, text: str) -> None:
@@ -118,6 +120,7 @@ def test_fuzzed_metadata_file(small_dataset: Path, text: str) -> None:
         meta.write_bytes(original)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=8),

@@ -18,11 +18,11 @@ import pytest
 import xarray as xr
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from project_entry_points import ensure_entry_points
 from xarray.backends import plugins
 
 import splitds_dask as sd
 from splitds_dask._integrations.xarray import SplitDatasetBackendEntrypoint
+from tests.helpers.entry_points import ensure_entry_points
 
 UM = "micrometer"
 SHAPE = (9, 3, 8, 10)

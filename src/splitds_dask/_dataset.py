@@ -110,9 +110,14 @@ class SplitDataset:
 
     Examples
     --------
-    >>> ds = SplitDataset("experiment/original")  # doctest: +SKIP
-    >>> ds[10, 3]                                  # one plane, read from one block file
-    >>> ds.to_dask().mean(axis=0).compute()        # one task per block file
+    >>> from splitds_dask import SplitDataset
+    >>> ds = SplitDataset("experiment/original")
+    >>> ds.shape, ds.dtype
+    ((30, 4, 64, 64), dtype('uint16'))
+    >>> ds[10, 3].shape                            # one plane, read from one block file
+    (64, 64)
+    >>> ds.to_dask().mean(axis=0).compute().shape  # one task per block file
+    (4, 64, 64)
     """
 
     def __init__(

@@ -94,11 +94,15 @@ class EmptySplitDataset(Blocks):
 
     Examples
     --------
-    >>> new = EmptySplitDataset("out", "dff", shape_full=(10, 4, 8, 8),
-    ...                         shape_block=(5, 4, 8, 8))        # doctest: +SKIP
-    >>> for i, (_, block) in enumerate(new.slices(as_tuples=True)):  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from splitds_dask import Blocks, EmptySplitDataset
+    >>> source = np.arange(10 * 4 * 8 * 8, dtype=np.uint16).reshape(10, 4, 8, 8)
+    >>> new = EmptySplitDataset("out", "dff", shape_full=(10, 4, 8, 8), shape_block=(5, 4, 8, 8))
+    >>> for i, (_, block) in enumerate(new.slices(as_tuples=True)):
     ...     new.save_block_data(i, source[Blocks.block_to_slices(block)])
-    >>> ds = new.finalize()                                       # doctest: +SKIP
+    >>> ds = new.finalize()
+    >>> ds.n_blocks, np.array_equal(ds[...], source)
+    (2, True)
     """
 
     def __init__(

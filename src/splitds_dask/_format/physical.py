@@ -318,8 +318,11 @@ def physical_metadata_kwargs(dataset: Any) -> dict[str, Any]:
 
     Examples
     --------
-    >>> kwargs = physical_metadata_kwargs(ds)  # doctest: +SKIP
-    >>> to_split_dataset(ds.to_dask() + 1, "plus_one", **kwargs)  # doctest: +SKIP
+    >>> from splitds_dask import SplitDataset, physical_metadata_kwargs, to_split_dataset
+    >>> ds = SplitDataset("experiment/original")
+    >>> plus_one = to_split_dataset(ds.to_dask() + 1, "plus_one", **physical_metadata_kwargs(ds))
+    >>> plus_one.axes, plus_one.scale
+    (('t', 'z', 'y', 'x'), (0.5, 2.0, 0.6, 0.6))
     """
     return {
         "axes": tuple(dataset.axes),

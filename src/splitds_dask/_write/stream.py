@@ -127,10 +127,16 @@ class SplitDatasetWriter:
 
     Examples
     --------
-    >>> with SplitDatasetWriter("run/original", frame_shape=(30, 512, 512), dtype="uint16",
-    ...                         block_length=20) as writer:  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from splitds_dask import SplitDataset, SplitDatasetWriter
+    >>> camera = (np.full((30, 64, 64), t, dtype=np.uint16) for t in range(45))
+    >>> with SplitDatasetWriter("run/original", frame_shape=(30, 64, 64), dtype="uint16",
+    ...                         block_length=20) as writer:
     ...     for volume in camera:
     ...         writer.append(volume)
+    >>> ds = SplitDataset("run/original")
+    >>> ds.shape, ds.n_blocks, int(ds[44, 0, 0, 0])
+    ((45, 30, 64, 64), 3, 44)
     """
 
     def __init__(

@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 from splitds_dask import BlockIndexError, Blocks
 from splitds_dask._compat import blocks as _blocks
+from tests.helpers.oldpkg import run_old_checked
+from tests.helpers.timeouts import TIMEOUT
 
 # --------------------------------------------------------------------------------------------
 # Extraction code run identically by this package and by the original (in the old venv).
@@ -296,7 +297,7 @@ def original_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     cases = folder / "cases.json"
     cases.write_text(json.dumps(CASES))
     results = folder / "results.json"
-    run_old_checked(OLD_RUNNER, code, cases, results, timeout=600)
+    run_old_checked(OLD_RUNNER, code, cases, results, timeout=TIMEOUT)
     return json.loads(results.read_text())
 
 
@@ -332,6 +333,7 @@ def test_cases_cover_the_forms() -> None:
     assert min(forms.values()) >= 15, forms
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"case{c['id']}")
 def test_same_as_original(case: dict, original_results: list[dict]) -> None:
     theirs = original_results[case["id"]]
@@ -397,6 +399,7 @@ ORIGINAL_ANSWERS = {
 }
 
 
+@pytest.mark.subprocess
 def test_original_bugs_are_as_documented() -> None:
     proc = run_old_checked(ORIGINAL_BUGS)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ORIGINAL_ANSWERS

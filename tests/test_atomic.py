@@ -36,6 +36,7 @@ def _staging_of(path: Path, pid: int, kind: str, host: str | None = None) -> Pat
     return folder
 
 
+@pytest.mark.subprocess
 def test_only_staging_of_dead_local_writers_is_removed(tmp_path: Path, dead_pid: int) -> None:
     target = tmp_path / "dataset"
     target.mkdir()
@@ -51,6 +52,7 @@ def test_only_staging_of_dead_local_writers_is_removed(tmp_path: Path, dead_pid:
         assert kept.is_dir()
 
 
+@pytest.mark.subprocess
 def test_a_replaced_dataset_is_put_back_when_the_target_is_missing(
     tmp_path: Path, dead_pid: int
 ) -> None:
@@ -85,6 +87,7 @@ def test_exchange_swaps_two_folders(tmp_path: Path) -> None:
     assert not (tmp_path / "a" / "in_a").exists()
 
 
+@pytest.mark.subprocess
 def test_a_dataset_left_aside_by_a_crash_is_put_back_before_writing(
     tmp_path: Path, dead_pid: int
 ) -> None:

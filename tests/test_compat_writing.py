@@ -19,15 +19,16 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers Blosc for h5py)
 import numpy as np
 import pytest
-from format_facts import ORIGINAL_METADATA_KEYS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as split_dataset
 from splitds_dask import Blocks, EmptySplitDataset, SplitDataset, save_to_split_dataset
 from splitds_dask._compat.writing import _compression_args
 from splitds_dask._storage.block_file import write_block
+from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
+from tests.helpers.oldpkg import run_old_checked
+from tests.helpers.timeouts import TIMEOUT
 
 RNG = np.random.default_rng(7)
 
@@ -107,6 +108,7 @@ def test_save_to_split_dataset_round_trip(
         np.testing.assert_array_equal(stored.astype(data.dtype), data[slices])
 
 
+@pytest.mark.slow
 @given(
     st.lists(st.integers(1, 7), min_size=1, max_size=4).flatmap(
         lambda shape: st.tuples(
@@ -491,7 +493,7 @@ def original_reads(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict
     base = tmp_path_factory.mktemp("interop")
     manifest = _interop_datasets(base)
     (base / "manifest.json").write_text(json.dumps(manifest))
-    proc = run_old_checked(OLD_READER, base / "manifest.json", timeout=600)
+    proc = run_old_checked(OLD_READER, base / "manifest.json", timeout=TIMEOUT)
     return manifest, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -516,6 +518,7 @@ INTEROP_NAMES = (
 )
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", INTEROP_NAMES)
 def test_original_package_reads_what_we_write(name: str, original_reads: tuple[dict, dict]) -> None:
     manifest, results = original_reads

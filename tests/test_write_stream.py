@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oldpkg import run_old_checked
 
 import splitds_dask as sd
+from tests.helpers.oldpkg import run_old_checked
 
 
 def _write(path: Path, data: np.ndarray, block_length: int, batches: list[int], **kw) -> None:
@@ -70,6 +70,7 @@ def test_frames_from_a_dask_array(tmp_path: Path, random_array) -> None:
     np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "run")[...], data, strict=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(
     n_frames=st.integers(0, 25),
@@ -125,6 +126,7 @@ print(ds.shape_full, ds.shape_block, ds.data_key, ds.resolution)
 """
 
 
+@pytest.mark.subprocess
 def test_the_original_package_reads_the_output(tmp_path: Path, random_array) -> None:
     data = random_array((23, 3, 16, 16), "uint16")
     _write(tmp_path / "run", data, 5, [4, 0, 8])

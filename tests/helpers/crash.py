@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import splitds_dask as sd
+from tests.helpers.timeouts import TIMEOUT
 
 FRAME_SHAPE = (4, 48, 64)
 BLOCK_LENGTH = 5
@@ -36,8 +37,8 @@ _ZYGOTE = r"""
 import json, os, sys, warnings
 import numpy as np
 import splitds_dask as sd
-sys.path.insert(0, sys.argv[1])
-import crash_support as cs
+sys.path.insert(0, sys.argv[1])  # the repository, for the tests package
+from tests.helpers import crash as cs
 
 for line in sys.stdin:
     task = json.loads(line)
@@ -95,7 +96,7 @@ class Zygote:
         src = str(Path(sd.__file__).parents[1])
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _ZYGOTE, str(Path(__file__).parent)],
+            [sys.executable, "-c", _ZYGOTE, str(Path(__file__).parents[2])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -135,7 +136,7 @@ class Zygote:
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=TIMEOUT)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
 

@@ -4,10 +4,9 @@ Tests use it to check compatibility both ways: files written by this package
 must be readable by the old package, and files written by the old package (or
 by the programs built on it) must be readable by this one.
 
-Usage from a test module in ``tests/`` (pytest puts ``tests/`` on ``sys.path``
-for rootdir test modules without ``__init__.py``)::
+Usage from a test module::
 
-    from oldpkg import old_python, run_old, run_old_checked
+    from tests.helpers.oldpkg import old_python, run_old, run_old_checked
 
     proc = run_old_checked("import split_dataset, sys; print(split_dataset.__version__)")
 
@@ -37,6 +36,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers.timeouts import TIMEOUT
 
 __all__ = [
     "OLD_REQUIREMENTS",
@@ -138,7 +139,7 @@ def _verify(python: Path, log: list[str]) -> dict | None:
             [str(python), "-c", _VERIFY_SCRIPT],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=TIMEOUT,
             env=_clean_env(),
             check=False,
         )
@@ -222,7 +223,7 @@ def old_python() -> Path:
 def run_old(
     script: str,
     *args: object,
-    timeout: float = 300,
+    timeout: float = TIMEOUT,
     cwd: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -c script *args`` in the old venv; never raises on failure."""
@@ -240,7 +241,7 @@ def run_old(
 def run_old_checked(
     script: str,
     *args: object,
-    timeout: float = 300,
+    timeout: float = TIMEOUT,
     cwd: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
     """Like :func:`run_old` but raise ``AssertionError`` with the output on failure."""
@@ -255,5 +256,5 @@ def run_old_checked(
 
 
 if __name__ == "__main__":
-    # `python tests/oldpkg.py` builds the venv if needed and prints its interpreter.
+    # `python -m tests.helpers.oldpkg` builds the venv if needed and prints its interpreter.
     print(old_python())

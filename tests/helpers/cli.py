@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +54,11 @@ def package_pythonpath() -> str:
 def package_env() -> dict[str, str]:
     """This process's environment, with :func:`package_pythonpath`."""
     return dict(os.environ, PYTHONPATH=package_pythonpath())
+
+
+def splitds_command() -> list[str]:
+    """The ``splitds`` console script beside this interpreter, else ``python -m``."""
+    script = Path(sys.executable).parent / ("splitds.exe" if os.name == "nt" else "splitds")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "splitds_dask._cli"]

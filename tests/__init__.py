@@ -1,0 +1,1 @@
+"""The test suite of splitds-dask; shared helpers live in ``tests.helpers``."""
