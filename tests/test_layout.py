@@ -47,6 +47,7 @@ def _is_cli(name: str) -> bool:
     return name == CLI or name.startswith(CLI + ".")
 
 
+@pytest.mark.subprocess
 def test_importing_every_library_module_loads_no_command_line_module() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORT_ALL],

@@ -152,6 +152,7 @@ def _staging_file_of(path: Path, pid: int, kind: str) -> Path:
     return staging
 
 
+@pytest.mark.subprocess
 def test_stale_staging_files_of_dead_writers_are_removed(tmp_path: Path, dead_pid: int) -> None:
     target = tmp_path / "out.npy"
     target.write_bytes(b"current")
@@ -162,6 +163,7 @@ def test_stale_staging_files_of_dead_writers_are_removed(tmp_path: Path, dead_pi
     assert target.read_bytes() == b"current"
 
 
+@pytest.mark.subprocess
 def test_a_file_left_aside_is_put_back_when_the_target_is_missing(
     tmp_path: Path, dead_pid: int
 ) -> None:
@@ -227,6 +229,8 @@ def _read(path: Path, target: str) -> np.ndarray:
     return np.concatenate(blocks)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["out", "out.npy", "out.tif", "out.h5:/data", "out.zarr"])
 def test_a_conversion_killed_mid_write_leaves_the_previous_output(
     tmp_path: Path, target: str

@@ -438,6 +438,7 @@ def _write_tiff(
         for i, slab in enumerate(slabs):
             (data,) = compute(slab.data)
             yield from data.reshape(-1, *x.shape[-2:])
+            del data  # one slab in memory, as for HDF5
             if on_slab is not None:
                 on_slab(i + 1, len(slabs))
 
@@ -468,5 +469,7 @@ def _write_h5(
         for i, slab in enumerate(slabs):
             (data,) = compute(slab.data)
             dset[slab.rows] = data
+            # Released before the next slab is computed, not replaced after: one slab in memory.
+            del data
             if on_slab is not None:
                 on_slab(i + 1, len(slabs))
