@@ -1,0 +1,1 @@
+"""The on-disk format without I/O of data: metadata, physical metadata, block files, geometry."""

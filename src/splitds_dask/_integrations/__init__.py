@@ -1,0 +1,1 @@
+"""Integrations with other tools: xarray backend, napari reader, dask.distributed clusters."""

@@ -1,0 +1,1 @@
+"""Storage: bytes on disk. One HDF5 block file, its Blosc chunks, its filters, atomic writes."""
