@@ -14,7 +14,8 @@ import zarr
 from regression_data import BLOCK_FRAMES, Movie
 
 import splitds_dask as sd
-from splitds_dask._cli.convert import open_source, write_array
+from splitds_dask._cli.sources import open_source
+from splitds_dask._cli.targets import write_array
 
 ROUNDS = 5
 
