@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +24,7 @@ from splitds_dask._errors import BlockError
 from splitds_dask._storage.atomic import atomic_file
 from splitds_dask._storage.blosc import (
     CHUNK_MAPS,
+    ChunkError,
     ChunkMap,
     file_version,
     read_chunks,
@@ -179,7 +180,9 @@ def read_block_region(
     if chunk_map is not None and version is not None:
         # A file read before, unchanged since: no HDF5 call at all.
         _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, path, block)
-        if _is_empty(out, dest) or _read_mapped(path, version, chunk_map, source, out, dest):
+        if _is_empty(out, dest) or _checked(
+            _read_mapped, path, block, chunk_map.name, path, version, chunk_map, source, out, dest
+        ):
             return
     with open_block(path, block=block, locking=locking) as f:
         dset = _dataset(f, key, path, block, len(extent))
@@ -194,7 +197,9 @@ def read_block_region(
                 # Keyed by the file opened, which may be newer than the one stat()ed above.
                 opened = file_version(os.fstat(fd))
                 CHUNK_MAPS.put((os.fspath(path), key, opened), chunk_map)
-            if chunk_map is None or not read_chunks(fd, chunk_map, source, out, dest):
+            if chunk_map is None or not _checked(
+                read_chunks, path, block, chunk_map.name, fd, chunk_map, source, out, dest
+            ):
                 _read_with_h5py(dset, source, out, dest)
         except OSError as exc:
             raise BlockError(
@@ -202,6 +207,20 @@ def read_block_region(
                 path=path,
                 block=block,
             ) from exc
+
+
+def _checked(
+    read: Callable[..., bool],
+    path: str | os.PathLike[str],
+    block: tuple[int, ...],
+    name: str,
+    *args: Any,
+) -> bool:
+    """``read(*args)``, with a damaged chunk reported as a :class:`BlockError` naming the file."""
+    try:
+        return read(*args)
+    except ChunkError as exc:
+        raise BlockError(f"block {block} ({path}): '{name}' {exc}", path=path, block=block) from exc
 
 
 # Below this many bytes, h5py's getitem (a few microseconds of set-up) plus a copy beats

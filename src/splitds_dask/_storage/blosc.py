@@ -43,6 +43,7 @@ __all__ = [
     "BLOSC_FILTER",
     "CHUNK_MAPS",
     "BloscOptions",
+    "ChunkError",
     "ChunkMap",
     "blosc_filter_options",
     "read_chunks",
@@ -60,6 +61,21 @@ _CNAMES = {code: name for code, name in enumerate(BLOSC_COMPRESSORS) if name != 
 
 class _NotHandled(Exception):
     """This chunk or dataset is for h5py's own filter pipeline."""
+
+
+class ChunkError(Exception):
+    """One stored chunk is inconsistent (its index entry, header or bytes): never read.
+
+    Raised by the fast path, caught by the block-file reader, which reports it as a
+    :class:`~splitds_dask.BlockError` naming the file and the block.
+    """
+
+    def __init__(self, *, number: int, offset: int, size: int, problem: str) -> None:
+        super().__init__(f"chunk {number} ({size} bytes at offset {offset}): {problem}")
+        self.number = number
+        self.offset = offset
+        self.size = size
+        self.problem = problem
 
 
 def _native_view(stored: np.dtype, out: np.ndarray) -> np.ndarray | None:
@@ -222,6 +238,7 @@ class StoredChunk(NamedTuple):
     size: int
     filter_mask: int  # bit 0 set: the Blosc filter was skipped for this chunk
     part: int  # the index of its _Part in the read's plan
+    number: int  # the chunk's number in the chunk grid (C order)
 
 
 def _plan(
@@ -316,7 +333,9 @@ def read_chunks(
         if offset < 0:
             return False  # never written: HDF5 supplies the fill value
         stored.append(
-            StoredChunk(offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i)
+            StoredChunk(
+                offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i, number
+            )
         )
     groups = _groups(stored)
     if len(groups) == 1:
@@ -362,7 +381,7 @@ def _read_group(
         for run in _runs(stored):
             start = run[0].offset
             data = _read_run(fd, start, run[-1].offset + run[-1].size - start)
-            for offset, size, mask, i in run:
+            for offset, size, mask, i, _ in run:
                 raw = data[offset - start : offset - start + size]
                 _, region, local = plan[i]
                 view = target[region]
