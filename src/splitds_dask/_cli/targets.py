@@ -16,6 +16,7 @@ this process slab by slab along the first axis.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import uuid
@@ -42,7 +43,7 @@ from splitds_dask._storage.atomic import (
     staging_path,
 )
 from splitds_dask._storage.block_file import H5_SUFFIXES
-from splitds_dask._storage.filters import parse_compression
+from splitds_dask._storage.filters import CompressionLevelError, parse_compression
 
 __all__ = ["SLAB_BYTES", "TargetKind", "Written", "target_kind", "write_array"]
 
@@ -206,38 +207,40 @@ def _write_split_dataset(
     overwrite: bool,
     compute: Compute,
 ) -> None:
-    """``to_split_dataset``, which stages and publishes the folder itself."""
+    """``to_split_dataset``'s plan, computed under the target's writer lock held throughout."""
     from splitds_dask._format.metadata import is_split_dataset
-    from splitds_dask._write.array import to_split_dataset
+    from splitds_dask._storage.lock import writer_lock
+    from splitds_dask._write.array import plan_split_dataset
 
     folder = Path(os.path.abspath(target))
-    remove_stale_staging(folder)  # before the check: may put back a dataset a crash left aside
-    check_replaceable(
+    check = functools.partial(
+        check_replaceable,
         folder,
         overwrite=overwrite,
         replaceable=is_split_dataset,
         what=f"a {folder.suffix or 'split dataset'} output",
         hint="pass --overwrite",
     )
-    # to_split_dataset stages the files in a hidden folder beside the target, and cleans it
-    # up only when it computes itself: remove the one this call made if the writing fails.
-    pattern = f".{folder.name}.*.partial"
-    earlier = set(folder.parent.glob(pattern))
-    try:
-        delayed = to_split_dataset(
+    check()  # a refusal leaves no trace (the lock file would touch the parent folder)
+    # Held from the first look at the target until the new dataset is in place: no other
+    # writer (a SplitDatasetWriter appending there, another conversion) can be at work.
+    with writer_lock(folder):
+        remove_stale_staging(folder)  # before the check: may put back a dataset a crash left
+        check()
+        plan = plan_split_dataset(
             x,
             folder,
+            deferred=False,
             compression=codec.compression,
             compression_level=codec.level,
             overwrite=overwrite,
-            compute=False,
             **metadata,
         )
-        compute(delayed)
-    except BaseException:
-        for staging in set(folder.parent.glob(pattern)) - earlier:
-            discard(staging, folder)
-        raise
+        try:
+            compute(plan.result)
+        except BaseException:
+            discard(plan.staging, folder)
+            raise
 
 
 def _write_zarr(
@@ -325,6 +328,8 @@ def _zarr_compressors(codec: _Codec) -> Any:
     )
     try:
         choice = parse_compression(codec.compression, codec.level)
+    except CompressionLevelError as exc:
+        raise FormatError(f"compression {codec.compression} level {codec.level}: {exc}") from None
     except ValueError:
         raise unavailable from None
     if choice is None:

@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "atomic_file",
+    "check_not_symlink",
     "check_replaceable",
     "exchange",
     "discard",
@@ -232,6 +233,21 @@ def retire(path: Path) -> None:
     shutil.rmtree(trash)
 
 
+def check_not_symlink(path: Path) -> None:
+    """Refuse to replace a symbolic link: the swap would replace the link, not what it names.
+
+    Raises
+    ------
+    FileExistsError
+        ``"<path> is a symbolic link to <target>; pass the target's path to replace it"``.
+    """
+    if path.is_symlink():
+        raise FileExistsError(
+            f"{path} is a symbolic link to {os.readlink(path)}; pass the target's path "
+            "to replace it"
+        )
+
+
 def replace_folder(staging: Path, path: Path, *, durable: bool = True) -> None:
     """Put the complete folder ``staging`` at ``path``, replacing the folder there, if any.
 
@@ -241,7 +257,10 @@ def replace_folder(staging: Path, path: Path, *, durable: bool = True) -> None:
     With an atomic exchange readers see the old folder or the new one, nothing between. Without
     it (NFS, macOS) ``path`` is missing between two renames; a crash there leaves the old folder
     under a hidden name that :func:`remove_stale_staging` puts back.
+
+    A symbolic link at ``path`` is refused before anything changes (:func:`check_not_symlink`).
     """
+    check_not_symlink(path)
     if durable:
         sync_folder(staging)
     if not path.exists():
@@ -322,8 +341,10 @@ def check_replaceable(
     FileExistsError
         ``path`` holds something else (``"<path> exists and is not <what>; not replacing
         it"``) or an earlier output while ``overwrite`` is false (``"<path> exists and is
-        already <what>; <hint> to replace it"``).
+        already <what>; <hint> to replace it"``), or is a symbolic link (what it names is
+        never replaced through it: pass its target).
     """
+    check_not_symlink(path)
     if not path.exists():
         return
     if replaceable(path):

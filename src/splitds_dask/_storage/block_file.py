@@ -30,7 +30,11 @@ from splitds_dask._storage.blosc import (
     read_chunks,
     write_blosc_chunks,
 )
-from splitds_dask._storage.filters import missing_filters, parse_compression
+from splitds_dask._storage.filters import (
+    CompressionLevelError,
+    missing_filters,
+    parse_compression,
+)
 
 __all__ = [
     "COMPRESSIONS",
@@ -305,6 +309,8 @@ def compression_options(
     """``h5py.create_dataset`` keyword arguments for a compression name (see ``COMPRESSIONS``)."""
     try:
         choice = parse_compression(compression, level)
+    except CompressionLevelError:
+        raise
     except ValueError:
         raise ValueError(
             f"unknown compression {compression!r}; choose one of {COMPRESSIONS}"

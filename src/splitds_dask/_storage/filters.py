@@ -6,6 +6,7 @@ One table for everything that names a filter: error messages when one is missing
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import h5py
@@ -16,6 +17,7 @@ __all__ = [
     "BLOSC_SHUFFLES",
     "FILTERS",
     "Compression",
+    "CompressionLevelError",
     "HDF5Filter",
     "describe_filter",
     "filter_name",
@@ -122,12 +124,30 @@ _COMPRESSION_DEFAULTS: dict[str, tuple[str | None, int]] = {
 }
 
 
-def parse_compression(compression: object, level: int | None) -> Compression | None:
+# Family -> the levels its codec accepts (zstd's 0 is the library's default level).
+_LEVELS: dict[str, range] = {
+    "blosc": range(10),
+    "blosc2": range(10),
+    "gzip": range(10),
+    "bzip2": range(1, 10),
+    "zstd": range(23),
+}
+
+
+class CompressionLevelError(ValueError):
+    """A compression level outside the range its codec accepts."""
+
+
+def parse_compression(compression: object, level: object) -> Compression | None:
     """Read a compression name (``"blosc"``, ``"blosc:zstd"``, ``"zlib"``...); None for none.
 
-    Raises ``ValueError`` naming the choices for a name no writer knows. Which families and
-    compressors a given writer supports (h5py, zarr) is that writer's check.
+    Raises ``ValueError`` naming the choices for a name no writer knows,
+    :class:`CompressionLevelError` (a ``ValueError``) for a level outside the codec's range, and
+    ``TypeError`` for a level that is not an integer. Which families and compressors a given
+    writer supports (h5py, zarr) is that writer's check.
     """
+    if level is not None and (not isinstance(level, numbers.Integral) or isinstance(level, bool)):
+        raise TypeError(f"compression_level must be an integer, got {level!r}")
     if compression in (None, False, "none"):
         return None
     if not isinstance(compression, str):
@@ -139,8 +159,14 @@ def parse_compression(compression: object, level: int | None) -> Compression | N
     default_compressor, default_level = _COMPRESSION_DEFAULTS[family]
     if compressor and default_compressor is None:
         raise ValueError(f"unknown compression {compression!r}: {family} has no compressors")
+    levels = _LEVELS[family]
+    if level is not None and int(level) not in levels:
+        raise CompressionLevelError(
+            f"compression {compression!r} level {level} is out of range "
+            f"({levels.start} to {levels.stop - 1})"
+        )
     return Compression(
         family,
         (compressor or default_compressor) if default_compressor else None,
-        default_level if level is None else level,
+        default_level if level is None else int(level),
     )

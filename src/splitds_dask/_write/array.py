@@ -4,6 +4,12 @@ One store task writes one block file; files go to a hidden staging folder beside
 each under a temporary name renamed into place; ``stack_metadata.json`` is written last and
 atomically, and only then is the staging folder moved to the target path. A crash at any point
 leaves the target as it was (absent, or the previous dataset), never a half-written dataset.
+
+The writer lock (:mod:`splitds_dask._storage.lock`) keeps other writers out: when the write
+runs at once, from the first check of the target until the new dataset is in place; for a
+``compute=False`` write, whose tasks may run in other processes, the publishing task takes it
+for the check and the swap (the blocks go to a private staging folder no other writer sees),
+and the call itself refuses at once a target another writer holds.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import dask
 import dask.array as da
@@ -34,13 +40,15 @@ from splitds_dask._storage.atomic import (
     staging_path,
 )
 from splitds_dask._storage.block_file import write_block
+from splitds_dask._storage.lock import check_unlocked, writer_lock
+from splitds_dask._write.options import check_block_shape, check_compression, check_data_key
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
 
     from splitds_dask._dataset import SplitDataset
 
-__all__ = ["block_file_name", "to_split_dataset"]
+__all__ = ["StorePlan", "block_file_name", "plan_split_dataset", "to_split_dataset"]
 
 
 def block_file_name(index: int, n_blocks: int) -> str:
@@ -93,14 +101,27 @@ def _publish(
     metadata: dict[str, Any],
     overwrite: bool,
     durable: bool,
+    lock: bool,
 ) -> Path:
-    """Write the metadata, then move the finished dataset to ``path`` (replacing an old one)."""
-    # A worker killed while writing a block left its temporary file; the block was rewritten.
-    remove_temporaries(staging)
-    write_metadata_json(staging, metadata)
-    _check_target(path, overwrite=overwrite)
-    # The old dataset stays readable until the new one is complete.
-    replace_folder(staging, path, durable=durable)
+    """Write the metadata, then move the finished dataset to ``path`` (replacing an old one).
+
+    With ``lock``, hold the writer lock for the check and the swap (the caller holds none).
+    """
+    try:
+        # A worker killed while writing a block left its temporary file; the block was rewritten.
+        remove_temporaries(staging)
+        write_metadata_json(staging, metadata)
+        if lock:
+            with writer_lock(path):
+                _check_target(path, overwrite=overwrite)
+                replace_folder(staging, path, durable=durable)
+        else:
+            _check_target(path, overwrite=overwrite)
+            # The old dataset stays readable until the new one is complete.
+            replace_folder(staging, path, durable=durable)
+    except BaseException:
+        discard(staging, path)
+        raise
     return path
 
 
@@ -333,9 +354,89 @@ def to_split_dataset(
     Returns
     -------
     SplitDataset or dask.delayed.Delayed
+
+    Raises
+    ------
+    splitds_dask._storage.lock.WriterLockedError
+        A ``BlockingIOError``: another writer (a :class:`SplitDatasetWriter`, a conversion...)
+        is writing ``path``; nothing was changed.
+    FileExistsError
+        ``path`` holds a split dataset and ``overwrite`` is false, something that is not a split
+        dataset, or a symbolic link (pass the path it names).
+    ValueError, TypeError
+        An option is invalid (compression name or level, block shape, data key...).
+    """
+    options: dict[str, Any] = {
+        "compression": compression,
+        "compression_level": compression_level,
+        "overwrite": overwrite,
+        "resolution": resolution,
+        "axis_order": axis_order,
+        "data_key": data_key,
+        "axes": axes,
+        "scale": scale,
+        "units": units,
+        "time_step": time_step,
+        "durable": durable,
+    }
+    path = Path(os.path.abspath(path))
+    # Refused without a trace (the lock file would touch the parent folder); checked again below,
+    # under the lock.
+    _check_target(path, overwrite=overwrite)
+    if not compute:
+        check_unlocked(path)  # refused now, not after the blocks are written
+        return plan_split_dataset(data, path, block_shape, deferred=True, **options).result
+    with writer_lock(path):
+        plan = plan_split_dataset(data, path, block_shape, deferred=False, **options)
+        try:
+            result: SplitDataset = plan.result.compute()
+        except BaseException:
+            discard(plan.staging, plan.path)
+            raise
+    return result
+
+
+class StorePlan(NamedTuple):
+    """A split dataset write, ready to compute (see :func:`plan_split_dataset`)."""
+
+    result: Delayed
+    """Writes the blocks, publishes the dataset and returns it opened."""
+    staging: Path
+    """The hidden folder the blocks go to, to :func:`discard` if the computation fails."""
+    path: Path
+    """The dataset folder (absolute)."""
+
+
+def plan_split_dataset(
+    data: Any,
+    path: str | os.PathLike[str],
+    block_shape: int | Sequence[int | None] | None = None,
+    *,
+    deferred: bool,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+    overwrite: bool = False,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    data_key: str | None = None,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float | None] | None = None,
+    units: Sequence[str | None] | None = None,
+    time_step: float | None = None,
+    durable: bool = True,
+) -> StorePlan:
+    """Check the options and the target, create the staging folder and build the write's graph.
+
+    The options are :func:`to_split_dataset`'s. With ``deferred`` false the caller computes the
+    plan at once and holds the writer lock of ``path`` until it ends (:func:`to_split_dataset`
+    computing at once, ``splitds convert``). With true the plan may be computed later and
+    elsewhere: a numpy input is copied into the graph, and the publishing task takes the lock.
     """
     # Absolute: the tasks may run after a chdir, or in worker processes started elsewhere.
     path = Path(os.path.abspath(path))
+    check_compression(compression, compression_level)
+    data_key = check_data_key(data_key)
+    block_shape = check_block_shape(block_shape)
     if not hasattr(data, "shape"):
         data = np.asarray(data)  # nested lists and other array-likes without a shape
     if block_shape is None:
@@ -344,7 +445,7 @@ def to_split_dataset(
     if not shape:
         raise ValueError("cannot write a 0-d array as a split dataset")
     grid = BlockGrid.from_spec(shape, block_shape)
-    array = _as_dask(data, grid, snapshot=not compute)
+    array = _as_dask(data, grid, snapshot=deferred)
     # np.dtype(): dask's array-expr map_blocks may report the scalar type it was given.
     dtype = np.dtype(array.dtype)
     if dtype.kind not in "biufc":
@@ -368,17 +469,15 @@ def to_split_dataset(
         compression_level=compression_level,
     )
     metadata = _dataset_metadata(grid, physical, resolution=resolution, axis_order=axis_order)
-    if array.size == 0:
-        _write_empty_blocks(target, dtype)
-    stored = store_chunks(array, target)
-    published = dask.delayed(_publish, pure=False)(
-        stored, staging, path, metadata, overwrite, durable
-    )
-    result = dask.delayed(_open_published, pure=False)(published)
-    if not compute:
-        return result
     try:
-        return result.compute()
+        if array.size == 0:
+            _write_empty_blocks(target, dtype)
+        stored = store_chunks(array, target)
     except BaseException:
         discard(staging, path)
         raise
+    published = dask.delayed(_publish, pure=False)(
+        stored, staging, path, metadata, overwrite, durable, deferred
+    )
+    result = dask.delayed(_open_published, pure=False)(published)
+    return StorePlan(result, staging, path)
