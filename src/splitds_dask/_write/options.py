@@ -54,7 +54,7 @@ def check_block_shape(
         block_shape, (numbers.Number, Sequence, np.ndarray)
     ):
         raise TypeError(f"block shape must be {expected}, got {block_shape!r}")
-    entries = block_shape if isinstance(block_shape, (Sequence, np.ndarray)) else [block_shape]
+    entries: Any = block_shape if isinstance(block_shape, (Sequence, np.ndarray)) else [block_shape]
     out: list[int | None] = []
     for value in entries:
         if value is None:

@@ -14,17 +14,28 @@ Readers ignore hidden files, so a reader sees the previous dataset until step 2 
 after step 3. Between 2 and 3 the metadata declares one block more than the folder holds, which
 opens as the frames on disk (with an ``IncompleteDatasetWarning``). A writer opened with
 ``append=True`` finishes an interrupted step 3 and removes what a killed writer left behind.
+
+A writer replacing a dataset (``overwrite=True``) writes its first block into a hidden staging
+folder beside the target and swaps that folder in (atomically where the system can) once the
+block is committed: until then the old dataset is untouched at its path, so a writer killed
+before its first block loses nothing; from then on the folder is the new dataset.
+
+The writer holds the folder's writer lock (:mod:`splitds_dask._storage.lock`) for its whole
+life, so no other writer of this package can replace, delete or interleave blocks into a folder
+being acquired.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import queue
 import re
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +43,6 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 import numpy as np
-
-try:
-    import fcntl
-except ImportError:  # Windows: the writer's lock needs POSIX advisory locks
-    fcntl = None  # type: ignore[assignment]
 
 from splitds_dask._daskmodes import to_numpy
 from splitds_dask._errors import MetadataError
@@ -49,20 +55,27 @@ from splitds_dask._format.metadata import (
     write_metadata_json,
 )
 from splitds_dask._storage.atomic import (
+    check_not_symlink,
     check_replaceable,
+    discard,
     fsync_dir,
     fsync_file,
     remove_stale_staging,
     remove_temporaries,
-    retire,
+    replace_folder,
+    staging_path,
 )
 from splitds_dask._storage.block_file import write_block
+from splitds_dask._storage.lock import HAVE_FLOCK, WriterLock
 from splitds_dask._write.array import block_file_name
+from splitds_dask._write.options import check_compression, check_data_key, check_positive_int
 
 __all__ = ["SplitDatasetWriter"]
 
-_LOCK_NAME = ".splitds-writer.lock"
+# The lock file earlier versions kept inside the folder: a killed writer's leftover.
+_LEGACY_LOCK = ".splitds-writer.lock"
 _STAGED = re.compile(r"^\.(?P<name>[0-9]+\.h5)\.staged$")
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
 
 class _Resumed(NamedTuple):
@@ -103,7 +116,8 @@ class SplitDatasetWriter:
         Name of the array in each block file (default ``stack_{ndim}D``).
     overwrite : bool, optional
         Replace an existing split dataset at ``path``; a folder that is not a split dataset is
-        never replaced.
+        never replaced. The old dataset stays whole at ``path`` until the first block of the new
+        one is written, then the new one (that block) takes its place at once.
     append : bool, optional
         Continue an existing dataset along axis 0 (after its last frame, a short last block being
         completed first); the dataset must be split along axis 0 only. A dataset whose writer was
@@ -116,14 +130,21 @@ class SplitDatasetWriter:
     Raises
     ------
     FileExistsError
-        ``path`` holds a split dataset (without ``overwrite`` or ``append``) or a non-empty
-        folder that is not one.
+        ``path`` holds a split dataset (without ``overwrite`` or ``append``), a non-empty
+        folder that is not one, or is a symbolic link to be replaced (pass its target).
+    splitds_dask._storage.lock.WriterLockedError
+        A ``BlockingIOError``: another writer is writing ``path``.
+    ValueError, TypeError
+        An option is invalid (shapes, compression name or level, data key...).
 
     Notes
     -----
-    An error of the background writer (a full disk, say) is raised by the next :meth:`append`
-    or by :meth:`close`. One writer at a time: a second writer on the same folder fails with
-    ``BlockingIOError`` (an advisory ``flock``, which network file systems may not honour).
+    An error of the background writer (a full disk, say) is raised, as itself (an ``OSError``
+    keeps its ``errno``), by the next :meth:`append`, :meth:`flush` or :meth:`close`. One writer
+    at a time: while this one is open, every other writer of this package (another
+    ``SplitDatasetWriter``, ``to_split_dataset``, ``splitds convert``...) refuses ``path`` with a
+    ``BlockingIOError`` (an advisory ``flock`` beside the folder, which network file systems
+    may not honour).
 
     Examples
     --------
@@ -155,7 +176,7 @@ class SplitDatasetWriter:
         append: bool = False,
         max_pending: int = 2,
     ) -> None:
-        if fcntl is None:
+        if not HAVE_FLOCK:
             raise NotImplementedError(
                 "SplitDatasetWriter locks its folder with fcntl.flock, which this platform "
                 f"({sys.platform}) lacks: it runs on POSIX systems (Linux, macOS) only"
@@ -163,31 +184,36 @@ class SplitDatasetWriter:
         self._path = Path(os.path.abspath(path))
         self._compression = compression
         self._compression_level = compression_level
-        if max_pending < 1:
-            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        # Every option is checked before the folder is touched.
+        check_compression(compression, compression_level)
+        data_key = check_data_key(data_key)
+        check_positive_int("max_pending", max_pending)
         if append and overwrite:
             raise ValueError("append=True and overwrite=True exclude each other")
-        remove_stale_staging(self._path)
-        self._lock_fd = -1
-        # Every failure from here until the thread starts releases the folder's lock, here alone.
+        if not (append and is_split_dataset(self._path)):
+            if not append or None not in (frame_shape, dtype, block_length):
+                self._start_new(frame_shape, dtype, block_length, data_key)
+            self._precheck_target(overwrite=overwrite)
+        # The staging folder of a replacement, until its first block is swapped in.
+        self._staging: Path | None = None
+        self._lock = WriterLock(self._path)  # refused at once while another writer is at work
+        # Every failure from here until the thread starts releases the lock, here alone.
         try:
-            if (self._path / _LOCK_NAME).exists():
-                self._lock_fd = self._lock()  # fails while another writer is at work
+            remove_stale_staging(self._path)
             existing: _Resumed | None = None
+            # Decided again under the lock: another writer may have just finished or started.
             if append and is_split_dataset(self._path):
                 self._take_folder()
                 existing = self._resume(frame_shape, dtype, block_length, data_key)
             else:
-                if frame_shape is None or dtype is None or block_length is None:
-                    raise TypeError("frame_shape, dtype and block_length are required")
-                self._clear_target(overwrite=overwrite)
-                self._take_folder()
                 self._start_new(frame_shape, dtype, block_length, data_key)
-            self._validate()
+                self._prepare_target(overwrite=overwrite)
             self._metadata = self._base_metadata(existing, resolution, axis_order)
             self._start_buffer(existing)
         except BaseException:
-            self._unlock()
+            if self._staging is not None:
+                discard(self._staging, self._path)
+            self._lock.release()
             raise
         self._queue: queue.Queue[tuple[int, np.ndarray, int] | None] = queue.Queue(
             maxsize=max_pending
@@ -201,51 +227,57 @@ class SplitDatasetWriter:
 
     # --- setup --------------------------------------------------------------------------------
 
-    def _lock(self) -> int:
-        fd = os.open(self._path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BlockingIOError(
-                f"{self._path}: another SplitDatasetWriter is writing this dataset"
-            ) from None
-        return fd
+    def _precheck_target(self, *, overwrite: bool) -> None:
+        """Refuse, before taking the lock (which touches the parent folder), what
+        :meth:`_prepare_target` would refuse whatever the folder's leftovers."""
+        check_not_symlink(self._path)
+        if is_split_dataset(self._path):
+            check_replaceable(self._path, overwrite=overwrite, replaceable=is_split_dataset)
 
-    def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                (self._path / _LOCK_NAME).unlink()
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
-
-    def _clear_target(self, *, overwrite: bool) -> None:
-        """Make ``path`` ready for a new dataset: a killed writer's files or, with ``overwrite``,
-        the split dataset there removed; any other content refused."""
-        if self._lock_fd >= 0 and not is_split_dataset(self._path):
+    def _prepare_target(self, *, overwrite: bool) -> None:
+        """Make ``path`` ready for a new dataset, under the lock: a killed writer's files are
+        removed, a split dataset is replaced with ``overwrite`` (its replacement is staged until
+        the first block), any other content is refused."""
+        if self._path.is_dir() and not is_split_dataset(self._path):
             self._remove_leftovers()  # a writer killed before its first block
         check_replaceable(self._path, overwrite=overwrite, replaceable=is_split_dataset)
         if is_split_dataset(self._path):
-            self._unlock()
-            retire(self._path)
+            self._staging = staging_path(self._path)
+            self._staging.mkdir()
+            self._folder = self._staging
+        else:
+            self._path.mkdir(parents=True, exist_ok=True)
+            self._folder = self._path
+        self._metadata_path = self._folder / METADATA_NAME
 
     def _take_folder(self) -> None:
-        """Create the folder, hold its lock and name its metadata file."""
-        self._path.mkdir(parents=True, exist_ok=True)
-        if self._lock_fd < 0:
-            self._lock_fd = self._lock()
+        """Write into the existing dataset at ``path`` and name its metadata file."""
+        self._folder = self._path
         # Keep the name of an existing metadata file (``fish1_stack_metadata.json``).
         self._metadata_path = find_metadata_file(self._path) or self._path / METADATA_NAME
 
     def _start_new(
-        self, frame_shape: Sequence[int], dtype: Any, block_length: int, data_key: str | None
+        self,
+        frame_shape: Sequence[int] | None,
+        dtype: Any,
+        block_length: int | None,
+        data_key: str | None,
     ) -> None:
+        if frame_shape is None or dtype is None or block_length is None:
+            raise TypeError("frame_shape, dtype and block_length are required")
+        if isinstance(frame_shape, (str, bytes)) or not isinstance(
+            frame_shape, (Sequence, np.ndarray)
+        ):
+            raise TypeError(f"frame_shape must be a sequence of integers, got {frame_shape!r}")
+        if any(not isinstance(n, numbers.Integral) or isinstance(n, bool) for n in frame_shape):
+            raise TypeError(f"frame_shape must be a sequence of integers, got {frame_shape!r}")
         self._frame_shape = tuple(int(n) for n in frame_shape)
         self._dtype = np.dtype(dtype)
-        self._block_length = int(block_length)
+        self._block_length = check_positive_int("block_length", block_length)
         self._key = data_key or f"stack_{len(self._frame_shape) + 1}D"
         self._n_blocks = 0
         self._n_committed = 0
+        self._validate()
 
     def _start_buffer(self, existing: _Resumed | None) -> None:
         """Allocate the block buffer, holding the short last block of a resumed dataset."""
@@ -315,13 +347,18 @@ class SplitDatasetWriter:
             )
 
     def _remove_leftovers(self) -> None:
-        """Delete the temporary and staged files of a killed writer (nothing else)."""
-        remove_temporaries(self._path)
-        for entry in os.scandir(self._path):
-            if _STAGED.match(entry.name) and entry.is_file():
+        """Empty a folder holding only what a writer killed before its first block left
+        (temporary and staged block files); a folder holding anything else is left alone."""
+        entries = list(os.scandir(self._path))
+        leftovers = [
+            e
+            for e in entries
+            if e.is_file(follow_symlinks=False)
+            and (_STAGED.match(e.name) or _TEMPORARY.match(e.name) or e.name == _LEGACY_LOCK)
+        ]
+        if leftovers and len(leftovers) == len(entries):
+            for entry in leftovers:
                 os.unlink(entry.path)
-        if [e.name for e in os.scandir(self._path)] == [_LOCK_NAME]:
-            self._unlock()
 
     def _recover(self) -> None:
         """Finish or undo what a killed writer left: staged blocks, temporary files."""
@@ -371,12 +408,13 @@ class SplitDatasetWriter:
     def _write_metadata(self, n_frames: int) -> None:
         metadata = dict(self._metadata)
         metadata["shape_full"] = [int(n_frames), *self._frame_shape]
-        write_metadata_json(self._path, metadata, name=self._metadata_path.name)
+        write_metadata_json(self._folder, metadata, name=self._metadata_path.name)
 
     def _commit(self, index: int, data: np.ndarray, n_frames: int) -> None:
         """Write block ``index`` and the metadata for ``n_frames`` (see the module docstring)."""
+        folder = self._folder
         name = block_file_name(index, index + 1)
-        staged = self._path / f".{name}.staged"
+        staged = folder / f".{name}.staged"
         write_block(
             staged,
             data,
@@ -385,10 +423,16 @@ class SplitDatasetWriter:
             compression_level=self._compression_level,
         )
         fsync_file(staged)
-        fsync_dir(self._path)
+        fsync_dir(folder)
         self._write_metadata(n_frames)
-        os.replace(staged, self._path / name)
-        fsync_dir(self._path)
+        os.replace(staged, folder / name)
+        fsync_dir(folder)
+        if self._staging is not None:
+            # The replacement's first block is complete: it takes the old dataset's place.
+            replace_folder(self._staging, self._path)
+            self._staging = None
+            self._folder = self._path
+            self._metadata_path = self._path / self._metadata_path.name
 
     def _run(self) -> None:
         while True:
@@ -399,15 +443,22 @@ class SplitDatasetWriter:
                 if self._error is None:  # after an error keep draining: puts never block
                     self._commit(*item)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                _drop_frames(exc)
+                note = getattr(exc, "add_note", None)  # Python 3.11+
+                if note is not None:
+                    note(
+                        f"{self._path}: writing block {item[0]} failed in the background "
+                        "writer; the dataset holds the blocks before it"
+                    )
                 self._error = exc
             finally:
                 self._queue.task_done()
 
     def _raise_if_failed(self) -> None:
+        """Raise the background writer's error itself: its type (an ``OSError`` with its
+        ``errno`` for a full disk) is what callers handle."""
         if self._error is not None:
-            raise RuntimeError(
-                f"{self._path}: writing a block failed: {self._error}"
-            ) from self._error
+            raise self._error
 
     def append(self, frames: Any) -> None:
         """Append one frame (``frame_shape``) or a batch of frames (``(n, *frame_shape)``).
@@ -420,8 +471,9 @@ class SplitDatasetWriter:
             The frames do not have the dataset's frame shape, or the writer is closed.
         TypeError
             The frames' dtype cannot be cast safely to the dataset's.
-        RuntimeError
-            Writing an earlier block failed.
+        OSError
+            Writing an earlier block failed (the background writer's error itself, whatever
+            its type).
         """
         if self._closed:
             raise ValueError(f"{self._path}: the writer is closed")
@@ -467,8 +519,10 @@ class SplitDatasetWriter:
 
         Raises
         ------
-        RuntimeError
-            Writing a block failed (the folder holds the blocks written before it).
+        OSError
+            Writing a block failed (the background writer's error itself, whatever its type;
+            the folder holds the blocks written before it). A replacement that failed before
+            its first block leaves the old dataset in place.
         """
         if self._closed:
             return
@@ -480,7 +534,10 @@ class SplitDatasetWriter:
             self._queue.put(None)
             self._thread.join()
         finally:
-            self._unlock()
+            if self._staging is not None:  # the replacement never got a block: keep the old
+                discard(self._staging, self._path)
+                self._staging = None
+            self._lock.release()
         self._raise_if_failed()
 
     def __enter__(self) -> SplitDatasetWriter:  # noqa: PYI034 - Self needs Python 3.11
@@ -536,3 +593,17 @@ class SplitDatasetWriter:
             f"frame_shape={self._frame_shape} dtype={self._dtype} "
             f"block_length={self._block_length}>"
         )
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Free what the failed write's frames hold (h5py objects) now, in the writer thread.
+
+    Kept alive by the stored exception, they would be freed later by another thread, after
+    their file was closed, which HDF5 reports as errors ("Can't decrement id ref count").
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
