@@ -13,6 +13,9 @@ Differences from the original:
   original wrote the files, then failed to open them); the ``padding`` argument is honoured also
   when ``data`` is a dataset (the original silently used ``data.padding`` instead).
 * More than 9,999 blocks get wider file names (``00000.h5`` ...) so that names still sort.
+* The folder's writer lock (:mod:`splitds_dask._storage.lock`) is held from the creation of an
+  :class:`EmptySplitDataset` until :meth:`~EmptySplitDataset.finalize`, so that no other writer
+  of this package replaces or writes the folder meanwhile.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from splitds_dask._errors import MetadataError
 from splitds_dask._format.metadata import original_metadata_dict, write_metadata_json
 from splitds_dask._format.physical import add_physical_metadata, resolve_physical_metadata
 from splitds_dask._storage.block_file import compression_options, write_block
+from splitds_dask._storage.lock import WriterLock
 from splitds_dask._write.array import block_file_name
 
 if TYPE_CHECKING:
@@ -92,6 +96,17 @@ class EmptySplitDataset(Blocks):
     UserWarning
         "Existing directory" if the folder already exists (files in it are left alone).
 
+    Raises
+    ------
+    splitds_dask._storage.lock.WriterLockedError
+        A ``BlockingIOError``: another writer is writing the folder.
+
+    Notes
+    -----
+    The folder's writer lock is held by this object until :meth:`finalize` (or until it is
+    garbage collected). A pickled copy (sent to a worker process) does not hold it; its
+    :meth:`finalize` takes the lock for the metadata write, refused while the original holds it.
+
     Examples
     --------
     >>> import numpy as np
@@ -130,12 +145,17 @@ class EmptySplitDataset(Blocks):
                 len(self.shape_cropped), **self._physical, resolution=resolution
             )
         self.root = Path(root) / name
+        self._writer_lock = WriterLock(self.root)
         if self.root.exists():
             warnings.warn("Existing directory", stacklevel=2)
         self.root.mkdir(parents=True, exist_ok=True)
         self._n_names = self.n_blocks
         self.files: list[str] = [self._file_name(i) for i in range(self.n_blocks)]
         self.resolution = resolution
+
+    def release_lock(self) -> None:
+        """Free the folder's writer lock without finalizing (a write abandoned)."""
+        self._writer_lock.release()
 
     def _file_name(self, n: int) -> str:
         return block_file_name(n, self._n_names)
@@ -183,7 +203,11 @@ class EmptySplitDataset(Blocks):
         """
         from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
-        write_metadata_json(self.root, self._metadata_dict())
+        lock = self._writer_lock if self._writer_lock.held else WriterLock(self.root)
+        try:
+            write_metadata_json(self.root, self._metadata_dict())
+        finally:
+            lock.release()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dataset = SplitDataset(self.root)
@@ -278,12 +302,16 @@ def save_to_split_dataset(
         time_step=time_step,
     )
     key = f"stack_{len(shape)}D"
-    for i, (_, slices) in enumerate(blocks.slices()):
-        write_block(
-            blocks.root / blocks.files[i],
-            to_numpy(data[slices]),
-            key=key,
-            compression=codec,
-            compression_level=level,
-        )
+    try:
+        for i, (_, slices) in enumerate(blocks.slices()):
+            write_block(
+                blocks.root / blocks.files[i],
+                to_numpy(data[slices]),
+                key=key,
+                compression=codec,
+                compression_level=level,
+            )
+    except BaseException:
+        blocks.release_lock()
+        raise
     return blocks.finalize()
