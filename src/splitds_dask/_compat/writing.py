@@ -34,6 +34,7 @@ from splitds_dask._errors import MetadataError
 from splitds_dask._format.metadata import original_metadata_dict, write_metadata_json
 from splitds_dask._format.physical import add_physical_metadata, resolve_physical_metadata
 from splitds_dask._storage.block_file import compression_options, write_block
+from splitds_dask._storage.hdf5_errors import system_errors
 from splitds_dask._storage.lock import WriterLock
 from splitds_dask._write.array import block_file_name
 
@@ -169,7 +170,8 @@ class EmptySplitDataset(Blocks):
         path = self.root / self._file_name(n)
         if verbose:
             print(f"Saving {path}")
-        write_block(path, to_numpy(data), key="stack", compression="blosc")
+        with system_errors(path):  # a full disk stays an OSError with its errno
+            write_block(path, to_numpy(data), key="stack", compression="blosc")
 
     def _metadata_dict(self) -> dict[str, Any]:
         """The ``stack_metadata.json`` content :meth:`finalize` writes.
@@ -304,13 +306,15 @@ def save_to_split_dataset(
     key = f"stack_{len(shape)}D"
     try:
         for i, (_, slices) in enumerate(blocks.slices()):
-            write_block(
-                blocks.root / blocks.files[i],
-                to_numpy(data[slices]),
-                key=key,
-                compression=codec,
-                compression_level=level,
-            )
+            path = blocks.root / blocks.files[i]
+            with system_errors(path):  # a full disk stays an OSError with its errno
+                write_block(
+                    path,
+                    to_numpy(data[slices]),
+                    key=key,
+                    compression=codec,
+                    compression_level=level,
+                )
     except BaseException:
         blocks.release_lock()
         raise

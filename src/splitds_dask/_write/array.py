@@ -40,6 +40,7 @@ from splitds_dask._storage.atomic import (
     staging_path,
 )
 from splitds_dask._storage.block_file import write_block
+from splitds_dask._storage.hdf5_errors import system_errors
 from splitds_dask._storage.lock import check_unlocked, writer_lock
 from splitds_dask._write.options import check_block_shape, check_compression, check_data_key
 
@@ -80,13 +81,15 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
-        write_block(
-            self.folder / block_file_name(index, self.grid.n_blocks),
-            np.asarray(value),
-            key=self.key,
-            compression=self.compression,
-            compression_level=self.compression_level,
-        )
+        path = self.folder / block_file_name(index, self.grid.n_blocks)
+        with system_errors(path):  # a full disk stays an OSError with its errno
+            write_block(
+                path,
+                np.asarray(value),
+                key=self.key,
+                compression=self.compression,
+                compression_level=self.compression_level,
+            )
 
 
 def _check_target(path: Path, *, overwrite: bool) -> None:

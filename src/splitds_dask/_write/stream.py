@@ -66,6 +66,7 @@ from splitds_dask._storage.atomic import (
     staging_path,
 )
 from splitds_dask._storage.block_file import write_block
+from splitds_dask._storage.hdf5_errors import system_errors
 from splitds_dask._storage.lock import HAVE_FLOCK, WriterLock
 from splitds_dask._write.array import block_file_name
 from splitds_dask._write.options import check_compression, check_data_key, check_positive_int
@@ -415,13 +416,14 @@ class SplitDatasetWriter:
         folder = self._folder
         name = block_file_name(index, index + 1)
         staged = folder / f".{name}.staged"
-        write_block(
-            staged,
-            data,
-            key=self._key,
-            compression=self._compression,
-            compression_level=self._compression_level,
-        )
+        with system_errors(folder / name):  # a full disk stays an OSError with its errno
+            write_block(
+                staged,
+                data,
+                key=self._key,
+                compression=self._compression,
+                compression_level=self._compression_level,
+            )
         fsync_file(staged)
         fsync_dir(folder)
         self._write_metadata(n_frames)
