@@ -209,7 +209,7 @@ def _write_split_dataset(
 ) -> None:
     """``to_split_dataset``'s plan, computed under the target's writer lock held throughout."""
     from splitds_dask._format.metadata import is_split_dataset
-    from splitds_dask._storage.lock import writer_lock
+    from splitds_dask._storage.lock import check_unlocked, writer_lock
     from splitds_dask._write.array import plan_split_dataset
 
     folder = Path(os.path.abspath(target))
@@ -221,7 +221,9 @@ def _write_split_dataset(
         what=f"a {folder.suffix or 'split dataset'} output",
         hint="pass --overwrite",
     )
-    check()  # a refusal leaves no trace (the lock file would touch the parent folder)
+    # Refused at once, without a trace (the lock file would touch the parent folder).
+    check_unlocked(folder)
+    check()
     # Held from the first look at the target until the new dataset is in place: no other
     # writer (a SplitDatasetWriter appending there, another conversion) can be at work.
     with writer_lock(folder):

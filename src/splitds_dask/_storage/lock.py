@@ -186,5 +186,10 @@ def writer_lock(folder: str | os.PathLike[str]) -> Iterator[WriterLock]:
 
 
 def check_unlocked(folder: str | os.PathLike[str]) -> None:
-    """Raise :class:`WriterLockedError` now if another writer holds ``folder``'s lock."""
-    WriterLock(folder).release()
+    """Raise :class:`WriterLockedError` now if another writer holds ``folder``'s lock.
+
+    Writers call it before refusing a target for what it holds, so that a folder being written
+    is reported as busy. Without a lock file nobody holds the lock, and nothing is created.
+    """
+    if lock_path(_real(folder)).exists():
+        WriterLock(folder).release()

@@ -383,11 +383,11 @@ def to_split_dataset(
         "durable": durable,
     }
     path = Path(os.path.abspath(path))
-    # Refused without a trace (the lock file would touch the parent folder); checked again below,
-    # under the lock.
+    # Refused at once, without a trace (the lock file would touch the parent folder); checked
+    # again below, under the lock.
+    check_unlocked(path)
     _check_target(path, overwrite=overwrite)
     if not compute:
-        check_unlocked(path)  # refused now, not after the blocks are written
         return plan_split_dataset(data, path, block_shape, deferred=True, **options).result
     with writer_lock(path):
         plan = plan_split_dataset(data, path, block_shape, deferred=False, **options)

@@ -67,7 +67,7 @@ from splitds_dask._storage.atomic import (
 )
 from splitds_dask._storage.block_file import write_block
 from splitds_dask._storage.hdf5_errors import system_errors
-from splitds_dask._storage.lock import HAVE_FLOCK, WriterLock
+from splitds_dask._storage.lock import HAVE_FLOCK, WriterLock, check_unlocked
 from splitds_dask._write.array import block_file_name
 from splitds_dask._write.options import check_compression, check_data_key, check_positive_int
 
@@ -231,6 +231,7 @@ class SplitDatasetWriter:
     def _precheck_target(self, *, overwrite: bool) -> None:
         """Refuse, before taking the lock (which touches the parent folder), what
         :meth:`_prepare_target` would refuse whatever the folder's leftovers."""
+        check_unlocked(self._path)
         check_not_symlink(self._path)
         if is_split_dataset(self._path):
             check_replaceable(self._path, overwrite=overwrite, replaceable=is_split_dataset)
