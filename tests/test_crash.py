@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,55 @@ def test_to_split_dataset_killed_at_random_points(tmp_path: Path, zygote: cs.Zyg
     assert not zygote.run("store", folder=str(folder), version=99)
     assert cs.check_store(folder, {99}) == 99
     assert [p.name for p in folder.parent.iterdir()] == ["dataset"], "staging left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_replacing_stream_writer_killed_at_random_points(tmp_path: Path, zygote: cs.Zygote) -> None:
+    """``SplitDatasetWriter(overwrite=True)`` killed anywhere: the folder holds the previous
+    dataset whole (killed before the first block of the new one) or the new one's completed
+    blocks; no frame that was published is lost."""
+    folder = tmp_path / "run"
+    n_frames = 3 * cs.BLOCK_LENGTH + 2
+    duration = _timed(zygote, "stream_replace", folder=str(folder), version=0, n_frames=n_frames)
+    previous = cs.versioned_frames(0, 0, n_frames)
+    delays = _kill_times(duration, seed=6)
+    delay = next(delays)
+    outcomes = {"old kept": 0, "new, partly": 0, "new, whole": 0}
+    kills, version = 0, 0
+    while kills < STORE_TRIALS and version < 3 * STORE_TRIALS:
+        version += 1
+        killed = zygote.run(
+            "stream_replace",
+            kill_after=delay,
+            folder=str(folder),
+            version=version,
+            n_frames=n_frames,
+        )
+        kills += killed
+        with warnings.catch_warnings():
+            # Killed between a later block's metadata and its rename: the frames on disk.
+            warnings.simplefilter("ignore", sd.IncompleteDatasetWarning)
+            found = np.asarray(sd.SplitDataset(folder)[...])
+        new = cs.versioned_frames(version, 0, len(found))
+        delay = delays.send(not killed)
+        if found.shape == previous.shape and np.array_equal(found, previous):
+            assert killed, "a writer that was not killed replaced nothing"
+            outcomes["old kept"] += 1
+            continue
+        np.testing.assert_array_equal(found, new, strict=True)
+        assert len(found) % cs.BLOCK_LENGTH == 0 or len(found) == n_frames
+        assert len(found) > 0, "the new dataset replaced the old one before its first block"
+        outcomes["new, whole" if len(found) == n_frames else "new, partly"] += 1
+        previous = found
+    assert kills == STORE_TRIALS
+    print(outcomes)
+    assert outcomes["old kept"] > 0, outcomes  # some kills fell before the first block
+    assert not zygote.run("stream_replace", folder=str(folder), version=99, n_frames=n_frames)
+    np.testing.assert_array_equal(
+        sd.SplitDataset(folder)[...], cs.versioned_frames(99, 0, n_frames), strict=True
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["run"], "staging or lock left behind"
 
 
 def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(tmp_path: Path) -> None:

@@ -83,6 +83,25 @@ def run_stream(folder: str, n_frames: int, frame_interval: float = 0.0) -> None:
                 time.sleep(frame_interval)
 
 
+def versioned_frames(version: int, start: int, stop: int) -> np.ndarray:
+    """Frames ``start .. stop-1`` of movie ``version``: distinct from every other version's."""
+    return ((frames(start, stop).astype(np.uint32) + version * 104729) % 65536).astype(np.uint16)
+
+
+def run_stream_replace(folder: str, version: int, n_frames: int) -> None:
+    """Child: replace the dataset at ``folder`` with ``n_frames`` frames of movie ``version``,
+    appended one at a time by a ``SplitDatasetWriter(overwrite=True)``."""
+    with sd.SplitDatasetWriter(
+        folder,
+        overwrite=True,
+        frame_shape=FRAME_SHAPE,
+        dtype="uint16",
+        block_length=BLOCK_LENGTH,
+    ) as writer:
+        for frame in versioned_frames(version, 0, n_frames):
+            writer.append(frame)
+
+
 def run_store(folder: str, version: int) -> None:
     """Child: replace the dataset at ``folder`` by version ``version``."""
     sd.to_split_dataset(store_data(version), folder, block_shape=STORE_BLOCK, overwrite=True)
