@@ -119,3 +119,28 @@ def test_discard_leaves_nothing_a_late_task_can_write_into(tmp_path):
         (staging / ".0002.h5.tmp.partial").write_bytes(b"late")  # a task starting later
     assert list(tmp_path.iterdir()) == []
     discard(staging, target)  # already gone: nothing to do
+
+
+@pytest.mark.parametrize("target", ["folder", "missing"])
+def test_a_symbolic_link_is_never_replaced(tmp_path: Path, target: str) -> None:
+    real = tmp_path / "real"
+    if target == "folder":
+        real.mkdir()
+        (real / "keep.txt").write_text("kept")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    staging = _durable.staging_path(link)
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    message = rf"{link} is a symbolic link to {real}; pass the target's path"
+    with pytest.raises(FileExistsError, match=message):
+        _durable.replace_folder(staging, link)
+    with pytest.raises(FileExistsError, match=message):
+        _durable.check_replaceable(link, overwrite=True, replaceable=lambda p: True)
+    assert link.is_symlink()
+    assert os.readlink(link) == str(real)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == (
+        ["link", "real"] if target == "folder" else ["link"]
+    )
+    if target == "folder":
+        assert (link / "keep.txt").read_text() == "kept"

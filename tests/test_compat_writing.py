@@ -537,3 +537,25 @@ def test_original_package_reads_what_we_write(name: str, original_reads: tuple[d
         assert result["resolution"] == [1, 5, 0.5, 0.5]
     elif name not in ("fimpy_worker", "stack_container"):
         assert result["data_key"] == f"stack_{expected.ndim}D"
+
+
+def test_empty_split_dataset_holds_the_writer_lock_until_finalize(tmp_path: Path) -> None:
+    import pickle
+
+    from splitds_dask._storage.lock import WriterLockedError
+
+    new = EmptySplitDataset(tmp_path, "dff", shape_full=(4, 3), shape_block=(2, 3))
+    with pytest.raises(WriterLockedError, match=rf"{tmp_path / 'dff'}: another writer"):
+        split_dataset.to_split_dataset(np.zeros((4, 3)), tmp_path / "dff", overwrite=True)
+    copy = pickle.loads(pickle.dumps(new))  # what a worker process gets: the lock stays here
+    with pytest.raises(WriterLockedError):
+        copy.finalize()
+    for i in range(new.n_blocks):
+        new.save_block_data(i, np.full((2, 3), i, np.uint8))
+    ds = new.finalize()
+    np.testing.assert_array_equal(
+        ds[...], np.repeat(np.arange(2, dtype=np.uint8), 2)[:, None] * np.ones(3, np.uint8)
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dff"], "the lock file is gone"
+    # Free again: a pickled copy finalizes on its own, taking the lock for the metadata.
+    assert copy.finalize().shape == (4, 3)
