@@ -173,7 +173,7 @@ def two_writers(tmp: Path) -> str:
     )
 
 
-def racing_sessions(tmp: Path, n_processes: int = 3, sessions: int = 6, per: int = 3) -> str:
+def racing_sessions(tmp: Path, n_processes: int = 4, sessions: int = 12, per: int = 2) -> str:
     folder = tmp / "sessions"
     sd.to_split_dataset(np.full((3, *FRAME), 9000, np.uint16), folder, 3)  # seed 9: 3 frames
     procs = [
