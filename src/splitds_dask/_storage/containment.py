@@ -336,12 +336,17 @@ def folder_identity(root: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def check_folder(root: str, identity: tuple[int, int]) -> None:
-    """Fail unless ``root`` still names the folder whose identity was recorded at opening."""
+    """Fail unless ``root`` still names the folder whose identity was recorded at opening.
+
+    Only the inode number is compared: the device number of a network mount differs from one
+    machine to the next, and a reader travels to cluster workers. A writer replacing a folder
+    creates the new one before removing the old, so the two never share an inode number.
+    """
     try:
         now = folder_identity(root)
     except OSError:
         now = None
-    if now != identity:
+    if now is None or now[1] != identity[1]:
         raise SplitDatasetError(
             f"the dataset at {root} was replaced since it was opened; open it again"
             if now is not None
