@@ -231,6 +231,11 @@ def test_cli_refuses_outside_data(tmp_path: Path, case: str) -> None:
     assert "allow_external" in convert.stderr, convert
     assert len(convert.stderr.strip().splitlines()) == 1, convert
     assert not converted.exists()
+    projected = tmp_path / "max.npy"
+    project = _cli("project", str(hostile.folder), str(projected), "--stat", "max")
+    assert project.returncode == 1, project
+    assert "allow_external" in project.stderr, project
+    assert not projected.exists()
     # info reads block 0's header: refused when block 0 is the hostile one.
     first = _make(tmp_path / "first", case, block=0)
     info = _cli("info", str(first.folder))
@@ -254,6 +259,12 @@ def test_cli_allow_external(tmp_path: Path, case: str) -> None:
     )
     assert convert.returncode == 0, convert
     np.testing.assert_array_equal(np.load(converted), hostile.expected)
+    projected = tmp_path / "max.npy"
+    project = _cli(
+        "project", str(hostile.folder), str(projected), "--stat", "max", "--allow-external"
+    )
+    assert project.returncode == 0, project
+    np.testing.assert_array_equal(np.load(projected), hostile.expected.max(axis=0))
 
 
 # --- what stays allowed -----------------------------------------------------------------------
