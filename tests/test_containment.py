@@ -455,6 +455,31 @@ def test_fifo_never_blocks(tmp_path: Path, case: str, allow: bool, block: int) -
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("case", ["fifo", "link_out", "metadata_link_to_fifo"])
+def test_legacy_metadata_never_reaches_out(tmp_path: Path, case: str) -> None:
+    """No json: the metadata is read from the last block file, which is checked first."""
+    folder = _fifo_case(tmp_path, "block", 2) if case == "fifo" else tmp_path / "ds"
+    if case != "fifo":
+        _write_dataset(folder, _base())
+    (folder / "stack_metadata.json").unlink()
+    last = folder / "0002.h5"
+    if case == "link_out":
+        elsewhere = tmp_path / "elsewhere.h5"
+        os.replace(last, elsewhere)
+        last.symlink_to(elsewhere)
+    elif case == "metadata_link_to_fifo":
+        os.mkfifo(tmp_path / "fifo")
+        with h5py.File(last, "a") as f:
+            f["stack_metadata"] = h5py.ExternalLink(str(tmp_path / "fifo"), "/")
+    result = _run_fifo(folder, False, ["open"])["open"]
+    if case == "metadata_link_to_fifo":
+        assert result.startswith("ERROR NotASplitDatasetError"), result
+    else:
+        assert result.startswith("ERROR MetadataError"), result
+        assert "FIFO" in result if case == "fifo" else "outside the dataset folder" in result
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("command", ["info", "verify"])
 def test_cli_with_a_fifo_block(tmp_path: Path, command: str) -> None:
     folder = _fifo_case(tmp_path, "block", 0)
