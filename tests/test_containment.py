@@ -554,11 +554,13 @@ def test_reads_after_an_overwrite_fail(tmp_path: Path, read: str) -> None:
         readers[read](slice(N_FRAMES // 2, None))
 
 
-def test_removed_folder_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_before", [False, True])
+def test_removed_folder_is_named(tmp_path: Path, read_before: bool) -> None:
     folder = tmp_path / "ds"
     sd.to_split_dataset(np.zeros((4, 3), np.uint8), folder, 2)
     ds = sd.SplitDataset(folder)
-    np.testing.assert_array_equal(ds[:2], 0)
+    if read_before:  # else the first read also opens block 0 to learn the dtype
+        np.testing.assert_array_equal(ds[:2], 0)
     os.rename(folder, tmp_path / "moved")
     with pytest.raises(sd.SplitDatasetError, match="was removed since it was opened"):
         ds[...]

@@ -31,6 +31,7 @@ from splitds_dask._storage.block_file import (
 )
 from splitds_dask._storage.containment import (
     check_block_file,
+    check_folder,
     check_metadata_file,
     folder_identity,
 )
@@ -345,6 +346,7 @@ class SplitDataset:
     def _probe(self) -> None:
         path = self._block_path(0)
         block = (0,) * self.ndim
+        check_folder(self._abs_root, self._folder)  # a replaced folder: say so, not "missing"
         with damaged_block(path, block):
             # Missing: open_block names the problem.
             check_block_file(
