@@ -586,3 +586,46 @@ def test_a_block_committed_while_opening_is_seen(tmp_path, write_plain, random_a
     ds = sd.SplitDataset(tmp_path)
     assert len(reads) == 2
     np.testing.assert_array_equal(ds[...], a, strict=True)
+
+
+# --- data outside the folder, a replaced folder (more in test_containment.py) --------------------
+
+
+def test_allow_external_is_keyword_only_and_off_by_default(tmp_path, write_plain, random_array):
+    a = random_array((4, 3), "u2")
+    write_plain(tmp_path / "d", a, (2,))
+    ds = sd.SplitDataset(tmp_path / "d")
+    assert ds.allow_external is False
+    assert ds.reader.allow_external is False
+    assert sd.SplitDataset(tmp_path / "d", allow_external=True).reader.allow_external is True
+    with pytest.raises(TypeError):
+        sd.SplitDataset(tmp_path / "d", None, None, True)  # type: ignore[misc]
+
+
+def test_pickled_dataset_keeps_opt_in_and_folder(tmp_path, write_plain, random_array):
+    a = random_array((4, 3), "u2")
+    write_plain(tmp_path / "d", a, (2,))
+    ds = pickle.loads(pickle.dumps(sd.SplitDataset(tmp_path / "d", allow_external=True)))
+    assert ds.allow_external is True
+    np.testing.assert_array_equal(ds[...], a)
+    # The folder recorded at opening travels with the pickle: the copy sees the replacement.
+    (tmp_path / "d").rename(tmp_path / "old")
+    write_plain(tmp_path / "d", a + 1, (2,))
+    with pytest.raises(sd.SplitDatasetError, match="was replaced since it was opened"):
+        ds[...]
+    np.testing.assert_array_equal(sd.SplitDataset(tmp_path / "d")[...], a + 1)
+
+
+def test_block_file_linked_outside_is_refused(tmp_path, write_plain, random_array):
+    a = random_array((4, 3), "u2")
+    write_plain(tmp_path / "d", a, (2,))
+    write_plain(tmp_path / "other", a + 1, (2,))
+    link = tmp_path / "d" / "0001.h5"
+    link.unlink()
+    link.symlink_to(tmp_path / "other" / "0001.h5")
+    with pytest.raises(sd.BlockError, match=r"block \(1, 0\) .*0001\.h5\): the file is a link"):
+        sd.SplitDataset(tmp_path / "d")[...]
+    expected = np.concatenate([a[:2], a[2:] + 1])
+    np.testing.assert_array_equal(
+        sd.SplitDataset(tmp_path / "d", allow_external=True)[...], expected
+    )

@@ -22,7 +22,19 @@ from splitds_dask._format.metadata import (
 )
 from splitds_dask._format.physical import PhysicalMetadata, read_physical_metadata
 from splitds_dask._reader import BlockReader
-from splitds_dask._storage.block_file import find_data_key, open_block, open_h5, stored_dtype
+from splitds_dask._storage.block_file import (
+    checked_dataset,
+    find_data_key,
+    open_block,
+    open_h5,
+    stored_dtype,
+)
+from splitds_dask._storage.containment import (
+    check_block_file,
+    check_folder,
+    check_metadata_file,
+    folder_identity,
+)
 from splitds_dask._storage.filters import missing_filters
 
 if TYPE_CHECKING:
@@ -67,7 +79,9 @@ def _declared_by_json(metadata_path: Path, root: Path, prefix: str | None) -> _D
     return _Declared(metadata, grid, files)
 
 
-def _declared_by_last_file(root: Path, prefix: str | None, locking: bool | str | None) -> _Declared:
+def _declared_by_last_file(
+    root: Path, prefix: str | None, locking: bool | str | None, allow_external: bool
+) -> _Declared:
     """The dataset declared by the metadata group of its last block file (older writers)."""
     try:
         files = find_block_files(root, prefix=prefix)
@@ -78,6 +92,11 @@ def _declared_by_last_file(root: Path, prefix: str | None, locking: bool | str |
     last = next(
         n for n, ok in zip(reversed(files.names), reversed(files.present), strict=True) if ok
     )
+    last_row = (files.count - 1,)
+    try:
+        check_block_file(root / last, block=last_row, allow_external=allow_external)
+    except BlockError as exc:
+        raise MetadataError(f"{root}: cannot read the legacy metadata: {exc}") from exc
     metadata = read_legacy_metadata(root / last, locking=locking)
     grid = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
     return _Declared(metadata, grid, files)
@@ -100,6 +119,13 @@ class SplitDataset:
     locking : bool or str, optional
         Passed to :class:`h5py.File` for every block file opened (``False`` for file systems
         without ``flock``).
+    allow_external : bool, default False
+        Read data that lies outside the dataset folder. By default a block file that is a link
+        to a file outside the folder, or whose array is an HDF5 external link, a virtual
+        dataset or stored in external files, is refused with a :class:`BlockError` naming it
+        and where it points (as is a metadata file linking outside). With ``True`` these are
+        read, through h5py; FIFOs and devices are refused either way, and a virtual dataset
+        whose source file is missing is an error instead of its fill value.
 
     Raises
     ------
@@ -107,6 +133,15 @@ class SplitDataset:
         ``root`` is not a folder holding a split dataset.
     MetadataError
         The metadata is malformed or does not fit the block files.
+    BlockError
+        The first block file cannot be read, or (without ``allow_external``) reads data
+        outside the folder.
+
+    Notes
+    -----
+    The folder is identified when opened: a read after the folder was replaced (a writer's
+    ``overwrite=True`` swaps whole folders) raises :class:`SplitDatasetError` saying so,
+    instead of mixing blocks of two versions. Open it again to read the new one.
 
     Examples
     --------
@@ -126,19 +161,24 @@ class SplitDataset:
         prefix: str | None = None,
         *,
         locking: bool | str | None = None,
+        allow_external: bool = False,
     ) -> None:
         root = Path(root)
         _check_folder(root)
         self._root = root
+        self._folder = folder_identity(root)
+        self._allow_external = bool(allow_external)
         # Reads use the absolute folder: a later chdir, or a worker process started elsewhere,
         # must not change which files the dataset (and its pickled dask graph) reads.
         self._abs_root = os.path.abspath(root)
         self._locking = locking
         metadata_path = find_metadata_file(root)
         if metadata_path is not None:
+            if not allow_external:
+                check_metadata_file(metadata_path, root)
             declared = _declared_by_json(metadata_path, root, prefix)
         else:
-            declared = _declared_by_last_file(root, prefix, locking)
+            declared = _declared_by_last_file(root, prefix, locking, self._allow_external)
         metadata = self._metadata = declared.metadata
         self._physical = read_physical_metadata(
             metadata.raw, metadata.ndim, source=metadata.source or root
@@ -222,12 +262,18 @@ class SplitDataset:
         Raises BlockError when the file's compression filter is not available.
         """
         try:
+            check_block_file(path, block=block, allow_external=self._allow_external)
             with open_h5(path, locking=self._locking) as f:
                 key = find_data_key(f, ndim)
-                if key is None or f[key].ndim != ndim:
+                checked = None
+                if key is not None:
+                    checked = checked_dataset(
+                        f, key, path=path, block=block, allow_external=self._allow_external
+                    )
+                if checked is None or checked.dataset.ndim != ndim:
                     return None  # not an array block (fimpy traces): geometry from metadata only
-                shape = tuple(f[key].shape)
-                missing = missing_filters(f[key])
+                shape = tuple(checked.dataset.shape)
+                missing = missing_filters(checked.dataset)
         except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
             return None
         if missing:
@@ -258,6 +304,11 @@ class SplitDataset:
     def root(self) -> Path:
         """The dataset folder."""
         return self._root
+
+    @property
+    def allow_external(self) -> bool:
+        """Whether reads may follow links and external storage out of the folder."""
+        return self._allow_external
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -295,17 +346,29 @@ class SplitDataset:
     def _probe(self) -> None:
         path = self._block_path(0)
         block = (0,) * self.ndim
-        with damaged_block(path, block), open_block(path, block=block, locking=self._locking) as f:
-            key = find_data_key(f, self.ndim)
-            if key is None:
-                keys = ", ".join(sorted(f.keys())) or "nothing"
-                raise BlockError(
-                    f"block {block} ({path}): no array named like 'stack' (the file holds: {keys})",
-                    path=path,
-                    block=block,
-                )
-            self._data_key = key
-            self._dtype = stored_dtype(f[key])
+        check_folder(self._abs_root, self._folder)  # a replaced folder: say so, not "missing"
+        with damaged_block(path, block):
+            # Missing: open_block names the problem.
+            check_block_file(
+                path, block=block, allow_external=self._allow_external, missing_ok=True
+            )
+            with open_block(path, block=block, locking=self._locking) as f:
+                key = find_data_key(f, self.ndim)
+                checked = None
+                if key is not None:
+                    checked = checked_dataset(
+                        f, key, path=path, block=block, allow_external=self._allow_external
+                    )
+                if key is None or checked is None:
+                    keys = ", ".join(sorted(f.keys())) or "nothing"
+                    raise BlockError(
+                        f"block {block} ({path}): no array named like 'stack' (the file holds: "
+                        f"{keys})",
+                        path=path,
+                        block=block,
+                    )
+                self._data_key = key
+                self._dtype = stored_dtype(checked.dataset)
 
     def __len__(self) -> int:
         if not self.shape:
@@ -471,6 +534,8 @@ class SplitDataset:
                 dtype=self.dtype,
                 data_key=self.data_key,
                 locking=self._locking,
+                folder=self._folder,
+                allow_external=self._allow_external,
             )
         return self._reader
 

@@ -19,6 +19,7 @@ from splitds_dask._format.files import BlockNames
 from splitds_dask._format.geometry import BlockGrid, split_slice
 from splitds_dask._indexing import OrthogonalSelection, normalize_index
 from splitds_dask._storage.block_file import read_block_region
+from splitds_dask._storage.containment import check_folder
 from splitds_dask._threads import in_pool, map_in_pool
 
 __all__ = ["BlockReader"]
@@ -45,7 +46,17 @@ class BlockReader:
     slice of it fused in, to this method.
     """
 
-    __slots__ = ("data_key", "dtype", "grid", "locking", "names", "root", "token")
+    __slots__ = (
+        "allow_external",
+        "data_key",
+        "dtype",
+        "folder",
+        "grid",
+        "locking",
+        "names",
+        "root",
+        "token",
+    )
 
     def __init__(
         self,
@@ -57,6 +68,8 @@ class BlockReader:
         data_key: str,
         locking: bool | str | None,
         token: str | None = None,
+        folder: tuple[int, int] | None = None,
+        allow_external: bool = False,
     ) -> None:
         self.root = root
         self.names = names
@@ -65,6 +78,12 @@ class BlockReader:
         self.data_key = data_key
         self.locking = locking
         self.token = token
+        # (st_dev, st_ino) of the folder when the dataset was opened: every read checks the
+        # folder is still that one, so a computation never mixes two versions of a dataset
+        # replaced by a writer (which swaps whole folders).
+        self.folder = folder
+        # Whether reads may follow links and external storage out of the folder.
+        self.allow_external = allow_external
 
     def __getstate__(self) -> tuple[Any, ...]:
         # Plain values only: every read task carries the reader, and pickling the grid, the
@@ -78,10 +97,13 @@ class BlockReader:
             self.data_key,
             self.locking,
             self.token,
+            self.folder,
+            self.allow_external,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        root, names, grid, dtype, self.data_key, self.locking, self.token = state
+        root, names, grid, dtype, self.data_key, self.locking, self.token = state[:7]
+        self.folder, self.allow_external = state[7:]
         stem, first, width, count, explicit = names
         shape, block_shape, padding = grid
         self.root = root
@@ -94,7 +116,16 @@ class BlockReader:
         # names change when a block file does; array-expr mode names arrays from this alone.
         if self.token is not None:
             return self.token
-        return (self.root, self.names, self.grid, str(self.dtype), self.data_key, self.locking)
+        return (
+            self.root,
+            self.names,
+            self.grid,
+            str(self.dtype),
+            self.data_key,
+            self.locking,
+            self.folder,
+            self.allow_external,
+        )
 
     def stamped(self, token: str) -> BlockReader:
         """A copy carrying ``token`` (see :meth:`__dask_tokenize__`)."""
@@ -106,6 +137,8 @@ class BlockReader:
             data_key=self.data_key,
             locking=self.locking,
             token=token,
+            folder=self.folder,
+            allow_external=self.allow_external,
         )
 
     @property
@@ -132,13 +165,25 @@ class BlockReader:
             return out
         per_axis = [self._axis_pieces(axis, s) for axis, s in enumerate(selection.axes)]
         jobs = list(product(*per_axis))
-        if len(jobs) == 1 or in_pool():
-            for pieces in jobs:
-                self._read_pieces(pieces, out)
-        else:
-            # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
-            map_in_pool(self._read_pieces, jobs, [out] * len(jobs))
+        # The folder before the first file opens and after the last read: the same folder both
+        # times means every block came from the version of the dataset that was opened.
+        self._check_folder()
+        try:
+            if len(jobs) == 1 or in_pool():
+                for pieces in jobs:
+                    self._read_pieces(pieces, out)
+            else:
+                # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
+                map_in_pool(self._read_pieces, jobs, [out] * len(jobs))
+        except Exception:
+            self._check_folder()  # a file of a replaced folder failing: say what happened
+            raise
+        self._check_folder()
         return out
+
+    def _check_folder(self) -> None:
+        if self.folder is not None:
+            check_folder(self.root, self.folder)
 
     def _read_pieces(self, pieces: tuple[_AxisPiece, ...], out: np.ndarray) -> None:
         """Read one block's share of a selection into ``out``."""
@@ -171,6 +216,7 @@ class BlockReader:
                 out=target,
                 dest=target_dest,
                 locking=self.locking,
+                allow_external=self.allow_external,
             )
         if target is not out:
             for axis, take in enumerate(takes):

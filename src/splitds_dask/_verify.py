@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, TextIO
 import h5py
 import numpy as np
 
-from splitds_dask._errors import SplitDatasetError
-from splitds_dask._storage.block_file import find_data_key, stored_dtype
+from splitds_dask._errors import BlockError, SplitDatasetError
+from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
+from splitds_dask._storage.containment import OutsideFolderError, check_block_file
 from splitds_dask._storage.filters import missing_filters
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ class Problem:
     kind : str
         ``"dataset"`` (cannot be opened), ``"incomplete"`` (the files hold less than the
         metadata declares), ``"missing"``, ``"unreadable"``, ``"data-key"``, ``"shape"``,
-        ``"dtype"``, ``"filter"`` or ``"data"`` (a chunk does not decompress).
+        ``"dtype"``, ``"filter"``, ``"data"`` (a chunk does not decompress) or ``"outside"``
+        (the block reads data outside the folder, see ``allow_external``).
     message : str
         What is wrong, naming the file.
     block : tuple of int or None
@@ -97,6 +99,11 @@ def _check_block(
     locking: bool | str | None,
     read_data: bool,
 ) -> list[Problem]:
+    try:  # before anything opens it: a FIFO would block, a link may lead anywhere
+        check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
+    except BlockError as exc:
+        kind = "outside" if isinstance(exc, OutsideFolderError) else "unreadable"
+        return [Problem(path, kind, str(exc), block)]
     if not path.is_file():
         return [Problem(path, "missing", f"{path}: block {block}: the file is missing", block)]
     try:
@@ -128,8 +135,19 @@ def _inspect(
     *,
     read_data: bool,
 ) -> list[Problem]:
-    key = ds.data_key if ds.data_key in f else find_data_key(f, len(extent))
-    node = f.get(key) if key is not None else None
+    # getlink: testing the name does not follow an external link.
+    has_key = f.get(ds.data_key, getlink=True) is not None
+    key = ds.data_key if has_key else find_data_key(f, len(extent))
+    try:
+        checked = (
+            checked_dataset(f, key, path=path, block=block, allow_external=ds.allow_external)
+            if key is not None
+            else None
+        )
+    except BlockError as exc:
+        kind = "outside" if isinstance(exc, OutsideFolderError) else "unreadable"
+        return [Problem(path, kind, str(exc), block)]
+    node = checked.dataset if checked is not None else None
     if not isinstance(node, h5py.Dataset):
         keys = ", ".join(sorted(f.keys())) or "nothing"
         return [
@@ -183,6 +201,7 @@ def verify(
     prefix: str | None = None,
     locking: bool | str | None = None,
     read_data: bool = True,
+    allow_external: bool = False,
 ) -> list[Problem]:
     """Check a split dataset block by block and list every problem found.
 
@@ -197,6 +216,9 @@ def verify(
     read_data : bool, optional
         Decompress every chunk of every block (default). False checks only that each file opens
         and describes the right array.
+    allow_external : bool, optional
+        As for :class:`SplitDataset`: without it, a block reading data outside the folder is a
+        problem of kind ``"outside"``.
 
     Returns
     -------
@@ -210,7 +232,7 @@ def verify(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", IncompleteDatasetWarning)
-            ds = SplitDataset(root, prefix, locking=locking)
+            ds = SplitDataset(root, prefix, locking=locking, allow_external=allow_external)
         for warning in caught:
             if issubclass(warning.category, IncompleteDatasetWarning):
                 problems.append(Problem(root, "incomplete", str(warning.message)))
@@ -228,11 +250,15 @@ def verify(
 
 
 def print_report(
-    path: str | os.PathLike[str], *, read_data: bool = True, out: TextIO | None = None
+    path: str | os.PathLike[str],
+    *,
+    read_data: bool = True,
+    out: TextIO | None = None,
+    allow_external: bool = False,
 ) -> int:
     """``splitds verify``: print every problem (one line each) and return the exit status."""
     out = out if out is not None else sys.stdout
-    problems = verify(path, read_data=read_data)
+    problems = verify(path, read_data=read_data, allow_external=allow_external)
     for problem in problems:
         print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
     if problems:

@@ -8,7 +8,14 @@ from typing import Any, TypeAlias
 
 from splitds_dask._cli.schedulers import scheduler_arg
 
-__all__ = ["FORMATS_HELP", "Commands", "add_progress", "add_scheduler", "int_at_least"]
+__all__ = [
+    "FORMATS_HELP",
+    "Commands",
+    "add_allow_external",
+    "add_progress",
+    "add_scheduler",
+    "int_at_least",
+]
 
 #: The subcommands of the parser, to which each command module adds its own.
 Commands: TypeAlias = "argparse._SubParsersAction[Any]"  # argparse has no public name for it
@@ -43,6 +50,16 @@ def add_scheduler(parser: argparse.ArgumentParser, note: str = "") -> None:
         metavar="SCHEDULER",
         help="sync, threads, processes, local (a local cluster of worker processes) or the "
         f"address of a dask scheduler, e.g. tcp://10.0.0.5:8786 (default: threads){note}",
+    )
+
+
+def add_allow_external(parser: argparse.ArgumentParser) -> None:
+    """``--allow-external`` (see ``allow_external`` of :class:`splitds_dask.SplitDataset`)."""
+    parser.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="read block data outside the dataset folder (links to other files, HDF5 external "
+        "links, virtual datasets, external storage); refused by default",
     )
 
 

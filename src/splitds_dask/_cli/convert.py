@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from splitds_dask._cli.arguments import (
     FORMATS_HELP,
     Commands,
+    add_allow_external,
     add_progress,
     add_scheduler,
     int_at_least,
@@ -81,6 +82,7 @@ def add_parser(commands: Commands) -> None:
     convert.add_argument(
         "--overwrite", action="store_true", help="replace a TARGET of the same kind"
     )
+    add_allow_external(convert)
     add_scheduler(convert)
     add_progress(convert)
 
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from splitds_dask._cli.targets import target_kind, write_array
 
     kind = target_kind(args.target)  # a bad target name fails before anything is read
-    source = open_source(args.source)
+    source = open_source(args.source, allow_external=args.allow_external)
     _check_ndim(source.shape, args.block_shape)
     with use_scheduler(args.scheduler) as client:
         runner = Runner(client, show_progress(args))

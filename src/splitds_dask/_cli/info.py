@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from splitds_dask._cli.arguments import Commands, add_scheduler
+from splitds_dask._cli.arguments import Commands, add_allow_external, add_scheduler
 from splitds_dask._cli.messages import PROG, one_line
 from splitds_dask._cli.sizes import bytes_on_disk, format_bytes
 from splitds_dask._storage.filters import describe_filter, filter_name
@@ -71,13 +71,15 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
     }
 
 
-def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) -> dict[str, Any]:
     """A summary of the split dataset at ``path``, as JSON-serialisable values.
 
     Parameters
     ----------
     path : str or Path
         The dataset folder.
+    allow_external : bool, default False
+        As for :class:`~splitds_dask.SplitDataset`.
 
     Returns
     -------
@@ -95,7 +97,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from splitds_dask._dataset import SplitDataset
 
-    ds = SplitDataset(Path(path))
+    ds = SplitDataset(Path(path), allow_external=allow_external)
     usage = bytes_on_disk(ds.files.flat)
     metadata = ds.metadata
     source = ds.parsed_metadata.source
@@ -175,6 +177,7 @@ def add_parser(commands: Commands) -> None:
     )
     info.add_argument("path", metavar="PATH", help="the dataset folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_allow_external(info)
     add_scheduler(info, note="; info computes nothing, it reads the metadata and one file's header")
 
 
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.path``; warnings as one line each on stderr."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        info = dataset_info(args.path)
+        info = dataset_info(args.path, allow_external=args.allow_external)
     for warning in caught:
         print(f"{PROG}: warning: {one_line(warning.message)}", file=sys.stderr)
     if args.json:

@@ -10,6 +10,7 @@ import numpy as np
 from splitds_dask._cli.arguments import (
     FORMATS_HELP,
     Commands,
+    add_allow_external,
     add_progress,
     add_scheduler,
     int_at_least,
@@ -48,6 +49,7 @@ def add_parser(commands: Commands) -> None:
         help="read N neighbouring block files of a split dataset per task (fewer, larger tasks: "
         "pays on a cluster when blocks are small; default: 1)",
     )
+    add_allow_external(project)
     add_scheduler(project)
     add_progress(project)
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     if Path(args.output).suffix.lower() not in PROJECTION_SUFFIXES:
         raise UsageError(f"{PROG}: error: OUTPUT must end in .npy, .tif, .tiff or .png")
-    source = open_source(args.source)
+    source = open_source(args.source, allow_external=args.allow_external)
     ndim = len(source.shape)
     if not -ndim <= args.axis < ndim:
         raise UsageError(

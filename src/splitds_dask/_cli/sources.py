@@ -306,21 +306,23 @@ def _tiff_files(text: str) -> tuple[str, ...] | None:
     return None
 
 
-def open_source(text: str) -> Source:
+def open_source(text: str, *, allow_external: bool = False) -> Source:
     """Open what ``text`` names, by its form: see the module docstring.
+
+    ``allow_external`` is passed to a split dataset (see :class:`SplitDataset`).
 
     Raises
     ------
     FormatError, SplitDatasetError, OSError
         Nothing readable is there, or what is there is not an array of numbers.
     """
-    source = _open_source(text)
+    source = _open_source(text, allow_external)
     if source.dtype.kind not in "biufc":
         raise FormatError(f"{text}: holds {source.dtype} data, not numbers")
     return source
 
 
-def _open_source(text: str) -> Source:
+def _open_source(text: str, allow_external: bool) -> Source:
     from splitds_dask._dataset import SplitDataset
     from splitds_dask._format.metadata import is_split_dataset
 
@@ -334,7 +336,7 @@ def _open_source(text: str) -> Source:
     if not glob.has_magic(text) and not path.exists():
         raise FileNotFoundError(f"{text}: no such file or folder")
     if path.is_dir() and is_split_dataset(path):
-        dataset = SplitDataset(path)
+        dataset = SplitDataset(path, allow_external=allow_external)
         return Source(
             f"split dataset {path}", _DatasetReader(dataset), _carry_metadata(dataset), dataset
         )

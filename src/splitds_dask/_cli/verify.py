@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitds_dask._cli.arguments import Commands, add_scheduler
+from splitds_dask._cli.arguments import Commands, add_allow_external, add_scheduler
 
 __all__ = ["add_parser", "run"]
 
@@ -24,6 +24,7 @@ def add_parser(commands: Commands) -> None:
     verify.add_argument(
         "--quick", action="store_true", help="check files and arrays, without decompressing"
     )
+    add_allow_external(verify)
     add_scheduler(verify, note="; verify checks the files one by one in this process")
 
 
@@ -31,4 +32,4 @@ def run(args: argparse.Namespace) -> int:
     """Check ``args.path``; 0 when no problem was found, 1 otherwise."""
     from splitds_dask._verify import print_report
 
-    return print_report(args.path, read_data=not args.quick)
+    return print_report(args.path, read_data=not args.quick, allow_external=args.allow_external)

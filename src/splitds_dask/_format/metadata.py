@@ -266,7 +266,9 @@ def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> Da
     except OSError as exc:
         raise MetadataError(f"{path}: cannot open to read its legacy metadata: {exc}") from exc
     with f:
-        group = f.get("stack_metadata")
+        # A hard link only: an external link would open another file, anywhere (a FIFO hangs).
+        linked = isinstance(f.get("stack_metadata", getlink=True), h5py.HardLink)
+        group = f.get("stack_metadata") if linked else None
         if not isinstance(group, h5py.Group):
             raise NotASplitDatasetError(
                 f"{path.parent}: no *stack_metadata.json and no legacy /stack_metadata group "

@@ -99,7 +99,7 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
     """``xr.open_dataset(path, engine="splitds")``: a split dataset as one data variable.
 
     The variable is named after the dataset's folder; its dims are the axis names. Extra
-    arguments: ``prefix`` and ``locking``, as for :class:`SplitDataset`, and
+    arguments: ``prefix``, ``locking`` and ``allow_external``, as for :class:`SplitDataset`, and
     ``blocks_per_chunk``: the chunks ``chunks={}`` gives hold that many blocks along the first
     axis (one task reading several small block files pays on a cluster).
     """
@@ -111,6 +111,7 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         "drop_variables",
         "prefix",
         "locking",
+        "allow_external",
         "blocks_per_chunk",
     )
 
@@ -121,12 +122,15 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         prefix: str | None = None,
         locking: bool | str | None = None,
+        allow_external: bool = False,
         blocks_per_chunk: int | None = None,
     ) -> xr.Dataset:
         from splitds_dask._dataset import SplitDataset
         from splitds_dask._graph import group_blocks
 
-        dataset = SplitDataset(_as_path(filename_or_obj), prefix, locking=locking)
+        dataset = SplitDataset(
+            _as_path(filename_or_obj), prefix, locking=locking, allow_external=allow_external
+        )
         group = group_blocks(
             dataset.grid, dataset.dtype.itemsize, blocks_per_chunk=blocks_per_chunk
         )

@@ -30,6 +30,13 @@ from splitds_dask._storage.blosc import (
     read_chunks,
     write_blosc_chunks,
 )
+from splitds_dask._storage.containment import (
+    Checked,
+    check_block_file,
+    check_dataset,
+    require_regular,
+    resolve_in_file,
+)
 from splitds_dask._storage.filters import (
     CompressionLevelError,
     missing_filters,
@@ -39,6 +46,7 @@ from splitds_dask._storage.filters import (
 __all__ = [
     "COMPRESSIONS",
     "H5_SUFFIXES",
+    "checked_dataset",
     "chunk_shape_for",
     "compression_options",
     "find_data_key",
@@ -78,7 +86,12 @@ COMPRESSIONS = (
 def open_h5(
     path: str | os.PathLike[str], *, locking: bool | str | None = None
 ) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; ``locking`` is passed through to :class:`h5py.File`."""
+    """Open an HDF5 file read-only; ``locking`` is passed through to :class:`h5py.File`.
+
+    Anything but a regular file (a FIFO would block the open forever) raises
+    :class:`~splitds_dask._storage.containment.NotARegularFile`, an :class:`OSError`.
+    """
+    require_regular(path)
     f = h5py.File(path, "r", locking=locking)
     try:
         yield f
@@ -89,8 +102,12 @@ def open_h5(
 def open_block(
     path: str | os.PathLike[str], *, block: tuple[int, ...], locking: bool | str | None = None
 ) -> h5py.File:
-    """Open a block file read-only; a missing or unreadable file is a :class:`BlockError`."""
+    """Open a block file read-only; a missing or unreadable file is a :class:`BlockError`.
+
+    So is anything but a regular file, refused before it is opened.
+    """
     try:
+        require_regular(path)
         return h5py.File(path, "r", locking=locking)
     except FileNotFoundError as exc:
         raise BlockError(f"block {block}: file {path} is missing", path=path, block=block) from exc
@@ -114,37 +131,73 @@ def find_data_key(f: h5py.File, ndim: int | None = None) -> str | None:
     Writers use ``stack_{N}D`` or ``stack``; other datasets (``shifts``, ``position``, a legacy
     ``stack_metadata`` group) may sit beside it. Preference: ``stack_{ndim}D``, ``stack``, then
     the first dataset (in name order) whose name contains ``stack`` and has ``ndim`` axes, then
-    any dataset whose name contains ``stack``.
+    any dataset whose name contains ``stack``. A name that is an external link counts as a
+    dataset without being followed (opening another file is for the reader to allow or refuse:
+    :func:`checked_dataset`).
     """
-    names = sorted(name for name, node in f.items() if isinstance(node, h5py.Dataset))
-    stacks = [name for name in names if "stack" in name]
+    inside: dict[str, h5py.Dataset] = {}
+    stacks = []
+    for name in sorted(f.keys()):
+        located = resolve_in_file(f, name)
+        if located.external is not None:
+            if "stack" in name:
+                stacks.append(name)
+            continue
+        node = f.get(located.path) if located.path is not None else None
+        if isinstance(node, h5py.Dataset) and "stack" in name:
+            inside[name] = node
+            stacks.append(name)
     preferred = ([f"stack_{ndim}D"] if ndim is not None else []) + ["stack"]
     for name in preferred:
         if name in stacks:
             return name
     if ndim is not None:
         for name in stacks:
-            if f[name].ndim == ndim:
+            if name in inside and inside[name].ndim == ndim:
                 return name
     return stacks[0] if stacks else None
 
 
+def checked_dataset(
+    f: h5py.File,
+    key: str,
+    *,
+    path: str | os.PathLike[str],
+    block: tuple[int, ...],
+    allow_external: bool = False,
+) -> Checked | None:
+    """The dataset ``key`` of a block file, refused (:class:`BlockError`) if its data lies
+    outside the file, unless ``allow_external``; None if ``key`` is no dataset.
+
+    See :mod:`splitds_dask._storage.containment` for what is refused.
+    """
+    return check_dataset(f, key, path=path, block=block, allow_external=allow_external)
+
+
 def _dataset(
-    f: h5py.File, key: str, path: str | os.PathLike[str], block: tuple[int, ...], ndim: int
-) -> h5py.Dataset:
-    node = f.get(key)
-    if not isinstance(node, h5py.Dataset):
+    f: h5py.File,
+    key: str,
+    path: str | os.PathLike[str],
+    block: tuple[int, ...],
+    ndim: int,
+    allow_external: bool,
+) -> Checked:
+    checked = checked_dataset(f, key, path=path, block=block, allow_external=allow_external)
+    if checked is None:
         # A block written by another program may name its array differently.
         other = find_data_key(f, ndim)
-        node = f.get(other) if other is not None else None
-    if not isinstance(node, h5py.Dataset):
+        if other is not None:
+            checked = checked_dataset(
+                f, other, path=path, block=block, allow_external=allow_external
+            )
+    if checked is None:
         keys = ", ".join(sorted(f.keys())) or "nothing"
         raise BlockError(
             f"block {block} ({path}): no array '{key}' in the file (it holds: {keys})",
             path=path,
             block=block,
         )
-    return node
+    return checked
 
 
 def read_block_region(
@@ -158,6 +211,7 @@ def read_block_region(
     out: np.ndarray,
     dest: tuple[slice, ...],
     locking: bool | str | None = None,
+    allow_external: bool = False,
 ) -> None:
     """Read ``source`` of a block file into ``out[dest]``.
 
@@ -175,7 +229,12 @@ def read_block_region(
         File-coordinate slices with positive steps.
     out, dest
         A C-contiguous output array and the slices of it to fill.
+    allow_external
+        Read data outside the dataset folder (links, virtual datasets, external storage; see
+        :mod:`splitds_dask._storage.containment`), through h5py only.
     """
+    # Before anything opens it: a FIFO would block, a link may lead anywhere.
+    check_block_file(path, block=block, allow_external=allow_external, missing_ok=True)
     try:
         version = file_version(os.stat(path))
     except OSError:
@@ -189,13 +248,16 @@ def read_block_region(
         ):
             return
     with open_block(path, block=block, locking=locking) as f:
-        dset = _dataset(f, key, path, block, len(extent))
+        checked = _dataset(f, key, path, block, len(extent), allow_external)
+        dset = checked.dataset
         found = stored_dtype(dset)
         _check_block(dset.name[1:], dset.shape, found, extent, dtype, path, block)
         if _is_empty(out, dest):
             return
         try:
-            chunk_map = ChunkMap.of(dset, found)
+            # Chunk offsets are byte positions in the file holding the array: only ever map an
+            # array stored in the block file itself.
+            chunk_map = ChunkMap.of(dset, found) if checked.in_file else None
             fd = f.id.get_vfd_handle()
             if chunk_map is not None:
                 # Keyed by the file opened, which may be newer than the one stat()ed above.
@@ -282,7 +344,7 @@ def _read_mapped(
 ) -> bool:
     """Read through a cached chunk map, if the file opened is still the version it maps."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
     except OSError:
         return False
     try:
