@@ -25,6 +25,13 @@ __all__ = ["BlockFiles", "BlockNames", "find_block_files"]
 # start with "." (our temporary files) are not blocks.
 _BLOCK_NAMES = re.compile(r"(?:^|/)(?!\.)([^/]*?)([0-9]+)\.h5(?=/|$)")
 
+# Blocks missing between the lowest and the highest number found may be at most this many plus
+# this many per file present: a dataset with gaps keeps its numbering, while a stray file with a
+# far-out number (``999999999999.h5``) is refused instead of making the reader hold a name and a
+# flag for every number up to it.
+_MISSING_FLOOR = 4096
+_MISSING_PER_FILE = 16
+
 
 @dataclass(frozen=True)
 class BlockNames:
@@ -186,6 +193,53 @@ def _contiguous_rule(digits: list[str], numbers: np.ndarray, stem: str) -> Block
     return BlockNames(stem, low, width, int(numbers.size))
 
 
+def _highest_allowed(present: int) -> int:
+    """The highest block number a family of ``present`` files may reach (1-based numbering)."""
+    return present + _MISSING_FLOOR + _MISSING_PER_FILE * present
+
+
+def _check_spread(root: Path, stem: str, digits: list[str]) -> None:
+    """Refuse numbers so spread out that most blocks between them would be missing.
+
+    Numbers are Python integers here: a name of any length is judged without overflowing a
+    fixed-width integer.
+    """
+    present = len(digits)
+    limit = _highest_allowed(present)
+    values = list(map(int, digits))
+    low, high = min(values), max(values)
+    if high - (1 if low == 1 else 0) + 1 <= limit:
+        return
+    numbers = sorted(values)
+    by_number = {int(d): f"{stem}{d}.h5" for d in digits}
+    # The dataset is the most files from the lowest number on whose numbers fit the rule; the
+    # files numbered above them are the strays.
+    first = 1 if low == 1 else 0
+    k = max(
+        (m for m in range(1, present + 1) if numbers[m - 1] - first < _highest_allowed(m)),
+        default=0,
+    )
+    before, after = numbers[:k], numbers[k:]
+    strays = ", ".join(by_number[n] for n in after[:3]) + (
+        f" and {len(after) - 3} more" if len(after) > 3 else ""
+    )
+    kept = (
+        f"{by_number[before[0]]} .. {by_number[before[-1]]}"
+        if len(before) > 1
+        else by_number[before[0]]
+        if before
+        else "no other block file"
+    )
+    jump = f"from {before[-1]} to {after[0]}" if before else f"to {after[0]}"
+    raise NotASplitDatasetError(
+        f"{root}: {kept} and {strays}: block numbers jump {jump}, too far for "
+        f"{'a block' if len(after) == 1 else 'blocks'} of this dataset (at most "
+        f"{_MISSING_FLOOR} + {_MISSING_PER_FILE} per file may be missing); "
+        f"{'the stray file does' if len(after) == 1 else 'the stray files do'} not belong to "
+        "it (move or rename to open the others)"
+    )
+
+
 def find_block_files(
     root: Path, *, prefix: str | None = None, expected: int | None = None
 ) -> BlockFiles:
@@ -207,6 +261,8 @@ def find_block_files(
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"
         raise NotASplitDatasetError(f"{root}: no block files {what}: not a split dataset")
     digits = families[stem]
+    _check_spread(root, stem, digits)
+    # Safe in int64: _check_spread bounds every number by a multiple of the number of files.
     numbers = np.fromiter(map(int, digits), dtype=np.int64, count=len(digits))
     rule = _contiguous_rule(digits, numbers, stem)
     if rule is not None:
