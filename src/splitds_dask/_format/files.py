@@ -18,7 +18,7 @@ import numpy as np
 
 from splitds_dask._errors import NotASplitDatasetError
 
-__all__ = ["BlockFiles", "BlockNames", "find_block_files"]
+__all__ = ["BlockFiles", "BlockNames", "NoBlockFilesError", "find_block_files"]
 
 # Matched against all the folder's names joined by "/", the one character no file name holds: one
 # regex pass in C instead of a Python call per name keeps listing 100,000 files fast. Names that
@@ -31,6 +31,10 @@ _BLOCK_NAMES = re.compile(r"(?:^|/)(?!\.)([^/]*?)([0-9]+)\.h5(?=/|$)")
 # flag for every number up to it.
 _MISSING_FLOOR = 4096
 _MISSING_PER_FILE = 16
+
+
+class NoBlockFilesError(NotASplitDatasetError):
+    """The folder holds no block files at all (rather than block files that do not fit)."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,7 @@ def find_block_files(
     stem = _choose_family(families, prefix, expected)
     if stem is None:
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"
-        raise NotASplitDatasetError(f"{root}: no block files {what}: not a split dataset")
+        raise NoBlockFilesError(f"{root}: no block files {what}: not a split dataset")
     digits = families[stem]
     _check_spread(root, stem, digits)
     # Safe in int64: _check_spread bounds every number by a multiple of the number of files.
