@@ -122,17 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except MemoryError as exc:
-        print(f"{PROG}: error: out of memory: {one_line(exc)}", file=sys.stderr)
-        return 1
     except Exception as exc:
-        # Damaged or hostile input can make any library raise anything (a RecursionError, a
-        # KeyError from h5py...): still one line, with the type that says what happened.
+        # Damaged or hostile input can make any library raise anything (out of memory, a
+        # RecursionError, a KeyError from h5py...): still one line, with what happened.
         if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise
+        what = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
         print(
-            f"{PROG}: error: {type(exc).__name__}: {one_line(exc)} "
-            f"(set {DEBUG_VARIABLE}=1 for the traceback)",
+            f"{PROG}: error: {what}: {one_line(exc)} (set {DEBUG_VARIABLE}=1 for the traceback)",
             file=sys.stderr,
         )
         return 1
