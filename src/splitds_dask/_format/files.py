@@ -202,18 +202,26 @@ def _highest_allowed(present: int) -> int:
     return present + _MISSING_FLOOR + _MISSING_PER_FILE * present
 
 
-def _check_spread(root: Path, stem: str, digits: list[str]) -> None:
-    """Refuse numbers so spread out that most blocks between them would be missing.
+def _check_spread(root: Path, stem: str, digits: list[str]) -> np.ndarray:
+    """The numbers of ``digits``, unless so spread out that most blocks between them would be
+    missing (then a :class:`NotASplitDatasetError` naming the strays).
 
-    Numbers are Python integers here: a name of any length is judged without overflowing a
-    fixed-width integer.
+    A name of any length is judged without overflowing a fixed-width integer: names of more
+    than 18 digits are converted to Python integers.
     """
     present = len(digits)
     limit = _highest_allowed(present)
-    values = list(map(int, digits))
-    low, high = min(values), max(values)
-    if high - (1 if low == 1 else 0) + 1 <= limit:
-        return
+    if max(map(len, digits)) <= 18:
+        array = np.fromiter(map(int, digits), dtype=np.int64, count=present)
+        low, high = int(array.min()), int(array.max())
+        if high - (1 if low == 1 else 0) + 1 <= limit:
+            return array
+        values = array.tolist()
+    else:
+        values = list(map(int, digits))
+        low, high = min(values), max(values)
+        if high - (1 if low == 1 else 0) + 1 <= limit:  # only leading zeros made them long
+            return np.array(values, dtype=np.int64)
     numbers = sorted(values)
     by_number = {int(d): f"{stem}{d}.h5" for d in digits}
     # The dataset is the most files from the lowest number on whose numbers fit the rule; the
@@ -265,9 +273,8 @@ def find_block_files(
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"
         raise NoBlockFilesError(f"{root}: no block files {what}: not a split dataset")
     digits = families[stem]
-    _check_spread(root, stem, digits)
     # Safe in int64: _check_spread bounds every number by a multiple of the number of files.
-    numbers = np.fromiter(map(int, digits), dtype=np.int64, count=len(digits))
+    numbers = _check_spread(root, stem, digits)
     rule = _contiguous_rule(digits, numbers, stem)
     if rule is not None:
         return BlockFiles(root, rule, (True,) * rule.count)
