@@ -241,7 +241,7 @@ def test_several_strays_are_all_named(tmp_path):
 
 def test_a_lone_far_out_number_is_refused(tmp_path):
     _touch(tmp_path, ["999999999999.h5"])
-    with pytest.raises(sd.NotASplitDatasetError, match="999999999999.h5"):
+    with pytest.raises(sd.NotASplitDatasetError, match=r"999999999999\.h5"):
         find_block_files(tmp_path)
 
 
