@@ -222,6 +222,7 @@ COMMAND_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "command"), COMMAND_CASES)
 def test_every_command_fails_in_one_line(tmp_path: Path, case: str, command: str) -> None:
     make, fragments = CASES[case]
