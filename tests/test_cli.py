@@ -13,6 +13,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -272,3 +273,43 @@ def test_console_script_is_installed_and_runs() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("splitds ")
+
+
+# --- one-line errors ----------------------------------------------------------------------------
+
+
+def test_help_names_the_debug_variable() -> None:
+    run = run_main("--help")
+    assert run.code == 0
+    assert "SPLITDS_DEBUG=1" in " ".join(run.out.split())
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("plain", "plain"),
+        ("two\nlines", "two lines"),
+        ("", "ValueError"),  # no message: the type's name
+        ("x" * 5000, "x" * 1997 + "..."),  # quoted input is cut
+    ],
+)
+def test_one_line(message: str, expected: str) -> None:
+    from splitds_dask._cli.messages import one_line
+
+    assert one_line(ValueError(message)) == expected
+
+
+@pytest.mark.parametrize("depth", [101, 100_000])
+def test_deep_metadata_is_one_line_from_every_reading_command(tmp_path: Path, depth: int) -> None:
+    (tmp_path / "ds").mkdir()
+    for i in range(2):
+        with h5py.File(tmp_path / "ds" / f"{i:04d}.h5", "w") as f:
+            f["stack"] = np.zeros((2, 3), np.uint8)
+    text = '{"shape_full": [4, 3], "shape_block": [2, 3], "x": '
+    (tmp_path / "ds" / "stack_metadata.json").write_text(text + "[" * depth + "]" * depth + "}")
+    for argv in (
+        ("info", str(tmp_path / "ds")),
+        ("convert", str(tmp_path / "ds"), str(tmp_path / "out.npy")),
+        ("project", str(tmp_path / "ds"), str(tmp_path / "mean.npy")),
+    ):
+        assert_one_line_error(run_main(*argv), 1, "stack_metadata.json", "nests")
