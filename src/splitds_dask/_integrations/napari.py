@@ -2,10 +2,11 @@
 
 A folder opens as one lazy image layer: the dataset's dask array (one chunk per block file), with
 ``scale``, ``axis_labels`` and ``units`` from the physical metadata and contrast limits estimated
-from a few planes spread over the data (never by reading everything). Afterwards napari reads
-the blocks holding the planes it displays (it computes dask arrays unfused, chunk by chunk, and
-caches the chunks). A single ``.h5``/``.hdf5`` file (one block) opens through
-h5py, which never unpickles anything stored in the file.
+from a few planes spread over the data, of each at most 262,144 elements (never by reading
+everything, whatever shape the files declare). Afterwards napari reads the blocks holding the
+planes it displays (it computes dask arrays unfused, chunk by chunk, and caches the chunks). A
+single ``.h5``/``.hdf5`` file (one block) opens through h5py, which never unpickles anything
+stored in the file: into memory up to 64 MiB, read on demand beyond.
 
 This module does not import napari: the reader returns plain layer-data tuples.
 """
