@@ -313,3 +313,19 @@ def test_deep_metadata_is_one_line_from_every_reading_command(tmp_path: Path, de
         ("project", str(tmp_path / "ds"), str(tmp_path / "mean.npy")),
     ):
         assert_one_line_error(run_main(*argv), 1, "stack_metadata.json", "nests")
+
+
+def test_info_of_a_block_declaring_more_than_int64_counts(tmp_path: Path) -> None:
+    # 2^40 x 2^40 uint16 declared by a file of a few KB: sizes are exact Python integers.
+    with h5py.File(tmp_path / "0000.h5", "w") as f:
+        f.create_dataset("stack", shape=(2**40, 2**40), dtype=np.uint16, chunks=(64, 64))
+    shape = [2**40, 2**40]
+    (tmp_path / "stack_metadata.json").write_text(
+        json.dumps({"shape_full": shape, "shape_block": shape})
+    )
+    info = dataset_info(tmp_path)
+    assert info["shape"] == shape
+    assert info["block_bytes"] == info["nbytes"] == 2**81
+    run = run_main("info", str(tmp_path), "--json")
+    assert run.code == 0, run
+    assert json.loads(run.out)["block_bytes"] == 2**81
