@@ -372,7 +372,7 @@ def test_contrast_limits_of_a_dask_array_are_numpys(random_array) -> None:
     [
         (10**6, 10**6),
         (1, 10**6, 10**6),
-        (3, 513, 513),  # just over the sample size
+        (3, 2049, 2049),  # just over the sample size (2048 x 2048 uint16 is read whole)
         (2, 10**9, 3),  # a narrow plane: whole rows, windows of rows
         (2, 3, 10**9),
         (10**12,),  # 1-D: the whole array is the plane
@@ -380,7 +380,7 @@ def test_contrast_limits_of_a_dask_array_are_numpys(random_array) -> None:
     ],
 )
 def test_contrast_limits_read_a_bounded_sample(shape) -> None:
-    from splitds_dask._integrations.napari import _SAMPLE_ELEMENTS
+    from splitds_dask._integrations.napari import _SAMPLE_BYTES
 
     leading = len(shape) - min(2, len(shape))
     reads: list[tuple[tuple, int]] = []  # (plane, elements) of each read
@@ -409,7 +409,7 @@ def test_contrast_limits_read_a_bounded_sample(shape) -> None:
     for plane, elements in reads:
         per_plane[plane] = per_plane.get(plane, 0) + elements
     assert 1 <= len(per_plane) <= 5
-    assert max(per_plane.values()) <= _SAMPLE_ELEMENTS
+    assert max(per_plane.values()) * 2 <= _SAMPLE_BYTES  # uint16
     assert len(reads) <= 5 * 9
     assert (low, high) == (1.0, float(len(reads)))
 

@@ -2,7 +2,7 @@
 
 A folder opens as one lazy image layer: the dataset's dask array (one chunk per block file), with
 ``scale``, ``axis_labels`` and ``units`` from the physical metadata and contrast limits estimated
-from a few planes spread over the data, of each at most 262,144 elements (never by reading
+from a few planes spread over the data, of each at most 8 MiB (never by reading
 everything, whatever shape the files declare). Afterwards napari reads the blocks holding the
 planes it displays (it computes dask arrays unfused, chunk by chunk, and caches the chunks). A
 single ``.h5``/``.hdf5`` file (one block) opens through h5py, which never unpickles anything
@@ -33,10 +33,11 @@ ReaderFunction = Callable[[Any], list[LayerData]]
 
 # Planes (2-D sections along the last two axes) read to estimate contrast limits.
 _CONTRAST_PLANES = 5
-# At most this many elements are read from each plane: of a larger plane, 3 x 3 tiles spread
-# over it, so that the estimate costs a few MB whatever shape the files declare. Contiguous
-# tiles rather than a strided sample: a strided read touches a chunk of the file per element.
-_SAMPLE_ELEMENTS = 1 << 18
+# At most this many bytes are read from each plane (a 2048 x 2048 uint16 plane whole): of a
+# larger plane, 3 x 3 tiles spread over it, so that the estimate costs a few MB whatever shape
+# the files declare. Contiguous tiles rather than a strided sample: a strided read touches a
+# chunk of the file per element.
+_SAMPLE_BYTES = 8 << 20
 _TILES = 3
 # A single block file up to this size is read into memory; a larger one is read on demand.
 _IN_MEMORY_BYTES = 64 << 20
@@ -92,9 +93,9 @@ def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> 
     """Minimum and maximum of a few planes of ``data``, spread evenly over the leading axes.
 
     Reads at most ``n_planes`` planes (sections along the last two axes), each with one
-    ``data[index]`` call, whatever the size of ``data``. Of a plane larger than 262,144
-    elements, only 3 x 3 windows spread over it are read (one call each), at most that many
-    elements together: the estimate costs a few MB whatever shape the files declare.
+    ``data[index]`` call, whatever the size of ``data``. Of a plane larger than 8 MiB, only
+    3 x 3 windows spread over it are read (one call each), at most 8 MiB together: the estimate
+    costs a few MB whatever shape the files declare.
 
     Parameters
     ----------
@@ -113,7 +114,8 @@ def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> 
         return 0.0, 1.0
     leading, plane = shape[:-2], shape[-2:]
     n = math.prod(leading)
-    windows = _plane_sample(plane, _SAMPLE_ELEMENTS)
+    budget = max(1, _SAMPLE_BYTES // np.dtype(data.dtype).itemsize)
+    windows = _plane_sample(plane, budget)
     low, high = math.inf, -math.inf
     for position in _spread(min(n_planes, n), n):
         index = _unravel(position, leading)
