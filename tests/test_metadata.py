@@ -402,6 +402,13 @@ def test_deeply_nested_json_is_a_metadata_error(tmp_path, extra, fragment):
     assert fragment in str(info.value)
 
 
+def test_an_integer_of_5000_digits_is_a_metadata_error(tmp_path):
+    path = tmp_path / METADATA_NAME
+    path.write_text('{"shape_full": [1' + "0" * 5000 + '], "shape_block": [2]}')
+    with pytest.raises(sd.MetadataError, match=re.escape(f"{path}: cannot read the metadata")):
+        read_metadata_json(path)
+
+
 def test_nesting_up_to_the_bound_is_read(tmp_path):
     path = tmp_path / METADATA_NAME
     path.write_text('{"shape_full": [6, 4], "shape_block": [2, 4], "x": ' + _nested(99) + "}")

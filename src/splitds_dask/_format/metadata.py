@@ -275,7 +275,7 @@ def read_metadata_json(path: Path) -> DatasetMetadata:
         raise MetadataError(
             f"{path}: the metadata json nests too deep (at most {_MAX_DEPTH} levels)"
         ) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4,300 digits
         raise MetadataError(f"{path}: cannot read the metadata json: {exc}") from exc
     depth = _nesting_depth(raw)
     if depth > _MAX_DEPTH:
