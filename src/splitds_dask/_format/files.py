@@ -4,6 +4,11 @@ Block files are ``<stem><number>.h5``: ``0000.h5``, ``0001.h5`` (1-based), ``000
 ``stack_0000.h5``. They are ordered by the *value* of the number, so 10,000 blocks and more sort
 correctly. Other ``.h5`` files in the folder (``shifts_sobel.h5``, ``shifts_2.h5``, ``time.h5``)
 are not blocks: only the family of names sharing the blocks' stem is used.
+
+A number absent between the lowest and the highest is a missing block, named all the same. At
+most 4,096 + 16 per file present may be missing: a stray file with a far-out number
+(``999999999999.h5``) is refused, naming it, so that what a listing costs follows the files
+present and never a number read from a name.
 """
 
 from __future__ import annotations
@@ -266,6 +271,14 @@ def find_block_files(
     expected
         The number of blocks the metadata declares; used to pick the block files among several
         families of numbered names.
+
+    Raises
+    ------
+    NoBlockFilesError
+        ``root`` holds no block files.
+    NotASplitDatasetError
+        Two files claim the same block number, or numbers jump so far that more than 4,096 +
+        16 per file present would be missing (naming the stray files).
     """
     families = _families(root)
     stem = _choose_family(families, prefix, expected)
