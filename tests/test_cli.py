@@ -13,6 +13,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -272,3 +273,59 @@ def test_console_script_is_installed_and_runs() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("splitds ")
+
+
+# --- one-line errors ----------------------------------------------------------------------------
+
+
+def test_help_names_the_debug_variable() -> None:
+    run = run_main("--help")
+    assert run.code == 0
+    assert "SPLITDS_DEBUG=1" in " ".join(run.out.split())
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("plain", "plain"),
+        ("two\nlines", "two lines"),
+        ("", "ValueError"),  # no message: the type's name
+        ("x" * 5000, "x" * 1997 + "..."),  # quoted input is cut
+    ],
+)
+def test_one_line(message: str, expected: str) -> None:
+    from splitds_dask._cli.messages import one_line
+
+    assert one_line(ValueError(message)) == expected
+
+
+@pytest.mark.parametrize("depth", [101, 100_000])
+def test_deep_metadata_is_one_line_from_every_reading_command(tmp_path: Path, depth: int) -> None:
+    (tmp_path / "ds").mkdir()
+    for i in range(2):
+        with h5py.File(tmp_path / "ds" / f"{i:04d}.h5", "w") as f:
+            f["stack"] = np.zeros((2, 3), np.uint8)
+    text = '{"shape_full": [4, 3], "shape_block": [2, 3], "x": '
+    (tmp_path / "ds" / "stack_metadata.json").write_text(text + "[" * depth + "]" * depth + "}")
+    for argv in (
+        ("info", str(tmp_path / "ds")),
+        ("convert", str(tmp_path / "ds"), str(tmp_path / "out.npy")),
+        ("project", str(tmp_path / "ds"), str(tmp_path / "mean.npy")),
+    ):
+        assert_one_line_error(run_main(*argv), 1, "stack_metadata.json", "nests")
+
+
+def test_info_of_a_block_declaring_more_than_int64_counts(tmp_path: Path) -> None:
+    # 2^40 x 2^40 uint16 declared by a file of a few KB: sizes are exact Python integers.
+    with h5py.File(tmp_path / "0000.h5", "w") as f:
+        f.create_dataset("stack", shape=(2**40, 2**40), dtype=np.uint16, chunks=(64, 64))
+    shape = [2**40, 2**40]
+    (tmp_path / "stack_metadata.json").write_text(
+        json.dumps({"shape_full": shape, "shape_block": shape})
+    )
+    info = dataset_info(tmp_path)
+    assert info["shape"] == shape
+    assert info["block_bytes"] == info["nbytes"] == 2**81
+    run = run_main("info", str(tmp_path), "--json")
+    assert run.code == 0, run
+    assert json.loads(run.out)["block_bytes"] == 2**81

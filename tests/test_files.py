@@ -211,3 +211,61 @@ def test_names_kept_as_listed_whatever_their_padding(tmp_path, names):
     assert [p.name for p in files.paths] == names
     assert [files.names[i] for i in range(len(names))] == names
     assert files.present == (True,) * len(names)
+
+
+# --- numbers far beyond the files present ------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [0, 1])
+@pytest.mark.parametrize(
+    "stray", ["999999999999.h5", "100000000.h5", "1234567890123456789012345.h5", "9" * 200 + ".h5"]
+)
+def test_a_far_out_number_is_refused_naming_the_stray(tmp_path, first, stray):
+    _touch(tmp_path, [f"{i + first:04d}.h5" for i in range(40)] + [stray])
+    with pytest.raises(sd.NotASplitDatasetError) as info:
+        find_block_files(tmp_path)
+    message = str(info.value)
+    assert f"{first:04d}.h5 .. {39 + first:04d}.h5 and {stray}" in message
+    assert f"jump from {39 + first} to {int(stray[:-3])}" in message
+    assert str(tmp_path) in message
+
+
+def test_several_strays_are_all_named(tmp_path):
+    strays = ["5000000.h5", "999999999999.h5", "1234567890123456789012345.h5"]
+    _touch(tmp_path, [f"{i:04d}.h5" for i in range(10)] + strays)
+    with pytest.raises(sd.NotASplitDatasetError) as info:
+        find_block_files(tmp_path)
+    assert "0000.h5 .. 0009.h5 and " + ", ".join(strays) in str(info.value)
+    assert "the stray files do not belong" in str(info.value)
+
+
+def test_a_lone_far_out_number_is_refused(tmp_path):
+    _touch(tmp_path, ["999999999999.h5"])
+    with pytest.raises(sd.NotASplitDatasetError, match=r"999999999999\.h5"):
+        find_block_files(tmp_path)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+@pytest.mark.parametrize("n", [1, 40, 300])
+def test_missing_blocks_bounded_by_the_files_present(tmp_path, first, n):
+    # n files numbered from `first`, and one more: with the last one, n + 1 files may span at
+    # most 4096 + 17 * (n + 1) block numbers (4096 missing, and 16 more per file present).
+    span = 4096 + 17 * (n + 1)
+    names = [f"{i + first:04d}.h5" for i in range(n)]
+    _touch(tmp_path, [*names, f"{first + span - 1:04d}.h5"])
+    files = find_block_files(tmp_path)
+    assert files.count == span
+    assert sum(files.present) == n + 1
+    assert files.names[span - 2] == f"{first + span - 2:04d}.h5"  # a missing one, named
+    (tmp_path / f"{first + span - 1:04d}.h5").unlink()
+    _touch(tmp_path, [f"{first + span:04d}.h5"])  # one number further
+    with pytest.raises(sd.NotASplitDatasetError, match=f"jump from {first + n - 1} to"):
+        find_block_files(tmp_path)
+
+
+def test_a_stray_in_a_legacy_dataset_is_named(tmp_path):
+    # Without a metadata file the dataset is read from its last block file: the stray's
+    # number is refused first, with its name, rather than opened as the last block.
+    _touch(tmp_path, [f"{i:04d}.h5" for i in range(5)] + ["999999999999.h5"])
+    with pytest.raises(sd.NotASplitDatasetError, match=r"0004\.h5 and 999999999999\.h5"):
+        sd.SplitDataset(tmp_path)

@@ -375,3 +375,135 @@ def test_write_metadata_json_custom_name(tmp_path):
     )
     assert path.name == "x_stack_metadata.json"
     assert os.listdir(tmp_path) == ["x_stack_metadata.json"]
+
+
+# --- metadata too large or too deep ------------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (_nested(100_000), "nests too deep"),  # json itself would raise RecursionError
+        (_nested(101), "nests 102 levels deep"),  # under the recursion limit, above the bound
+        ('{"a": ' * 150 + "1" + "}" * 150, "nests 151 levels deep"),
+    ],
+    ids=["100000", "101", "objects-150"],
+)
+def test_deeply_nested_json_is_a_metadata_error(tmp_path, extra, fragment):
+    path = tmp_path / METADATA_NAME
+    path.write_text('{"shape_full": [6, 4], "shape_block": [2, 4], "x": ' + extra + "}")
+    with pytest.raises(sd.MetadataError) as info:
+        read_metadata_json(path)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_an_integer_of_5000_digits_is_a_metadata_error(tmp_path):
+    path = tmp_path / METADATA_NAME
+    path.write_text('{"shape_full": [1' + "0" * 5000 + '], "shape_block": [2]}')
+    with pytest.raises(sd.MetadataError, match=re.escape(f"{path}: cannot read the metadata")):
+        read_metadata_json(path)
+
+
+def test_nesting_up_to_the_bound_is_read(tmp_path):
+    path = tmp_path / METADATA_NAME
+    path.write_text('{"shape_full": [6, 4], "shape_block": [2, 4], "x": ' + _nested(99) + "}")
+    metadata = read_metadata_json(path)
+    assert metadata.shape == (6, 4)
+    depth, value = 0, metadata.raw["x"]
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    assert depth == 99
+
+
+def test_metadata_larger_than_16_mib_is_refused(tmp_path):
+    path = tmp_path / METADATA_NAME
+    head = '{"shape_full": [6, 4], "shape_block": [2, 4], "pad": "'
+    path.write_text(head + "x" * (16 * 2**20 - len(head) - 1) + '"}')  # 16 MiB + 1 byte
+    assert path.stat().st_size == 16 * 2**20 + 1
+    with pytest.raises(sd.MetadataError, match=re.escape(f"{path}: larger than 16 MiB")):
+        read_metadata_json(path)
+    path.write_text(head + "x" * (16 * 2**20 - len(head) - 2) + '"}')  # exactly 16 MiB
+    assert read_metadata_json(path).shape == (6, 4)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"shape_full": [1] * 65, "shape_block": [1]}, "'shape_full' has 65 entries"),
+        ({"shape_full": [2**63], "shape_block": [1]}, "does not fit a 64-bit integer"),
+        ({"shape_full": [10**30], "shape_block": [1]}, "does not fit a 64-bit integer"),
+        ({"shape_full": [4], "shape_block": [1e300]}, "does not fit a 64-bit integer"),
+        ({"shape_full": [4], "shape_block": [1], "padding": 2**64}, "does not fit"),
+    ],
+)
+def test_absurd_geometry_is_a_metadata_error(raw, fragment):
+    with pytest.raises(sd.MetadataError, match=re.escape(fragment)):
+        parse_metadata(raw, source="meta.json")
+
+
+def test_messages_quote_at_most_a_little_of_a_value():
+    with pytest.raises(sd.MetadataError) as info:
+        parse_metadata({"shape_full": ["x" * 10**6], "shape_block": [1]}, source="meta.json")
+    assert len(str(info.value)) < 400
+
+
+# --- legacy metadata (inside a block file) of absurd size --------------------------------------
+
+
+def _legacy_file(path, full_size, block_size=None):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["stack"] = np.zeros((2, 3), np.uint8)
+        group = f.create_group("stack_metadata")
+        for name, value in (("full_size", full_size), ("block_size", block_size or [2, 3])):
+            sub = group.create_group(name)
+            for i, v in enumerate(value):
+                sub.attrs[f"i{i}"] = v
+
+
+@pytest.mark.parametrize(
+    ("full_size", "fragment"),
+    [
+        ([np.arange(1000)], "entry i0 is not an integer"),  # an array where an integer belongs
+        ([2] * 65, "more than 64 entries"),
+        ([np.int64(2**62), 3], None),  # read; the dataset is what the files hold
+    ],
+    ids=["array-attribute", "65-entries", "huge-length"],
+)
+def test_absurd_legacy_metadata_is_a_metadata_error(tmp_path, full_size, fragment):
+    from splitds_dask._format.metadata import read_legacy_metadata
+
+    _legacy_file(tmp_path / "0000.h5", full_size)
+    if fragment is None:
+        assert read_legacy_metadata(tmp_path / "0000.h5").shape == (2**62, 3)
+        with pytest.warns(sd.IncompleteDatasetWarning, match=r"hold \(2, 3\)"):
+            ds = sd.SplitDataset(tmp_path)
+        np.testing.assert_array_equal(ds[:], np.zeros((2, 3), np.uint8), strict=True)
+        return
+    with pytest.raises(sd.MetadataError, match=re.escape(fragment)) as info:
+        read_legacy_metadata(tmp_path / "0000.h5")
+    assert "0000.h5" in str(info.value)
+    with pytest.raises(sd.MetadataError, match=re.escape(fragment)):
+        sd.SplitDataset(tmp_path)
+
+
+def test_legacy_metadata_dataset_of_absurd_size_is_not_read(tmp_path):
+    import h5py
+
+    from splitds_dask._format.metadata import read_legacy_metadata
+
+    path = tmp_path / "0000.h5"
+    with h5py.File(path, "w") as f:
+        f["stack"] = np.zeros((2, 3), np.uint8)
+        group = f.create_group("stack_metadata")
+        # 10^12 int64 declared, nothing written: a few KB on disk.
+        group.create_dataset("full_size", shape=(10**12,), dtype=np.int64, chunks=(1024,))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(sd.MetadataError, match=r"legacy 'full_size' holds an array of shape"):
+        read_legacy_metadata(path)

@@ -362,3 +362,71 @@ def test_contrast_limits_of_a_dask_array_are_numpys(random_array) -> None:
     data = random_array((6, 2, 5, 4), "uint16")
     expected = estimate_contrast_limits(data)
     assert estimate_contrast_limits(da.from_array(data, chunks=(2, 1, 5, 4))) == expected
+
+
+# --- bounded reads whatever the declared shape ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (10**6, 10**6),
+        (1, 10**6, 10**6),
+        (3, 2049, 2049),  # just over the sample size (2048 x 2048 uint16 is read whole)
+        (2, 10**9, 3),  # a narrow plane: whole rows, windows of rows
+        (2, 3, 10**9),
+        (10**12,),  # 1-D: the whole array is the plane
+        (10**8, 10**8, 10**8, 10**8),  # more planes than an int64 counts
+    ],
+)
+def test_contrast_limits_read_a_bounded_sample(shape) -> None:
+    from splitds_dask._integrations.napari import _SAMPLE_BYTES
+
+    leading = len(shape) - min(2, len(shape))
+    reads: list[tuple[tuple, int]] = []  # (plane, elements) of each read
+
+    class Declared:
+        """An array declaring ``shape``; each read returns its own number, everywhere."""
+
+        dtype = np.dtype("uint16")
+
+        def __init__(self) -> None:
+            self.shape = shape
+
+        def __getitem__(self, key: tuple) -> np.ndarray:
+            plane, window = key[:leading], key[leading:]
+            assert all(isinstance(i, int) for i in plane)
+            selected = (
+                [len(range(*s.indices(n))) for s, n in zip(window, shape[leading:], strict=True)]
+                if window
+                else list(shape[leading:])
+            )
+            reads.append((plane, int(np.prod(selected, dtype=object))))
+            return np.full(selected, len(reads), np.uint16)
+
+    low, high = estimate_contrast_limits(Declared())
+    per_plane: dict[tuple, int] = {}
+    for plane, elements in reads:
+        per_plane[plane] = per_plane.get(plane, 0) + elements
+    assert 1 <= len(per_plane) <= 5
+    assert max(per_plane.values()) * 2 <= _SAMPLE_BYTES  # uint16
+    assert len(reads) <= 5 * 9
+    assert (low, high) == (1.0, float(len(reads)))
+
+
+def test_a_large_block_file_opens_read_on_demand(tmp_path) -> None:
+    # 8 x 4096 x 4096 uint16 = 256 MiB declared; only one chunk written (a few KB on disk).
+    path = tmp_path / "0000.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("stack_3D", (8, 4096, 4096), ">u2", chunks=(1, 64, 64))
+        dset[4, 2000:2004, 2000:2004] = np.arange(16).reshape(4, 4) + 100
+    assert path.stat().st_size < 100_000
+    ((data, kwargs, kind),) = napari_get_reader(str(path))(str(path))
+    assert kind == "image"
+    assert not isinstance(data, np.ndarray)
+    assert (data.shape, data.dtype, data.ndim) == ((8, 4096, 4096), np.dtype("u2"), 3)
+    expected = np.zeros((6, 6), np.uint16)
+    expected[1:5, 1:5] = np.arange(16).reshape(4, 4) + 100
+    np.testing.assert_array_equal(data[4, 1999:2005, 1999:2005], expected, strict=True)
+    # The windows of plane 4 cover its centre: the written values are found.
+    assert kwargs["contrast_limits"] == (0.0, 115.0)

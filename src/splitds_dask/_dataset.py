@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from splitds_dask._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
-from splitds_dask._format.files import BlockFiles, BlockNames, find_block_files
+from splitds_dask._format.files import BlockFiles, BlockNames, NoBlockFilesError, find_block_files
 from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._format.metadata import (
     DatasetMetadata,
@@ -85,7 +85,7 @@ def _declared_by_last_file(
     """The dataset declared by the metadata group of its last block file (older writers)."""
     try:
         files = find_block_files(root, prefix=prefix)
-    except NotASplitDatasetError:
+    except NoBlockFilesError:  # other errors (duplicate or stray numbers) name the files
         raise NotASplitDatasetError(
             f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 block files)"
         ) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -119,7 +120,7 @@ def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) 
         "resolution": list(ds.resolution),
         "axis_order": ds.parsed_metadata.axis_order,
         "nbytes": int(ds.nbytes),
-        "block_bytes": int(np.prod(ds.shape_block)) * ds.dtype.itemsize,
+        "block_bytes": math.prod(ds.shape_block) * ds.dtype.itemsize,  # no int64 overflow
         "bytes_on_disk": usage.nbytes,
         "compression_ratio": round(ds.nbytes / usage.nbytes, 3) if usage.nbytes else None,
     }

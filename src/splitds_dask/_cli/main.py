@@ -13,7 +13,9 @@ Every command takes ``--scheduler`` (see :mod:`splitds_dask._cli.schedulers`).
 
 Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
-traceback.
+traceback: also those no check foresaw (out of memory, a recursion limit, whatever a library
+raises on a damaged file). With ``SPLITDS_DEBUG=1`` in the environment those end with their
+traceback instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import NamedTuple, NoReturn
 from splitds_dask._cli import convert, demo, info, project, verify
 from splitds_dask._cli.arguments import Commands
 from splitds_dask._cli.info import dataset_info
-from splitds_dask._cli.messages import PROG, UsageError, one_line
+from splitds_dask._cli.messages import DEBUG_VARIABLE, PROG, UsageError, one_line
 
 __all__ = ["build_parser", "dataset_info", "main"]
 
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Split datasets (folders of numbered HDF5 block files) with dask.",
+        epilog=f"Errors are one line on stderr (exit status 1; 2 for bad arguments). Set "
+        f"{DEBUG_VARIABLE}=1 to see the traceback of an unexpected error.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -118,6 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Damaged or hostile input can make any library raise anything (out of memory, a
+        # RecursionError, a KeyError from h5py...): still one line, with what happened.
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        what = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
+        print(
+            f"{PROG}: error: {what}: {one_line(exc)} (set {DEBUG_VARIABLE}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

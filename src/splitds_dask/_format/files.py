@@ -4,6 +4,11 @@ Block files are ``<stem><number>.h5``: ``0000.h5``, ``0001.h5`` (1-based), ``000
 ``stack_0000.h5``. They are ordered by the *value* of the number, so 10,000 blocks and more sort
 correctly. Other ``.h5`` files in the folder (``shifts_sobel.h5``, ``shifts_2.h5``, ``time.h5``)
 are not blocks: only the family of names sharing the blocks' stem is used.
+
+A number absent between the lowest and the highest is a missing block, named all the same. At
+most 4,096 + 16 per file present may be missing: a stray file with a far-out number
+(``999999999999.h5``) is refused, naming it, so that what a listing costs follows the files
+present and never a number read from a name.
 """
 
 from __future__ import annotations
@@ -18,12 +23,23 @@ import numpy as np
 
 from splitds_dask._errors import NotASplitDatasetError
 
-__all__ = ["BlockFiles", "BlockNames", "find_block_files"]
+__all__ = ["BlockFiles", "BlockNames", "NoBlockFilesError", "find_block_files"]
 
 # Matched against all the folder's names joined by "/", the one character no file name holds: one
 # regex pass in C instead of a Python call per name keeps listing 100,000 files fast. Names that
 # start with "." (our temporary files) are not blocks.
 _BLOCK_NAMES = re.compile(r"(?:^|/)(?!\.)([^/]*?)([0-9]+)\.h5(?=/|$)")
+
+# Blocks missing between the lowest and the highest number found may be at most this many plus
+# this many per file present: a dataset with gaps keeps its numbering, while a stray file with a
+# far-out number (``999999999999.h5``) is refused instead of making the reader hold a name and a
+# flag for every number up to it.
+_MISSING_FLOOR = 4096
+_MISSING_PER_FILE = 16
+
+
+class NoBlockFilesError(NotASplitDatasetError):
+    """The folder holds no block files at all (rather than block files that do not fit)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,61 @@ def _contiguous_rule(digits: list[str], numbers: np.ndarray, stem: str) -> Block
     return BlockNames(stem, low, width, int(numbers.size))
 
 
+def _highest_allowed(present: int) -> int:
+    """The highest block number a family of ``present`` files may reach (1-based numbering)."""
+    return present + _MISSING_FLOOR + _MISSING_PER_FILE * present
+
+
+def _check_spread(root: Path, stem: str, digits: list[str]) -> np.ndarray:
+    """The numbers of ``digits``, unless so spread out that most blocks between them would be
+    missing (then a :class:`NotASplitDatasetError` naming the strays).
+
+    A name of any length is judged without overflowing a fixed-width integer: names of more
+    than 18 digits are converted to Python integers.
+    """
+    present = len(digits)
+    limit = _highest_allowed(present)
+    if max(map(len, digits)) <= 18:
+        array = np.fromiter(map(int, digits), dtype=np.int64, count=present)
+        low, high = int(array.min()), int(array.max())
+        if high - (1 if low == 1 else 0) + 1 <= limit:
+            return array
+        values = array.tolist()
+    else:
+        values = list(map(int, digits))
+        low, high = min(values), max(values)
+        if high - (1 if low == 1 else 0) + 1 <= limit:  # only leading zeros made them long
+            return np.array(values, dtype=np.int64)
+    numbers = sorted(values)
+    by_number = {int(d): f"{stem}{d}.h5" for d in digits}
+    # The dataset is the most files from the lowest number on whose numbers fit the rule; the
+    # files numbered above them are the strays.
+    first = 1 if low == 1 else 0
+    k = max(
+        (m for m in range(1, present + 1) if numbers[m - 1] - first < _highest_allowed(m)),
+        default=0,
+    )
+    before, after = numbers[:k], numbers[k:]
+    strays = ", ".join(by_number[n] for n in after[:3]) + (
+        f" and {len(after) - 3} more" if len(after) > 3 else ""
+    )
+    kept = (
+        f"{by_number[before[0]]} .. {by_number[before[-1]]}"
+        if len(before) > 1
+        else by_number[before[0]]
+        if before
+        else "no other block file"
+    )
+    jump = f"from {before[-1]} to {after[0]}" if before else f"to {after[0]}"
+    raise NotASplitDatasetError(
+        f"{root}: {kept} and {strays}: block numbers jump {jump}, too far for "
+        f"{'a block' if len(after) == 1 else 'blocks'} of this dataset (at most "
+        f"{_MISSING_FLOOR} + {_MISSING_PER_FILE} per file may be missing); "
+        f"{'the stray file does' if len(after) == 1 else 'the stray files do'} not belong to "
+        "it (move or rename to open the others)"
+    )
+
+
 def find_block_files(
     root: Path, *, prefix: str | None = None, expected: int | None = None
 ) -> BlockFiles:
@@ -200,14 +271,23 @@ def find_block_files(
     expected
         The number of blocks the metadata declares; used to pick the block files among several
         families of numbered names.
+
+    Raises
+    ------
+    NoBlockFilesError
+        ``root`` holds no block files.
+    NotASplitDatasetError
+        Two files claim the same block number, or numbers jump so far that more than 4,096 +
+        16 per file present would be missing (naming the stray files).
     """
     families = _families(root)
     stem = _choose_family(families, prefix, expected)
     if stem is None:
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"
-        raise NotASplitDatasetError(f"{root}: no block files {what}: not a split dataset")
+        raise NoBlockFilesError(f"{root}: no block files {what}: not a split dataset")
     digits = families[stem]
-    numbers = np.fromiter(map(int, digits), dtype=np.int64, count=len(digits))
+    # Safe in int64: _check_spread bounds every number by a multiple of the number of files.
+    numbers = _check_spread(root, stem, digits)
     rule = _contiguous_rule(digits, numbers, stem)
     if rule is not None:
         return BlockFiles(root, rule, (True,) * rule.count)

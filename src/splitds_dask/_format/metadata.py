@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from splitds_dask._errors import MetadataError, NotASplitDatasetError
+from splitds_dask._errors import MetadataError, NotASplitDatasetError, SplitDatasetError
 from splitds_dask._storage.atomic import atomic_file
 
 __all__ = [
@@ -36,8 +36,16 @@ __all__ = [
 
 METADATA_NAME = "stack_metadata.json"
 _METADATA_SUFFIX = "stack_metadata.json"
-# Refuse metadata files far larger than any real one before parsing them.
-_MAX_METADATA_BYTES = 64 * 1024 * 1024
+# Refuse metadata far larger or deeper than any real one before parsing it (a real file is a
+# few hundred bytes, or about a megabyte with fimpy's list of 100,000 file names, and nests 2
+# deep): parsing costs memory in proportion to the text and stack in proportion to its depth.
+_MAX_METADATA_BYTES = 16 * 1024 * 1024
+_MAX_DEPTH = 100
+# numpy arrays have at most 64 axes; lengths must fit the int64 that numpy and dask count in.
+_MAX_AXES = 64
+_MAX_LENGTH = 2**63 - 1
+# Legacy metadata: at most this many entries per sequence, each at most this many elements.
+_MAX_LEGACY_ENTRIES = _MAX_AXES
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,11 @@ class DatasetMetadata:
 
 def _int_list(value: Any, key: str, source: object, *, allow_none: bool = False) -> list:
     if not isinstance(value, (list, tuple)):
-        raise MetadataError(f"{source}: '{key}' must be a list of integers, got {value!r}")
+        raise MetadataError(f"{source}: '{key}' must be a list of integers, got {_short(value)}")
+    if len(value) > _MAX_AXES:
+        raise MetadataError(
+            f"{source}: '{key}' has {len(value)} entries; arrays have at most {_MAX_AXES} axes"
+        )
     out: list[int | None] = []
     for item in value:
         if item is None and allow_none:
@@ -88,8 +100,21 @@ def _int_list(value: Any, key: str, source: object, *, allow_none: bool = False)
             # sashimi once wrote block lengths through np.trunc, i.e. as floats.
             out.append(int(item))
         else:
-            raise MetadataError(f"{source}: '{key}' must be a list of integers, got {value!r}")
+            raise MetadataError(
+                f"{source}: '{key}' must be a list of integers, got {_short(value)}"
+            )
+        if out[-1] is not None and abs(out[-1]) > _MAX_LENGTH:
+            raise MetadataError(f"{source}: '{key}' entry {out[-1]} does not fit a 64-bit integer")
     return out
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about arbitrary input."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
 
 def _check_files(value: Any, source: object) -> None:
@@ -134,12 +159,12 @@ def _parse_padding(
     """One padding per axis (a number applies to all), 0 on the axes that are not split."""
     padding_raw = 0 if value is None else value
     if isinstance(padding_raw, (int, np.integer)) and not isinstance(padding_raw, bool):
-        padding = [int(padding_raw)] * len(shape)
+        padding = _int_list([padding_raw], "padding", source) * len(shape)
     else:
         padding = _int_list(padding_raw, "padding", source)
         padding += [0] * (len(shape) - len(padding))
     if len(padding) != len(shape) or any(p < 0 for p in padding):
-        raise MetadataError(f"{source}: 'padding' {padding_raw!r} does not fit shape {shape}")
+        raise MetadataError(f"{source}: 'padding' {_short(padding_raw)} does not fit shape {shape}")
     # Only split axes carry padding (an unsplit axis has a single block).
     return [
         p if i < len(block_shape) and block_shape[i] is not None else 0
@@ -153,7 +178,7 @@ def _parse_resolution(value: Any, source: object) -> tuple[float, ...] | None:
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(r, (int, float)) and not isinstance(r, bool) for r in value
     ):
-        raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {value!r}")
+        raise MetadataError(f"{source}: 'resolution' must be a list of numbers: {_short(value)}")
     return tuple(float(r) for r in value)
 
 
@@ -181,7 +206,7 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
         _check_files(raw["files"], source)
     axis_order = raw.get("axis_order")
     if axis_order is not None and not isinstance(axis_order, str):
-        raise MetadataError(f"{source}: 'axis_order' must be a string: {axis_order!r}")
+        raise MetadataError(f"{source}: 'axis_order' must be a string: {_short(axis_order)}")
 
     return DatasetMetadata(
         shape=tuple(shape),
@@ -215,34 +240,84 @@ def is_split_dataset(path: Path) -> bool:
     return path.is_dir() and find_metadata_file(path) is not None
 
 
+def _nesting_depth(value: Any) -> int:
+    """How deep lists and dicts nest in ``value`` (iteratively: no recursion on its depth)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in node if isinstance(item, (list, dict)))
+    return deepest
+
+
 def read_metadata_json(path: Path) -> DatasetMetadata:
-    """Read and validate a metadata json file."""
+    """Read and validate a metadata json file.
+
+    A file larger than 16 MiB is refused before parsing, and one whose JSON nests deeper than
+    100 levels when parsing: both are a :class:`MetadataError` naming the file.
+    """
     try:
-        size = path.stat().st_size
-        if size > _MAX_METADATA_BYTES:
-            raise MetadataError(f"{path}: {size} bytes is too large for a metadata file")
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as f:
+            text = f.read(_MAX_METADATA_BYTES + 1)
+    except OSError as exc:
         raise MetadataError(f"{path}: cannot read the metadata json: {exc}") from exc
+    if len(text) > _MAX_METADATA_BYTES:
+        raise MetadataError(
+            f"{path}: larger than {_MAX_METADATA_BYTES >> 20} MiB, too large for a metadata file"
+        )
+    try:
+        raw = json.loads(text.decode("utf-8"))
+    except RecursionError:
+        raise MetadataError(
+            f"{path}: the metadata json nests too deep (at most {_MAX_DEPTH} levels)"
+        ) from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4,300 digits
+        raise MetadataError(f"{path}: cannot read the metadata json: {exc}") from exc
+    depth = _nesting_depth(raw)
+    if depth > _MAX_DEPTH:
+        raise MetadataError(
+            f"{path}: the metadata json nests {depth} levels deep (at most {_MAX_DEPTH})"
+        )
     return parse_metadata(raw, source=path)
 
 
 def _legacy_sequence(group: Any, path: Path, name: str) -> list:
-    """A tuple/list saved by flammkuchen as a group of attributes ``i0 .. iN``."""
+    """A tuple/list saved by flammkuchen as a group of attributes ``i0 .. iN``.
+
+    Sizes are checked before anything is read: a damaged or hostile file may declare an array
+    of any size where a few integers belong.
+    """
     import h5py
 
     node = group.get(name)
     if node is None:
         raise MetadataError(f"{path}: legacy metadata group has no '{name}'")
     if isinstance(node, h5py.Dataset):
+        if node.size > _MAX_LEGACY_ENTRIES or node.ndim > 1:
+            raise MetadataError(
+                f"{path}: legacy '{name}' holds an array of shape {node.shape}, not a short list "
+                "of integers"
+            )
         values = node[()]
         if not np.issubdtype(np.asarray(values).dtype, np.integer):
-            raise MetadataError(f"{path}: legacy '{name}' is not integer: {values!r}")
+            raise MetadataError(f"{path}: legacy '{name}' is not integer: {_short(values)}")
         return [int(v) for v in np.atleast_1d(values)]
+    if not isinstance(node, h5py.Group):
+        raise MetadataError(f"{path}: legacy '{name}' is neither a dataset nor a group")
     out = []
     i = 0
     while f"i{i}" in node.attrs:
+        if i == _MAX_LEGACY_ENTRIES:
+            raise MetadataError(
+                f"{path}: legacy '{name}' has more than {_MAX_LEGACY_ENTRIES} entries"
+            )
+        shape = node.attrs.get_id(f"i{i}").shape
+        if shape not in ((), None):
+            raise MetadataError(f"{path}: legacy '{name}' entry i{i} is not an integer")
         value = node.attrs[f"i{i}"]  # h5py returns raw values; nothing is unpickled
         if isinstance(value, (bytes, np.bytes_, str)):
             raise MetadataError(f"{path}: legacy '{name}' entry i{i} is not an integer")
@@ -266,16 +341,24 @@ def read_legacy_metadata(path: Path, *, locking: bool | str | None = None) -> Da
     except OSError as exc:
         raise MetadataError(f"{path}: cannot open to read its legacy metadata: {exc}") from exc
     with f:
-        # A hard link only: an external link would open another file, anywhere (a FIFO hangs).
-        linked = isinstance(f.get("stack_metadata", getlink=True), h5py.HardLink)
-        group = f.get("stack_metadata") if linked else None
-        if not isinstance(group, h5py.Group):
-            raise NotASplitDatasetError(
-                f"{path.parent}: no *stack_metadata.json and no legacy /stack_metadata group "
-                f"in {path.name}: not a split dataset"
-            )
-        shape = _legacy_sequence(group, path, "full_size")
-        block_shape = _legacy_sequence(group, path, "block_size")
+        try:
+            # A hard link only: an external link would open another file, anywhere (a FIFO hangs).
+            linked = isinstance(f.get("stack_metadata", getlink=True), h5py.HardLink)
+            group = f.get("stack_metadata") if linked else None
+            if not isinstance(group, h5py.Group):
+                raise NotASplitDatasetError(
+                    f"{path.parent}: no *stack_metadata.json and no legacy /stack_metadata "
+                    f"group in {path.name}: not a split dataset"
+                )
+            shape = _legacy_sequence(group, path, "full_size")
+            block_shape = _legacy_sequence(group, path, "block_size")
+        except SplitDatasetError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            # What h5py raises for a damaged file.
+            raise MetadataError(
+                f"{path}: cannot read its legacy metadata: {type(exc).__name__}: {exc}"
+            ) from exc
     return parse_metadata({"shape_full": shape, "shape_block": block_shape}, source=path)
 
 

@@ -2,10 +2,11 @@
 
 A folder opens as one lazy image layer: the dataset's dask array (one chunk per block file), with
 ``scale``, ``axis_labels`` and ``units`` from the physical metadata and contrast limits estimated
-from a few planes spread over the data (never by reading everything). Afterwards napari reads
-the blocks holding the planes it displays (it computes dask arrays unfused, chunk by chunk, and
-caches the chunks). A single ``.h5``/``.hdf5`` file (one block) opens through
-h5py, which never unpickles anything stored in the file.
+from a few planes spread over the data, of each at most 8 MiB (never by reading
+everything, whatever shape the files declare). Afterwards napari reads the blocks holding the
+planes it displays (it computes dask arrays unfused, chunk by chunk, and caches the chunks). A
+single ``.h5``/``.hdf5`` file (one block) opens through h5py, which never unpickles anything
+stored in the file: into memory up to 64 MiB, read on demand beyond.
 
 This module does not import napari: the reader returns plain layer-data tuples.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,69 @@ ReaderFunction = Callable[[Any], list[LayerData]]
 
 # Planes (2-D sections along the last two axes) read to estimate contrast limits.
 _CONTRAST_PLANES = 5
+# At most this many bytes are read from each plane (a 2048 x 2048 uint16 plane whole): of a
+# larger plane, 3 x 3 tiles spread over it, so that the estimate costs a few MB whatever shape
+# the files declare. Contiguous tiles rather than a strided sample: a strided read touches a
+# chunk of the file per element.
+_SAMPLE_BYTES = 8 << 20
+_TILES = 3
+# A single block file up to this size is read into memory; a larger one is read on demand.
+_IN_MEMORY_BYTES = 64 << 20
+
+
+def _tile_starts(length: int, tile: int, count: int) -> list[int]:
+    """Starts of ``count`` windows of ``tile`` centred in equal parts of ``range(length)``."""
+    return sorted(
+        {
+            min(max(0, (2 * i + 1) * length // (2 * count) - tile // 2), length - tile)
+            for i in range(count)
+        }
+    )
+
+
+def _axis_tiles(length: int, tile: int) -> list[slice]:
+    if length <= _TILES * tile:
+        return [slice(None)]
+    return [slice(start, start + tile) for start in _tile_starts(length, tile, _TILES)]
+
+
+def _plane_sample(plane: tuple[int, ...], budget: int) -> list[tuple[slice, ...]]:
+    """Windows of ``plane`` holding at most ``budget`` elements together (``[()]``: all)."""
+    if math.prod(plane) <= budget:
+        return [()]
+    if len(plane) == 1:
+        return [(window,) for window in _axis_tiles(plane[0], budget // _TILES)]
+    rows, cols = plane
+    col_windows = _axis_tiles(cols, math.isqrt(budget // _TILES**2))
+    width = cols if col_windows == [slice(None)] else col_windows[0].stop - col_windows[0].start
+    row_budget = budget // (len(col_windows) * width)
+    row_windows = _axis_tiles(rows, max(1, row_budget // _TILES))
+    return [(r, c) for r in row_windows for c in col_windows]
+
+
+def _spread(count: int, n: int) -> list[int]:
+    """``count`` positions spread evenly over ``range(n)`` (numpy's linspace, rounded half to
+    even), in Python integers whatever ``n``."""
+    if count == 1:
+        return [0]
+    return sorted({round(Fraction(i * (n - 1), count - 1)) for i in range(count)})
+
+
+def _unravel(position: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for n in reversed(shape):
+        position, r = divmod(position, n)
+        out.append(r)
+    return tuple(reversed(out))
 
 
 def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> tuple[float, float]:
     """Minimum and maximum of a few planes of ``data``, spread evenly over the leading axes.
 
     Reads at most ``n_planes`` planes (sections along the last two axes), each with one
-    ``data[index]`` call, whatever the size of ``data``.
+    ``data[index]`` call, whatever the size of ``data``. Of a plane larger than 8 MiB, only
+    3 x 3 windows spread over it are read (one call each), at most 8 MiB together: the estimate
+    costs a few MB whatever shape the files declare.
 
     Parameters
     ----------
@@ -51,24 +109,30 @@ def estimate_contrast_limits(data: Any, *, n_planes: int = _CONTRAST_PLANES) -> 
     (float, float)
         ``(low, high)`` with ``low < high``, as napari requires.
     """
-    shape = tuple(data.shape)
+    shape = tuple(int(n) for n in data.shape)
     if np.dtype(data.dtype) == bool or math.prod(shape) == 0:
         return 0.0, 1.0
-    leading = shape[:-2]
+    leading, plane = shape[:-2], shape[-2:]
     n = math.prod(leading)
-    positions = np.unique(np.linspace(0, n - 1, min(n_planes, n)).round().astype(np.int64))
+    budget = max(1, _SAMPLE_BYTES // np.dtype(data.dtype).itemsize)
+    windows = _plane_sample(plane, budget)
     low, high = math.inf, -math.inf
-    for position in positions:
-        index = tuple(int(i) for i in np.unravel_index(int(position), leading))
-        plane = to_numpy(data[index])
-        if plane.dtype.kind == "c":
-            plane = np.abs(plane)
-        finite = plane[np.isfinite(plane)] if plane.dtype.kind == "f" else plane
-        if finite.size:
-            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    for position in _spread(min(n_planes, n), n):
+        index = _unravel(position, leading)
+        for window in windows:
+            low, high = _update_limits(low, high, to_numpy(data[index + window]))
     if not math.isfinite(low):  # only NaN and infinities
         return 0.0, 1.0
     return (low, high) if high > low else (low, low + 1.0)
+
+
+def _update_limits(low: float, high: float, values: np.ndarray) -> tuple[float, float]:
+    if values.dtype.kind == "c":
+        values = np.abs(values)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if finite.size:
+        return min(low, float(finite.min())), max(high, float(finite.max()))
+    return low, high
 
 
 def _dataset_layer(dataset: Any) -> LayerData:
@@ -102,13 +166,46 @@ def _h5_key(path: Path) -> str | None:
         return None
 
 
+class _BlockFileArray:
+    """The array of one block file, read on demand: ``self[index]`` reads just that selection.
+
+    napari accepts any array with ``shape``, ``dtype``, ``ndim`` and numpy indexing; a file too
+    large for memory (or declaring a shape far larger than what it holds) opens this way.
+    """
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.key, self.shape, self.dtype = path, key, shape, dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        with open_h5(self.path) as f:
+            values = np.asarray(f[self.key][index])
+        return values if values.dtype == self.dtype else values.astype(self.dtype)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[()]
+        return values if dtype is None else values.astype(dtype)
+
+
 def _h5_layer(path: Path, key: str) -> LayerData:
     with open_h5(path) as f:
         dset = f[key]
         dtype = stored_dtype(dset)
-        data = np.asarray(dset[()])
-    if data.dtype != dtype:  # a bool bitfield (read as uint8) or a big-endian array
-        data = data.astype(dtype)
+        shape = tuple(dset.shape)
+        data: Any
+        if math.prod(shape) * dtype.itemsize > _IN_MEMORY_BYTES:
+            data = _BlockFileArray(path, key, shape, dtype)
+        else:
+            data = np.asarray(dset[()])
+            if data.dtype != dtype:  # a bool bitfield (read as uint8) or a big-endian array
+                data = data.astype(dtype)
     kwargs = {
         "name": path.stem,
         "contrast_limits": estimate_contrast_limits(data),
