@@ -24,6 +24,7 @@ import splitds_dask as sd
 from splitds_dask._cli.main import main
 from splitds_dask._storage import blosc as fast
 from splitds_dask._storage.blosc import BloscCodec, ChunkMap, check_chunk
+from splitds_dask._verify import _check_values
 from tests.helpers import chunk_fuzz as cf
 
 RANK = len(cf.SHAPE)
@@ -288,6 +289,9 @@ def test_a_huge_sparse_grid_costs_only_its_stored_chunks(tmp_path: Path) -> None
     assert chunk_map.offsets.nbytes + chunk_map.sizes.nbytes + chunk_map.masks.nbytes < 64
     assert chunk_map.find(5) == 0
     assert chunk_map.find(4) == -1
+    # verify reads the stored chunk alone, not 67 million regions of the grid.
+    with h5py.File(path, "r") as f:
+        assert _check_values(f["stack"], path, (0,)) == []
 
 
 def test_more_chunks_than_the_file_can_hold(dataset: Path, monkeypatch) -> None:

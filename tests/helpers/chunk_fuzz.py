@@ -289,6 +289,8 @@ class Zygote:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 @dataclass
