@@ -51,6 +51,7 @@ from splitds_dask._threads import map_in_pool
 __all__ = [
     "BLOSC_FILTER",
     "CHUNK_MAPS",
+    "BloscCodec",
     "BloscOptions",
     "ChunkError",
     "ChunkIndexError",
@@ -539,9 +540,15 @@ def read_chunks(
     Returns
     -------
     bool
-        Whether the region was read. ``False`` means one of its chunks is not plain Blosc or was
-        never written, or this system has no ``os.preadv`` (Windows); ``out[dest]`` may then
-        hold partial data and must be read through h5py.
+        Whether the region was read. ``False`` means one of its chunks was never written or
+        uses a codec this Blosc lacks, or this system has no ``os.preadv`` (Windows);
+        ``out[dest]`` may then hold partial data and must be read through h5py. Every stored
+        chunk of the region was checked (and decompressed) first.
+
+    Raises
+    ------
+    ChunkError
+        A chunk of the region is inconsistent: nothing may read it.
     """
     target = _native_view(chunk_map.dtype, out)
     if target is None or not _HAVE_PREADV:
