@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 import splitds_dask as sd
 from splitds_dask._errors import BlockError
 from splitds_dask._storage.block_file import read_block_region, write_block
-from splitds_dask._storage.blosc import BLOSC_FILTER, ChunkMap, read_chunks, write_blosc_chunks
+from splitds_dask._storage.blosc import (
+    BLOSC_FILTER,
+    ChunkError,
+    ChunkMap,
+    read_chunks,
+    write_blosc_chunks,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 DTYPES = ["u1", "i2", "u2", "i4", "u8", "f2", "f4", "f8", "c8"]
@@ -218,33 +224,38 @@ def _read_full(path, dtype, block=(7,)):
     return out
 
 
+def _first_chunk(path):
+    with h5py.File(path, "r") as f:
+        info = f["stack"].id.get_chunk_info(0)
+    return info.byte_offset, info.size
+
+
 @pytest.mark.parametrize(
-    ("at", "data"),
-    [(4, b"\x00\x00\x00\x01"), (0, b"\x00" * 16)],
-    ids=["nbytes", "header"],
+    ("at", "data", "problem"),
+    [
+        (4, b"\x00\x00\x00\x01", "the Blosc header says 16777216 bytes, the chunk holds 2000"),
+        (0, b"\x00" * 16, r"Blosc header version 0 \(Blosc 1 writes \(1, 2\)\)"),
+        # HDF5's filter ignores the compressed size and reads on past the chunk's end.
+        (12, b"\xff\xff\xff\x7f", "the Blosc header says 2147483647 compressed bytes, the index"),
+    ],
+    ids=["nbytes", "header", "cbytes"],
 )
-def test_damaged_chunks_are_errors_naming_the_file(tmp_path, at, data):
+def test_damaged_chunks_are_errors_naming_the_file(tmp_path, at, data, problem):
+    """A header that does not describe its chunk is never decompressed, here or by HDF5."""
     a = _compressible(SHAPE, "u2")
     path = tmp_path / "0007.h5"
     _h5py_write(path, a, **hdf5plugin.Blosc())
     assert _compressed_chunks(path) > 0
+    offset, size = _first_chunk(path)
     _corrupt_first_chunk(path, at, data)
-    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
-    assert not handled  # a header that does not match the chunk is never decompressed here
-    with pytest.raises(BlockError, match=r"0007\.h5") as info:
+    with pytest.raises(ChunkError, match=problem):
+        _fast(path, SELECTIONS[0], a.dtype)
+    with pytest.raises(BlockError, match=problem) as info:
         _read_full(path, a.dtype)
+    assert str(info.value).startswith(
+        f"block (7,) ({path}): 'stack' chunk 0 ({size} bytes at offset {offset}): "
+    )
     assert info.value.block == (7,)
-
-
-def test_a_header_hdf5_tolerates_is_left_to_hdf5(tmp_path):
-    """A wrong compressed size is declined here; HDF5's filter, which ignores it, decides."""
-    a = _compressible(SHAPE, "u2")
-    path = tmp_path / "0007.h5"
-    _h5py_write(path, a, **hdf5plugin.Blosc())
-    _corrupt_first_chunk(path, 12, b"\xff\xff\xff\x7f")
-    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
-    assert not handled
-    _assert_bits_equal(_read_full(path, a.dtype), _hdf5(path, SELECTIONS[0]))
 
 
 @pytest.mark.parametrize(
@@ -399,16 +410,20 @@ def test_chunk_map_cache_is_bounded():
     assert all(cache.get(("f", i)) is None for i in range(5))
 
 
-def test_a_damaged_chunk_in_a_parallel_read_falls_back(tmp_path, monkeypatch):
-    """One pool thread meets a damaged chunk: the whole read goes to HDF5, which reports it."""
+def test_a_damaged_chunk_in_a_parallel_read_is_an_error(tmp_path, monkeypatch):
+    """One pool thread meets a damaged chunk: the whole read fails, naming the chunk."""
     from splitds_dask._storage import blosc as _blosc
 
     monkeypatch.setattr(_blosc, "_PARALLEL_BYTES", 0)
     a = _compressible(SHAPE, "u2")
     path = tmp_path / "0007.h5"
     _h5py_write(path, a, **hdf5plugin.Blosc())
+    offset, size = _first_chunk(path)
     _corrupt_first_chunk(path, 0, b"\x00" * 16)
-    handled, _ = _fast(path, SELECTIONS[0], a.dtype)
-    assert not handled
-    with pytest.raises(BlockError, match=r"0007\.h5"):
+    with pytest.raises(ChunkError, match="Blosc header version 0"):
+        _fast(path, SELECTIONS[0], a.dtype)
+    with pytest.raises(BlockError, match=r"0007\.h5") as info:
         _read_full(path, a.dtype)
+    assert f"'stack' chunk 0 ({size} bytes at offset {offset}): Blosc header version 0" in str(
+        info.value
+    )

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import h5py
 import hdf5plugin
@@ -25,6 +25,7 @@ from splitds_dask._storage.atomic import atomic_file
 from splitds_dask._storage.blosc import (
     CHUNK_MAPS,
     ChunkError,
+    ChunkIndexError,
     ChunkMap,
     file_version,
     read_chunks,
@@ -56,6 +57,8 @@ __all__ = [
     "stored_dtype",
     "write_block",
 ]
+
+_T = TypeVar("_T")
 
 #: The file name suffixes of HDF5 files (lower case).
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -257,7 +260,11 @@ def read_block_region(
         try:
             # Chunk offsets are byte positions in the file holding the array: only ever map an
             # array stored in the block file itself.
-            chunk_map = ChunkMap.of(dset, found) if checked.in_file else None
+            chunk_map = (
+                _checked(ChunkMap.of, path, block, dset.name[1:], dset, found)
+                if checked.in_file
+                else None
+            )
             fd = f.id.get_vfd_handle()
             if chunk_map is not None:
                 # Keyed by the file opened, which may be newer than the one stat()ed above.
@@ -276,16 +283,16 @@ def read_block_region(
 
 
 def _checked(
-    read: Callable[..., bool],
+    read: Callable[..., _T],
     path: str | os.PathLike[str],
     block: tuple[int, ...],
     name: str,
     *args: Any,
-) -> bool:
+) -> _T:
     """``read(*args)``, with a damaged chunk reported as a :class:`BlockError` naming the file."""
     try:
         return read(*args)
-    except ChunkError as exc:
+    except (ChunkError, ChunkIndexError) as exc:
         raise BlockError(f"block {block} ({path}): '{name}' {exc}", path=path, block=block) from exc
 
 

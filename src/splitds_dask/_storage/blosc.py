@@ -17,7 +17,15 @@ does the filter's work itself:
 
 Anything else (other or more filters, byte-swapped or non-native types, unallocated chunks,
 a Blosc build without the chunk's codec) is not handled here: :func:`read_chunks` returns
-``False`` and the caller reads through h5py, which then also reports damaged data.
+``False`` and the caller reads through h5py.
+
+Every chunk of a mapped array is checked before a byte of it is decompressed, and a chunk that
+fails is a :class:`ChunkError`, never handed to h5py: HDF5's Blosc filter trusts the sizes in a
+chunk's header and reads past its end, returning wrong data or crashing the process. The map
+itself refuses an index whose entries lie outside the file, overlap, or carry a filter mask no
+writer sets (:class:`ChunkIndexError` for an index too large for its file); the header of each
+chunk read must describe exactly that chunk, as the dataset's Blosc options made it, with a
+block table pointing inside it, before ``numcodecs`` sees it.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ import os
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import product
+from itertools import pairwise, product
 from typing import Any, NamedTuple
 
 import h5py
@@ -42,17 +51,38 @@ from splitds_dask._threads import map_in_pool
 __all__ = [
     "BLOSC_FILTER",
     "CHUNK_MAPS",
+    "BloscCodec",
     "BloscOptions",
     "ChunkError",
+    "ChunkIndexError",
     "ChunkMap",
+    "check_chunk",
     "blosc_filter_options",
     "read_chunks",
     "write_blosc_chunks",
 ]
 
 # Blosc 1 frame header: version, codec version, flags, typesize, then nbytes, blocksize and
-# cbytes as little-endian int32.
+# cbytes as little-endian int32. Unless the chunk is stored raw (flag 0x2), a table of one int32
+# start offset per block follows it.
 _HEADER = struct.Struct("<BBBBiii")
+_FLAG_SHUFFLE, _FLAG_MEMCPYED, _FLAG_BITSHUFFLE = 0x1, 0x2, 0x4
+# The shuffle flags a chunk carries, by the shuffle setting of the filter options.
+_SHUFFLE_FLAGS = {0: 0, 1: _FLAG_SHUFFLE, 2: _FLAG_BITSHUFFLE}
+# Header versions Blosc 1 writes (1 before its 1.0 release).
+_VERSIONS = (1, 2)
+# The compressor formats of the flags' top 3 bits; the filter options store a compressor code
+# (blosclz, lz4, lz4hc, snappy, zlib, zstd), lz4hc sharing lz4's format.
+_FORMATS = {0: "blosclz", 1: "lz4", 2: "snappy", 3: "zlib", 4: "zstd"}
+_FORMAT_OF_CODE = {0: 0, 1: 1, 2: 1, 3: 2, 4: 3, 5: 4}
+_AVAILABLE = set(blosc.list_compressors())
+# c-blosc never adds more than this to what it compresses.
+_MAX_OVERHEAD = 16
+# No chunk index entry is smaller than this (an 8-byte address at the least): a file of n bytes
+# cannot hold more than n / 8 chunks, whatever its chunk grid declares.
+_MIN_ENTRY_BYTES = 8
+# Chunk numbers are int64; a grid of more cells is refused before anything is allocated.
+_MAX_GRID_CELLS = 1 << 62
 
 # The compressors the fast path handles, by the code the filter options store: numcodecs' Blosc
 # has no snappy.
@@ -61,6 +91,22 @@ _CNAMES = {code: name for code, name in enumerate(BLOSC_COMPRESSORS) if name != 
 
 class _NotHandled(Exception):
     """This chunk or dataset is for h5py's own filter pipeline."""
+
+
+class _Damaged(Exception):
+    """What is wrong with a chunk, before its number and place are attached."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class ChunkIndexError(Exception):
+    """The chunk index of an array cannot describe its file (e.g. more chunks than it holds)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"chunk index: {problem}")
+        self.problem = problem
 
 
 class ChunkError(Exception):
@@ -92,30 +138,106 @@ def _is_blosc_only(dset: h5py.Dataset) -> bool:
     return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == BLOSC_FILTER
 
 
-def _decompress_chunk(raw: memoryview, mask: int, target: np.ndarray) -> None:
-    """Decompress one stored chunk into the C-contiguous ``target`` (exactly one chunk)."""
+class BloscCodec(NamedTuple):
+    """What the dataset's Blosc options say every compressed chunk's header holds."""
+
+    typesize: int  # the header's typesize: the item size, or 1 for items over 255 bytes
+    shuffle_flags: int | None  # the header's shuffle flags; None if the options do not say
+    compressor: int | None  # the header's compressor format; None if the options do not say
+
+
+def _codec(dset: h5py.Dataset) -> BloscCodec:
+    values = dset.id.get_create_plist().get_filter(0)[2]
+    # hdf5-blosc's cd_values: [version, version, typesize, chunk bytes, clevel, shuffle, codec]
+    shuffle = _SHUFFLE_FLAGS.get(int(values[5])) if len(values) > 5 else None
+    compressor = _FORMAT_OF_CODE.get(int(values[6])) if len(values) > 6 else None
+    itemsize = dset.dtype.itemsize
+    return BloscCodec(itemsize if itemsize <= 255 else 1, shuffle, compressor)
+
+
+def check_chunk(raw: bytes | memoryview, *, nbytes: int, codec: BloscCodec) -> None:
+    """Check that ``raw`` is a Blosc 1 chunk of ``nbytes`` bytes that is safe to decompress.
+
+    Everything Blosc reads before it trusts its input is checked: the header's version, flags,
+    sizes and item size, and the table of block starts, which must lie inside ``raw``. Raises
+    :class:`_Damaged` naming the first problem, or :class:`_NotHandled` for a compressor this
+    Blosc build lacks (the chunk is otherwise sound: h5py's filter may read it).
+    """
+    size = len(raw)
+    if size < _HEADER.size:
+        raise _Damaged(f"{size} bytes cannot hold a Blosc header ({_HEADER.size} bytes)")
+    version, _, flags, typesize, header_nbytes, blocksize, cbytes = _HEADER.unpack_from(raw)
+    if version not in _VERSIONS:
+        raise _Damaged(f"Blosc header version {version} (Blosc 1 writes {_VERSIONS})")
+    if cbytes != size:
+        raise _Damaged(f"the Blosc header says {cbytes} compressed bytes, the index {size}")
+    if header_nbytes != nbytes:
+        raise _Damaged(f"the Blosc header says {header_nbytes} bytes, the chunk holds {nbytes}")
+    if typesize != codec.typesize:
+        raise _Damaged(f"Blosc item size {typesize}, the array's is {codec.typesize}")
+    if not 0 < blocksize <= nbytes:
+        raise _Damaged(f"Blosc block size {blocksize} outside 1..{nbytes}")
+    shuffle = flags & (_FLAG_SHUFFLE | _FLAG_BITSHUFFLE)
+    if shuffle == _FLAG_SHUFFLE | _FLAG_BITSHUFFLE or (
+        codec.shuffle_flags is not None and shuffle != codec.shuffle_flags
+    ):
+        raise _Damaged(f"Blosc flags {flags:#04x} name a shuffle the array's options do not")
+    compressor = flags >> 5
+    if compressor not in _FORMATS or (
+        codec.compressor is not None and compressor != codec.compressor
+    ):
+        raise _Damaged(f"Blosc flags {flags:#04x} name a compressor the array's options do not")
+    if flags & _FLAG_MEMCPYED:
+        if cbytes != nbytes + _MAX_OVERHEAD:
+            raise _Damaged(f"a raw Blosc chunk of {nbytes} bytes stored in {cbytes}")
+        return
+    if cbytes > nbytes + _MAX_OVERHEAD:
+        raise _Damaged(f"{cbytes} compressed bytes for {nbytes} (Blosc adds at most 16)")
+    if _FORMATS[compressor] not in _AVAILABLE:
+        raise _NotHandled
+    nblocks = -(-nbytes // blocksize)
+    table_end = _HEADER.size + 4 * nblocks
+    if table_end > cbytes:
+        raise _Damaged(f"{nblocks} Blosc block starts do not fit in {cbytes} bytes")
+    starts = np.frombuffer(raw, "<i4", count=nblocks, offset=_HEADER.size)
+    if starts.min() < table_end or starts.max() > cbytes - 4:
+        raise _Damaged(f"a Blosc block starts outside {table_end}..{cbytes - 4}")
+    if nblocks > 1 and len(np.unique(starts)) != nblocks:
+        raise _Damaged("two Blosc blocks start at the same byte")
+
+
+def _decompress_chunk(raw: memoryview, mask: int, target: np.ndarray, codec: BloscCodec) -> None:
+    """Decompress one stored chunk into the C-contiguous ``target`` (exactly one chunk).
+
+    The index entry was checked when the map was made: a chunk with the filter skipped holds
+    exactly ``target.nbytes`` bytes.
+    """
     if mask & 1:  # Blosc skipped (an optional filter that could not shrink the chunk)
-        if len(raw) != target.nbytes:
-            raise _NotHandled
         target.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
         return
-    if len(raw) < _HEADER.size:
-        raise _NotHandled
-    _, _, _, _, nbytes, _, cbytes = _HEADER.unpack_from(raw)
-    if nbytes != target.nbytes or cbytes != len(raw):
-        raise _NotHandled  # damaged or foreign: let HDF5 judge it
+    check_chunk(raw, nbytes=target.nbytes, codec=codec)
     try:
         blosc.decompress(raw, target)
-    except RuntimeError:  # a codec this Blosc build lacks, or damaged data
-        raise _NotHandled from None
+    except (RuntimeError, ValueError) as exc:
+        raise _Damaged(f"does not decompress ({exc})") from None
+
+
+class _Entry(NamedTuple):
+    """One chunk as the index lists it."""
+
+    number: int
+    offset: int
+    size: int
+    mask: int
 
 
 @dataclass(frozen=True)
 class ChunkMap:
     """Where the Blosc chunks of one block file's array lie: all a read needs from HDF5.
 
-    ``offsets``, ``sizes`` and ``masks`` are indexed by chunk number (C order over the chunk
-    grid); an offset of -1 is a chunk never written.
+    ``offsets``, ``sizes`` and ``masks`` describe the stored chunks; ``numbers`` holds their
+    chunk numbers (C order over the chunk grid), ascending, or is None when every chunk is
+    stored and the arrays are indexed by chunk number.
     """
 
     name: str
@@ -126,48 +248,142 @@ class ChunkMap:
     offsets: np.ndarray
     sizes: np.ndarray
     masks: np.ndarray
+    numbers: np.ndarray | None = None
+    codec: BloscCodec | None = None
 
     @classmethod
     def of(cls, dset: h5py.Dataset, values: np.dtype) -> ChunkMap | None:
-        """The map of a chunked, Blosc-only array of native byte order, else None."""
+        """The map of a chunked, Blosc-only array of native byte order, else None.
+
+        Raises
+        ------
+        ChunkIndexError
+            The index lists more chunks than the file could hold.
+        ChunkError
+            An entry lies outside the array or the file, overlaps another, or is inconsistent
+            with its filter mask.
+        """
         if not _is_blosc_only(dset) or dset.dtype.newbyteorder("=") != dset.dtype:
+            return None
+        if dset.file.userblock_size:  # chunk addresses would count from the user block's end
             return None
         chunk_shape = tuple(dset.chunks)
         grid = tuple(-(-n // c) for n, c in zip(dset.shape, chunk_shape, strict=True))
-        offsets = np.full(grid, -1, dtype=np.int64)
-        sizes = np.zeros(grid, dtype=np.int64)
-        masks = np.zeros(grid, dtype=np.uint32)
+        cells = math.prod(grid)
+        if cells > _MAX_GRID_CELLS:
+            raise ChunkIndexError(f"a grid of {cells} chunks is more than this reader handles")
+        file_size = _file_size(dset)
+        dsid = dset.id
+        count = dsid.get_num_chunks()
+        if count * _MIN_ENTRY_BYTES > file_size:
+            raise ChunkIndexError(f"{count} chunks listed in a file of {file_size} bytes")
+        strides = _grid_strides(grid)
+        entries: list[_Entry] = []
+        outside: list[_Entry] = []
 
         def visit(info: Any) -> None:
-            k = tuple(o // c for o, c in zip(info.chunk_offset, chunk_shape, strict=True))
-            offsets[k], sizes[k], masks[k] = info.byte_offset, info.size, info.filter_mask
+            where = tuple(info.chunk_offset)
+            number = sum(o // c * s for o, c, s in zip(where, chunk_shape, strides, strict=True))
+            entry = _Entry(number, int(info.byte_offset), int(info.size), int(info.filter_mask))
+            entries.append(entry)
+            if any(
+                o % c or not 0 <= o < n
+                for o, c, n in zip(where, chunk_shape, dset.shape, strict=True)
+            ):
+                outside.append(entry)
 
-        dsid = dset.id
         if hasattr(dsid, "chunk_iter"):  # one walk of the chunk index (HDF5 >= 1.12.3)
             dsid.chunk_iter(visit)
         else:
-            for i in range(dsid.get_num_chunks()):
+            for i in range(count):
                 visit(dsid.get_chunk_info(i))
+        if outside:
+            raise _error(outside[0], "lies outside the array's chunk grid")
+        entries.sort()
+        chunk_bytes = math.prod(chunk_shape) * dset.dtype.itemsize
+        _check_entries(entries, file_size, chunk_bytes)
+        numbers = np.array([e.number for e in entries], np.int64)
+        dense = len(entries) == cells  # no duplicates (checked): every chunk, in number order
         return cls(
             dset.name.lstrip("/"),
             tuple(dset.shape),
             dset.dtype,
             np.dtype(values),
             chunk_shape,
-            offsets.reshape(-1),
-            sizes.reshape(-1),
-            masks.reshape(-1),
+            np.array([e.offset for e in entries], np.int64),
+            np.array([e.size for e in entries], np.int64),
+            np.array([e.mask for e in entries], np.uint32),
+            None if dense else numbers,
+            _codec(dset),
         )
 
     @property
     def n_chunks(self) -> int:
+        """The number of stored chunks."""
         return len(self.offsets)
 
     @property
     def strides(self) -> tuple[int, ...]:
         """Chunk-number step of one chunk along each axis (C order)."""
-        grid = [-(-n // c) for n, c in zip(self.shape, self.chunk_shape, strict=True)]
-        return tuple(math.prod(grid[axis + 1 :]) for axis in range(len(grid)))
+        return _grid_strides(
+            [-(-n // c) for n, c in zip(self.shape, self.chunk_shape, strict=True)]
+        )
+
+    def find(self, number: int) -> int:
+        """Where chunk ``number`` is in ``offsets``, ``sizes`` and ``masks``; -1 if not stored."""
+        if self.numbers is None:
+            return number
+        i = int(np.searchsorted(self.numbers, number))
+        return i if i < len(self.numbers) and self.numbers[i] == number else -1
+
+
+def _grid_strides(grid: Sequence[int]) -> tuple[int, ...]:
+    return tuple(math.prod(grid[axis + 1 :]) for axis in range(len(grid)))
+
+
+def _file_size(dset: h5py.Dataset) -> int:
+    try:
+        return os.fstat(dset.file.id.get_vfd_handle()).st_size
+    except (OSError, TypeError, ValueError):  # a driver without a file descriptor
+        return int(dset.file.id.get_filesize())
+
+
+def _error(entry: _Entry, problem: str) -> ChunkError:
+    return ChunkError(number=entry.number, offset=entry.offset, size=entry.size, problem=problem)
+
+
+def _check_entries(entries: list[_Entry], file_size: int, chunk_bytes: int) -> None:
+    """Raise a :class:`ChunkError` for the first index entry no sound file holds.
+
+    ``entries`` are sorted by chunk number. Each must lie inside the file, after its 8-byte
+    signature, and apart from every other; its mask must be 0 (Blosc applied: room for at least
+    a header and at most what Blosc ever makes of ``chunk_bytes``) or 1 (Blosc skipped: exactly
+    the chunk's bytes).
+    """
+    for previous, entry in pairwise(entries):
+        if previous.number == entry.number:
+            raise _error(entry, f"is listed twice (also at offset {previous.offset})")
+    for entry in entries:
+        offset, size, mask = entry.offset, entry.size, entry.mask
+        if size <= 0:
+            raise _error(entry, "is empty")
+        if offset < 8 or size > file_size - offset:
+            raise _error(entry, f"lies outside the file ({file_size} bytes)")
+        if mask == 1:
+            if size != chunk_bytes:
+                raise _error(entry, f"stored without Blosc but not in {chunk_bytes} bytes")
+        elif mask != 0:
+            raise _error(entry, f"filter mask {mask:#x} (only the Blosc filter's bit may be set)")
+        elif not _HEADER.size <= size <= chunk_bytes + _MAX_OVERHEAD:
+            raise _error(
+                entry,
+                f"Blosc makes {_HEADER.size}..{chunk_bytes + _MAX_OVERHEAD} bytes of a "
+                f"{chunk_bytes}-byte chunk",
+            )
+    by_offset = sorted(entries, key=lambda e: e.offset)
+    for previous, entry in pairwise(by_offset):
+        if entry.offset < previous.offset + previous.size:
+            raise _error(entry, f"overlaps chunk {previous.number}")
 
 
 class _ChunkMapCache:
@@ -276,14 +492,22 @@ _buffers = threading.local()
 _HAVE_PREADV = hasattr(os, "preadv")
 
 
-def _read_run(fd: int, start: int, length: int) -> memoryview:
-    """``length`` bytes of the file at ``start``, in this thread's reused buffer."""
+def _read_run(fd: int, run: list[StoredChunk]) -> memoryview:
+    """The bytes of ``run``'s chunks, in this thread's reused buffer."""
+    start = run[0].offset
+    length = run[-1].offset + run[-1].size - start
     buffer = getattr(_buffers, "buffer", None)
     if buffer is None or len(buffer) < length:
         buffer = _buffers.buffer = bytearray(max(length, _MAX_RUN))
     view = memoryview(buffer)[:length]
     if os.preadv(fd, [view], start) != length:
-        raise _NotHandled  # the file is shorter than its chunk index says
+        chunk = run[-1]
+        raise ChunkError(
+            number=chunk.number,
+            offset=chunk.offset,
+            size=chunk.size,
+            problem="the file ends before the chunk does",
+        )
     return view
 
 
@@ -316,9 +540,15 @@ def read_chunks(
     Returns
     -------
     bool
-        Whether the region was read. ``False`` means one of its chunks is not plain Blosc or was
-        never written, or this system has no ``os.preadv`` (Windows); ``out[dest]`` may then
-        hold partial data and must be read through h5py.
+        Whether the region was read. ``False`` means one of its chunks was never written or
+        uses a codec this Blosc lacks, or this system has no ``os.preadv`` (Windows);
+        ``out[dest]`` may then hold partial data and must be read through h5py. Every stored
+        chunk of the region was checked (and decompressed) first.
+
+    Raises
+    ------
+    ChunkError
+        A chunk of the region is inconsistent: nothing may read it.
     """
     target = _native_view(chunk_map.dtype, out)
     if target is None or not _HAVE_PREADV:
@@ -326,24 +556,36 @@ def read_chunks(
     chunk_shape = chunk_map.chunk_shape
     strides = chunk_map.strides
     stored = []
+    complete = True
     plan = _plan(source, dest, chunk_shape)
     for i, part in enumerate(plan):
         number = sum(a.chunk * stride for a, stride in zip(part.axes, strides, strict=True))
-        offset = int(chunk_map.offsets[number])
-        if offset < 0:
-            return False  # never written: HDF5 supplies the fill value
+        index = chunk_map.find(number)
+        if index < 0:
+            # Never written: HDF5 supplies the fill value. The stored chunks are still read
+            # here, so that h5py never meets one that is damaged.
+            complete = False
+            continue
         stored.append(
             StoredChunk(
-                offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i, number
+                int(chunk_map.offsets[index]),
+                int(chunk_map.sizes[index]),
+                int(chunk_map.masks[index]),
+                i,
+                number,
             )
         )
+    if not stored:
+        return complete
+    codec = chunk_map.codec or BloscCodec(chunk_map.dtype.itemsize, None, None)
     groups = _groups(stored)
     if len(groups) == 1:
-        return _read_group(fd, groups[0], plan, target, chunk_shape)
+        return _read_group(fd, groups[0], plan, target, chunk_shape, codec) and complete
     n = len(groups)
-    return all(
-        map_in_pool(_read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n)
+    done = map_in_pool(
+        _read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n, [codec] * n
     )
+    return all(done) and complete
 
 
 # A read of at least this many compressed bytes, made by the main thread, is shared among the
@@ -374,27 +616,38 @@ def _read_group(
     plan: list[_Part],
     target: np.ndarray,
     chunk_shape: tuple[int, ...],
+    codec: BloscCodec,
 ) -> bool:
-    """Read and decompress the chunks of ``stored`` into their regions of ``target``."""
+    """Read and decompress the chunks of ``stored`` into their regions of ``target``.
+
+    Returns whether all were; every one is checked, so that h5py, reading what was not, never
+    meets a damaged chunk.
+    """
     scratch: np.ndarray | None = None
-    try:
-        for run in _runs(stored):
-            start = run[0].offset
-            data = _read_run(fd, start, run[-1].offset + run[-1].size - start)
-            for offset, size, mask, i, _ in run:
-                raw = data[offset - start : offset - start + size]
-                _, region, local = plan[i]
-                view = target[region]
+    complete = True
+    for run in _runs(stored):
+        data = _read_run(fd, run)
+        start = run[0].offset
+        for chunk in run:
+            raw = data[chunk.offset - start : chunk.offset - start + chunk.size]
+            _, region, local = plan[chunk.part]
+            view = target[region]
+            try:
                 if local is None and view.flags.c_contiguous:
-                    _decompress_chunk(raw, mask, view)
+                    _decompress_chunk(raw, chunk.filter_mask, view, codec)
                     continue
                 if scratch is None:
                     scratch = np.empty(chunk_shape, dtype=target.dtype)
-                _decompress_chunk(raw, mask, scratch)
-                view[...] = scratch if local is None else scratch[local]
-    except _NotHandled:
-        return False
-    return True
+                _decompress_chunk(raw, chunk.filter_mask, scratch, codec)
+            except _NotHandled:
+                complete = False
+                continue
+            except _Damaged as exc:
+                raise ChunkError(
+                    number=chunk.number, offset=chunk.offset, size=chunk.size, problem=exc.problem
+                ) from None
+            view[...] = scratch if local is None else scratch[local]
+    return complete
 
 
 class BloscOptions(NamedTuple):
