@@ -36,6 +36,13 @@ import numpy as np
 from numcodecs import blosc
 
 from splitds_dask._format.geometry import split_slice
+from splitds_dask._storage.checksums import (
+    Checksums,
+    checksum,
+    expected_checksums,
+    mismatch,
+    verifying,
+)
 from splitds_dask._storage.filters import BLOSC_COMPRESSORS, BLOSC_FILTER
 from splitds_dask._threads import map_in_pool
 
@@ -115,7 +122,8 @@ class ChunkMap:
     """Where the Blosc chunks of one block file's array lie: all a read needs from HDF5.
 
     ``offsets``, ``sizes`` and ``masks`` are indexed by chunk number (C order over the chunk
-    grid); an offset of -1 is a chunk never written.
+    grid); an offset of -1 is a chunk never written. ``checksums`` are the chunks' recorded
+    CRC32C (see :mod:`splitds_dask._storage.checksums`), None for a block without any.
     """
 
     name: str
@@ -126,6 +134,7 @@ class ChunkMap:
     offsets: np.ndarray
     sizes: np.ndarray
     masks: np.ndarray
+    checksums: Checksums | None = None
 
     @classmethod
     def of(cls, dset: h5py.Dataset, values: np.dtype) -> ChunkMap | None:
@@ -157,6 +166,7 @@ class ChunkMap:
             offsets.reshape(-1),
             sizes.reshape(-1),
             masks.reshape(-1),
+            expected_checksums(dset),
         )
 
     @property
@@ -337,12 +347,15 @@ def read_chunks(
                 offset, int(chunk_map.sizes[number]), int(chunk_map.masks[number]), i, number
             )
         )
+    sums = chunk_map.checksums if chunk_map.checksums is not None and verifying() else None
     groups = _groups(stored)
     if len(groups) == 1:
-        return _read_group(fd, groups[0], plan, target, chunk_shape)
+        return _read_group(fd, groups[0], plan, target, chunk_shape, sums)
     n = len(groups)
     return all(
-        map_in_pool(_read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n)
+        map_in_pool(
+            _read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n, [sums] * n
+        )
     )
 
 
@@ -374,15 +387,22 @@ def _read_group(
     plan: list[_Part],
     target: np.ndarray,
     chunk_shape: tuple[int, ...],
+    sums: Checksums | None = None,
 ) -> bool:
-    """Read and decompress the chunks of ``stored`` into their regions of ``target``."""
+    """Read and decompress the chunks of ``stored`` into their regions of ``target``.
+
+    With ``sums``, each chunk's bytes are checked against its CRC32C before decompressing.
+    """
     scratch: np.ndarray | None = None
     try:
         for run in _runs(stored):
             start = run[0].offset
             data = _read_run(fd, start, run[-1].offset + run[-1].size - start)
-            for offset, size, mask, i, _ in run:
+            for chunk in run:
+                offset, size, mask, i, _ = chunk
                 raw = data[offset - start : offset - start + size]
+                if sums is not None:
+                    _check_checksum(sums, chunk, raw)
                 _, region, local = plan[i]
                 view = target[region]
                 if local is None and view.flags.c_contiguous:
@@ -395,6 +415,15 @@ def _read_group(
     except _NotHandled:
         return False
     return True
+
+
+def _check_checksum(sums: Checksums, chunk: StoredChunk, raw: memoryview) -> None:
+    """Raise :class:`ChunkError` if ``raw``, the stored bytes of ``chunk``, fail their CRC32C."""
+    problem = mismatch(
+        sums, number=chunk.number, offset=chunk.offset, size=chunk.size, found=checksum(raw)
+    )
+    if problem is not None:
+        raise ChunkError(number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem)
 
 
 class BloscOptions(NamedTuple):
@@ -416,8 +445,12 @@ def blosc_filter_options(dset: h5py.Dataset) -> BloscOptions | None:
     return BloscOptions(_CNAMES[values[6]], int(values[4]), int(values[5]))
 
 
-def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
+def write_blosc_chunks(
+    dset: h5py.Dataset, data: np.ndarray, *, checksums: list[int] | None = None
+) -> bool:
     """Write all of ``data`` into the Blosc dataset ``dset`` chunk by chunk, compressing here.
+
+    ``checksums``, if given, receives the CRC32C of each stored chunk, in C order of the grid.
 
     Returns
     -------
@@ -439,10 +472,10 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
             padded[...] = 0
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        dsid.write_direct_chunk(
-            origin,
-            blosc.compress(
-                np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
-            ),
+        stored = blosc.compress(
+            np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
         )
+        dsid.write_direct_chunk(origin, stored)
+        if checksums is not None:
+            checksums.append(checksum(stored))
     return True
