@@ -8,8 +8,10 @@ once to warm the page cache, then each workload is timed round-robin with
 * ``getitem``: ``ds[...]``, the whole array through the Blosc fast path (pool threads);
 * ``dask max``: ``ds.to_dask().max().compute()`` with the threaded scheduler.
 
-Reported per workload: the median time of ``--repeat`` runs, the throughput in MB/s of
-decompressed data, and the ratio verify / ignore (the cost of checking is ratio - 1).
+Reported per workload: the median wall time of ``--repeat`` runs, the throughput in MB/s of
+decompressed data, and the ratio verify / ignore (the cost of checking is ratio - 1); also the
+median CPU time of this process (all its threads), which other programs loading the machine
+disturb far less than the wall time.
 
 Run from the repository root::
 
@@ -25,6 +27,8 @@ import math
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dask
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _data import warm_page_cache
 from _machine import describe, format_machine
-from _timing import measure_interleaved
+from _timing import Stat, stat_of
 
 import splitds_dask as sd
 
@@ -49,6 +53,25 @@ def _movie(frames: int, frame_shape: tuple[int, ...], seed: int = 0) -> np.ndarr
     for i in range(frames):
         out[i] = pool[i % len(pool)] + np.uint16(round(1.5 + 1.5 * math.sin(i / 15.0)))
     return out
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], None]], repeat: int
+) -> tuple[dict[str, Stat], dict[str, Stat]]:
+    """Wall and CPU seconds of each call, round-robin after one untimed warm-up round."""
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeat + 1):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            if round_:
+                wall[name].append(time.perf_counter() - w0)
+                cpu[name].append(time.process_time() - c0)
+    return (
+        {name: stat_of(v) for name, v in wall.items()},
+        {name: stat_of(v) for name, v in cpu.items()},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         fn()
 
                 fns[f"{name} / {mode}"] = run
-        stats = measure_interleaved(fns, args.repeat)
+        stats, cpu = _interleaved(fns, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -102,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for name in workloads:
         verify, ignore = stats[f"{name} / verify"], stats[f"{name} / ignore"]
+        cpu_verify, cpu_ignore = cpu[f"{name} / verify"], cpu[f"{name} / ignore"]
         ratio = verify.median / ignore.median
+        cpu_ratio = cpu_verify.median / cpu_ignore.median
         report[name] = {
             "verify": verify.as_json(),
             "ignore": ignore.as_json(),
+            "cpu verify": cpu_verify.as_json(),
+            "cpu ignore": cpu_ignore.as_json(),
             "ratio": ratio,
+            "cpu ratio": cpu_ratio,
             "MB/s verify": nbytes / 1e6 / verify.median,
             "MB/s ignore": nbytes / 1e6 / ignore.median,
         }
@@ -114,11 +142,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:>9}: verify {verify.median:.3f} s ({nbytes / 1e6 / verify.median:,.0f} MB/s,"
             f" {verify.low:.3f}-{verify.high:.3f}), ignore {ignore.median:.3f} s "
             f"({nbytes / 1e6 / ignore.median:,.0f} MB/s, {ignore.low:.3f}-{ignore.high:.3f}); "
-            f"ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)"
+            f"ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f}%); CPU {cpu_verify.median:.3f} s vs "
+            f"{cpu_ignore.median:.3f} s, ratio {cpu_ratio:.3f} ({(cpu_ratio - 1) * 100:+.1f}%)"
         )
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in _loadavg())}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _loadavg() -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ()
 
 
 if __name__ == "__main__":

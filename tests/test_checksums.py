@@ -284,10 +284,20 @@ def test_blocks_without_checksums_read_as_before(tmp_path):
     assert sd.verify(root) == []
 
 
-def test_a_damaged_attribute_is_a_block_error(tmp_path):
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.zeros(7, np.uint32),  # the block has 2 chunks
+        np.zeros((2, 1), np.uint32),
+        np.zeros(2, np.float64),
+        np.bytes_(b"not a checksum"),
+    ],
+    ids=["length", "shape", "float", "string"],
+)
+def test_a_damaged_attribute_is_a_block_error(tmp_path, value):
     root, _ = _dataset(tmp_path, "blosc")
     with h5py.File(root / "0000.h5", "r+") as f:
-        f["stack_3D"].attrs[ATTRIBUTE] = np.zeros(7, np.uint32)  # the block has 2 chunks
+        f["stack_3D"].attrs[ATTRIBUTE] = value
     with pytest.raises(sd.BlockError, match=r"0000\.h5.*attribute is damaged"):
         sd.SplitDataset(root)[0]
     assert [p.kind for p in sd.verify(root)] == ["checksum", "checksum"]
