@@ -11,9 +11,7 @@ once to warm the page cache, then each workload is timed round-robin with
 Reported per workload: the median wall time of ``--repeat`` runs, the throughput in MB/s of
 decompressed data, and the ratio verify / ignore (the cost of checking is ratio - 1); also the
 median CPU time of this process (all its threads), which other programs loading the machine
-disturb less than the wall time; and, measured apart on one more ``getitem`` run, the seconds
-spent inside the CRC32C itself (summed over the threads) against the median ``ignore`` time: the
-figure least disturbed by a busy machine.
+disturb less than the wall time.
 
 Run from the repository root::
 
@@ -29,7 +27,6 @@ import math
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
                 fns[f"{name} / {mode}"] = run
         stats, cpu = _interleaved(fns, args.repeat)
-        crc_seconds, crc_bytes = _time_in_checksums(getitem)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -149,44 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f}%); CPU {cpu_verify.median:.3f} s vs "
             f"{cpu_ignore.median:.3f} s, ratio {cpu_ratio:.3f} ({(cpu_ratio - 1) * 100:+.1f}%)"
         )
-    getitem_ignore = stats["getitem / ignore"].median
-    report["crc"] = {"seconds": crc_seconds, "bytes": crc_bytes}
-    print(
-        f"inside CRC32C in one getitem: {crc_seconds * 1e3:.1f} ms over {crc_bytes / 1e6:.0f} MB "
-        f"({crc_bytes / 1e9 / crc_seconds:.1f} GB/s), {crc_seconds / getitem_ignore * 100:.1f}% "
-        f"of the median getitem with checks off ({crc_seconds / 2 / getitem_ignore * 100:.1f}% "
-        "if shared evenly by 2 threads)"
-    )
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in _loadavg())}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
-
-
-def _time_in_checksums(fn: Callable[[], None]) -> tuple[float, int]:
-    """Seconds spent in the fast path's CRC32C during ``fn()``, summed over threads, and bytes."""
-    from splitds_dask._storage import blosc
-
-    real = blosc.checksum
-    spent = [0.0, 0]
-    lock = threading.Lock()
-
-    def timed(data, value=0):
-        t0 = time.perf_counter()
-        try:
-            return real(data, value)
-        finally:
-            elapsed = time.perf_counter() - t0
-            with lock:  # the pool's threads sum chunks at once
-                spent[0] += elapsed
-                spent[1] += len(data)
-
-    blosc.checksum = timed
-    try:
-        fn()
-    finally:
-        blosc.checksum = real
-    return spent[0], int(spent[1])
 
 
 def _loadavg() -> tuple[float, ...]:
