@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 import splitds_dask as sd
+from splitds_dask._cli.main import main
 from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
 from tests.helpers.oldpkg import run_old_checked
 
@@ -84,6 +86,9 @@ def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
         data = _array(dtype, shape, seed=i)
         root = tmp_path / f"case{i}"
         ds = sd.to_split_dataset(data, root, block_shape, compression=codec)
+        for block in root.glob("*.h5"):  # what the old package reads carries our checksums
+            with h5py.File(block, "r") as f:
+                assert "splitds_crc32c" in f[ds.data_key].attrs
         np.save(tmp_path / f"case{i}.npy", data)
         cases.append(
             {"root": str(root), "expected": str(tmp_path / f"case{i}.npy"), "key": ds.data_key}
@@ -161,3 +166,38 @@ def test_we_read_what_the_old_package_writes(tmp_path: Path) -> None:
     ds = sd.SplitDataset(tmp_path / "empty")
     assert ds.data_key == "stack"
     np.testing.assert_array_equal(np.asarray(ds), np.load(tmp_path / "empty.npy"))
+
+
+_OLD_READS = r"""
+import json, sys
+import numpy as np
+from split_dataset import SplitDataset
+
+same = {}
+for root, expected in json.loads(sys.argv[1]).items():
+    ds = SplitDataset(root)
+    whole = ds[tuple(slice(0, n) for n in ds.shape)]
+    same[root] = bool(np.array_equal(whole, np.load(expected)))
+print(json.dumps(same))
+"""
+
+
+@pytest.mark.subprocess
+def test_sealed_datasets_of_the_old_package_read_everywhere(tmp_path: Path) -> None:
+    """Sealing leaves the old package's files as they were: it reads them, and so do we."""
+    run_old_checked(_OLD_WRITES, tmp_path, json.dumps(OLD_CASES))
+    roots = {}
+    for i in range(len(OLD_CASES)):
+        root = tmp_path / f"old{i}"
+        before = {p.name: p.read_bytes() for p in root.iterdir()}
+        assert main(["seal", str(root)]) == 0
+        assert (root / "splitds-checksums.json").is_file()
+        after = {
+            p.name: p.read_bytes() for p in root.iterdir() if p.name != "splitds-checksums.json"
+        }
+        assert after == before
+        assert sd.verify(root) == []
+        np.testing.assert_array_equal(sd.SplitDataset(root)[...], np.load(tmp_path / f"old{i}.npy"))
+        roots[str(root)] = str(tmp_path / f"old{i}.npy")
+    out = json.loads(run_old_checked(_OLD_READS, json.dumps(roots)).stdout)
+    assert out == dict.fromkeys(roots, True)

@@ -44,7 +44,11 @@ def _kinds(problems: list[sd.Problem]) -> list[tuple[str, str]]:
 def test_a_sound_dataset_has_no_problem(dataset: Path, capsys) -> None:
     assert sd.verify(dataset) == []
     assert main(["verify", str(dataset)]) == 0
-    assert capsys.readouterr().out.strip() == f"{dataset}: ok"
+    # Three blocks of one chunk each, all written with checksums.
+    assert capsys.readouterr().out.splitlines() == [
+        f"{dataset}: checksums: 3 chunk(s) checked in 3 block(s); 0 block(s) without checksums",
+        f"{dataset}: ok",
+    ]
 
 
 def test_truncated_block(dataset: Path, capsys) -> None:
@@ -70,7 +74,8 @@ def test_corrupted_compressed_chunk(dataset: Path) -> None:
     raw[offset : offset + 16] = b"\xff" * 16  # the Blosc header: sizes no longer make sense
     block.write_bytes(bytes(raw))
     problems = sd.verify(dataset)
-    assert _kinds(problems) == [("data", "0002.h5")]
+    # The stored bytes fail their checksum, and they no longer decompress.
+    assert _kinds(problems) == [("checksum", "0002.h5"), ("data", "0002.h5")]
     assert sd.verify(dataset, read_data=False) == []
     with pytest.raises(sd.BlockError, match=r"block \(2, 0, 0\).*0002\.h5"):
         sd.SplitDataset(dataset)[9]

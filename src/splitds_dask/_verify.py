@@ -2,8 +2,10 @@
 
 Every block file is opened and checked: present, an HDF5 file, holding the data key, with the
 shape and dtype the geometry needs, its compression filters available, and (unless
-``read_data=False``) every chunk decompressing. Problems are collected, not raised, so that one
-run lists everything wrong with a dataset.
+``read_data=False``) every chunk matching its recorded CRC32C (the block's own checksums or the
+folder's seal, see :mod:`splitds_dask._storage.checksums`; checked whatever the
+``splitds.checksums`` setting) and decompressing. Problems are collected, not raised, so that
+one run lists everything wrong with a dataset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from splitds_dask._errors import BlockError, SplitDatasetError
 from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
 from splitds_dask._storage.blosc import ChunkError, ChunkIndexError, ChunkMap, read_chunks
+from splitds_dask._storage.checksums import check_all
 from splitds_dask._storage.containment import OutsideFolderError, check_block_file
 from splitds_dask._storage.filters import missing_filters
 
@@ -46,8 +49,9 @@ class Problem:
     kind : str
         ``"dataset"`` (cannot be opened), ``"incomplete"`` (the files hold less than the
         metadata declares), ``"missing"``, ``"unreadable"``, ``"data-key"``, ``"shape"``,
-        ``"dtype"``, ``"filter"``, ``"data"`` (a chunk does not decompress) or ``"outside"``
-        (the block reads data outside the folder, see ``allow_external``).
+        ``"dtype"``, ``"filter"``, ``"checksum"`` (a chunk's bytes differ from its recorded
+        CRC32C), ``"data"`` (a chunk does not decompress) or ``"outside"`` (the block reads
+        data outside the folder, see ``allow_external``).
     message : str
         What is wrong, naming the file.
     block : tuple of int or None
@@ -61,6 +65,36 @@ class Problem:
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass
+class _Tally:
+    """How much the checksums covered."""
+
+    chunks: int = 0  # chunks whose checksum was checked
+    blocks: int = 0  # block files with checksums
+    without: int = 0  # block files without checksums
+
+
+def _check_checksums(
+    dset: h5py.Dataset, path: Path, block: tuple[int, ...], tally: _Tally
+) -> list[Problem]:
+    checksums, count, bad = check_all(dset)
+    if checksums is None:
+        tally.without += 1
+        return []
+    tally.blocks += 1
+    tally.chunks += count
+    return [
+        Problem(
+            path,
+            "checksum",
+            f"{path}: block {block}: '{dset.name[1:]}' chunk {m.number} ({m.size} bytes at "
+            f"offset {m.offset}): {m.problem}",
+            block,
+        )
+        for m in bad
+    ]
 
 
 def _check_values(dset: h5py.Dataset, path: Path, block: tuple[int, ...]) -> list[Problem]:
@@ -137,6 +171,7 @@ def _check_block(
     *,
     locking: bool | str | None,
     read_data: bool,
+    tally: _Tally,
 ) -> list[Problem]:
     try:  # before anything opens it: a FIFO would block, a link may lead anywhere
         check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
@@ -153,7 +188,7 @@ def _check_block(
         ]
     with f:
         try:
-            return _inspect(ds, f, path, block, extent, read_data=read_data)
+            return _inspect(ds, f, path, block, extent, read_data=read_data, tally=tally)
         except Exception as exc:  # noqa: BLE001 - a damaged file fails in any h5py call
             return [
                 Problem(
@@ -173,6 +208,7 @@ def _inspect(
     extent: tuple[int, ...],
     *,
     read_data: bool,
+    tally: _Tally,
 ) -> list[Problem]:
     # getlink: testing the name does not follow an external link.
     has_key = f.get(ds.data_key, getlink=True) is not None
@@ -219,6 +255,8 @@ def _inspect(
                 block,
             )
         )
+    if read_data:  # the stored bytes: checkable even without the filters
+        problems += _check_checksums(node, path, block, tally)
     missing = missing_filters(node)
     if missing:
         problems.append(
@@ -264,10 +302,24 @@ def verify(
     list of Problem
         Empty when the dataset is sound. Each problem names its file.
     """
+    return _verify(
+        path, prefix=prefix, locking=locking, read_data=read_data, allow_external=allow_external
+    )[0]
+
+
+def _verify(
+    path: str | os.PathLike[str],
+    *,
+    prefix: str | None = None,
+    locking: bool | str | None = None,
+    read_data: bool = True,
+    allow_external: bool = False,
+) -> tuple[list[Problem], _Tally]:
     from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
     root = Path(path)
     problems: list[Problem] = []
+    tally = _Tally()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", IncompleteDatasetWarning)
@@ -279,13 +331,15 @@ def verify(
     except SplitDatasetError as exc:
         where = getattr(exc, "path", None)
         problems.append(Problem(Path(where) if where else root, "dataset", str(exc)))
-        return problems
+        return problems, tally
     grid = ds.grid
     for index, block in enumerate(grid.blocks()):
         extent = tuple(b - a for a, b in (grid.file_extent(i, k) for i, k in enumerate(block)))
         file = root / ds.block_names[index]
-        problems += _check_block(ds, file, block, extent, locking=locking, read_data=read_data)
-    return problems
+        problems += _check_block(
+            ds, file, block, extent, locking=locking, read_data=read_data, tally=tally
+        )
+    return problems, tally
 
 
 def print_report(
@@ -297,9 +351,16 @@ def print_report(
 ) -> int:
     """``splitds verify``: print every problem (one line each) and return the exit status."""
     out = out if out is not None else sys.stdout
-    problems = verify(path, read_data=read_data, allow_external=allow_external)
+    problems, tally = _verify(path, read_data=read_data, allow_external=allow_external)
     for problem in problems:
         print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
+    if read_data:
+        print(
+            f"{path}: checksums: {tally.chunks} chunk(s) checked in {tally.blocks} block(s); "
+            f"{tally.without} block(s) without checksums"
+            + (" (record them with 'splitds seal')" if tally.without else ""),
+            file=out,
+        )
     if problems:
         print(f"{path}: {len(problems)} problem(s)", file=out)
         return 1

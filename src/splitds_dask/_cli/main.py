@@ -5,6 +5,7 @@
   TIFF, HDF5, zarr and OME-Zarr;
 - ``splitds project`` writes the mean, max, min or std along an axis as ``.npy``, TIFF or PNG;
 - ``splitds verify`` checks every block file (see :func:`~splitds_dask.verify`);
+- ``splitds seal`` records checksums for block files written by other programs;
 - ``splitds demo`` writes a synthetic calcium-imaging movie, averages it and saves a PNG.
 
 Each command is one module (:mod:`~splitds_dask._cli.info`, ...) with an ``add_parser``
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from splitds_dask._cli import convert, demo, info, project, verify
+from splitds_dask._cli import convert, demo, info, project, seal, verify
 from splitds_dask._cli.arguments import Commands
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.messages import DEBUG_VARIABLE, PROG, UsageError, one_line
@@ -45,6 +46,7 @@ class _Command(NamedTuple):
 _COMMANDS = {
     "info": _Command(info.add_parser, info.run),
     "verify": _Command(verify.add_parser, verify.run),
+    "seal": _Command(seal.add_parser, seal.run),
     "convert": _Command(convert.add_parser, convert.run),
     "project": _Command(project.add_parser, project.run),
     "demo": _Command(demo.add_parser, demo.run),

@@ -31,6 +31,7 @@ from splitds_dask._storage.blosc import (
     read_chunks,
     write_blosc_chunks,
 )
+from splitds_dask._storage.checksums import record_checksums, region_mismatch
 from splitds_dask._storage.containment import (
     Checked,
     check_block_file,
@@ -273,6 +274,9 @@ def read_block_region(
             if chunk_map is None or not _checked(
                 read_chunks, path, block, chunk_map.name, fd, chunk_map, source, out, dest
             ):
+                # The file that holds the array (another one, for an allowed external link).
+                holder = dset.file.id.get_vfd_handle()
+                _checked(_verify_region, path, block, dset.name[1:], dset, holder, source)
                 _read_with_h5py(dset, source, out, dest)
         except OSError as exc:
             raise BlockError(
@@ -294,6 +298,14 @@ def _checked(
         return read(*args)
     except (ChunkError, ChunkIndexError) as exc:
         raise BlockError(f"block {block} ({path}): '{name}' {exc}", path=path, block=block) from exc
+
+
+def _verify_region(dset: h5py.Dataset, fd: int, source: tuple[slice, ...]) -> bool:
+    """Check the recorded checksums of the chunks h5py is about to decode for ``source``."""
+    bad = region_mismatch(dset, fd, file_version(os.fstat(fd)), source)
+    if bad is not None:
+        raise ChunkError(number=bad.number, offset=bad.offset, size=bad.size, problem=bad.problem)
+    return True
 
 
 # Below this many bytes, h5py's getitem (a few microseconds of set-up) plus a copy beats
@@ -477,11 +489,15 @@ def _create_array(
         dset = f[key]
     else:
         dset = f.create_dataset(key, shape=data.shape, dtype=data.dtype, chunks=chunks, **options)
-    if data.size and not write_blosc_chunks(dset, data):
+    sums: list[int] | None = []
+    if data.size and not write_blosc_chunks(dset, data, checksums=sums):
+        sums = None  # computed from what HDF5 stored
         if data.dtype == bool:
             dset.id.write(h5py.h5s.ALL, h5py.h5s.ALL, data.view(np.uint8), h5py.h5t.NATIVE_UINT8)
         else:
             dset.write_direct(data)
+    # End-to-end checksums of the stored chunks, in the same file (see _storage/checksums.py).
+    record_checksums(dset, data, sums)
     # PyTables' own attributes, so that PyTables-based readers see an ordinary array.
     dset.attrs["CLASS"] = np.bytes_(b"CARRAY" if chunks is not None else b"ARRAY")
     dset.attrs["VERSION"] = np.bytes_(b"1.1" if chunks is not None else b"2.4")

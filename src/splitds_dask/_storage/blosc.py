@@ -35,8 +35,9 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise, product
 from typing import Any, NamedTuple
 
@@ -45,6 +46,13 @@ import numpy as np
 from numcodecs import blosc
 
 from splitds_dask._format.geometry import split_slice
+from splitds_dask._storage.checksums import (
+    Checksums,
+    checksum,
+    expected_checksums,
+    mismatch,
+    verifying,
+)
 from splitds_dask._storage.filters import BLOSC_COMPRESSORS, BLOSC_FILTER
 from splitds_dask._threads import map_in_pool
 
@@ -206,16 +214,27 @@ def check_chunk(raw: bytes | memoryview, *, nbytes: int, codec: BloscCodec) -> N
         raise _Damaged("two Blosc blocks start at the same byte")
 
 
-def _decompress_chunk(raw: memoryview, mask: int, target: np.ndarray, codec: BloscCodec) -> None:
+def _decompress_chunk(
+    raw: memoryview,
+    mask: int,
+    target: np.ndarray,
+    codec: BloscCodec,
+    check_sum: Callable[[], None] | None = None,
+) -> None:
     """Decompress one stored chunk into the C-contiguous ``target`` (exactly one chunk).
 
     The index entry was checked when the map was made: a chunk with the filter skipped holds
-    exactly ``target.nbytes`` bytes.
+    exactly ``target.nbytes`` bytes. ``check_sum`` runs after the header's checks, so that a
+    damaged header is reported as such rather than as a checksum mismatch.
     """
     if mask & 1:  # Blosc skipped (an optional filter that could not shrink the chunk)
+        if check_sum is not None:
+            check_sum()
         target.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
         return
     check_chunk(raw, nbytes=target.nbytes, codec=codec)
+    if check_sum is not None:
+        check_sum()
     try:
         blosc.decompress(raw, target)
     except (RuntimeError, ValueError) as exc:
@@ -237,7 +256,8 @@ class ChunkMap:
 
     ``offsets``, ``sizes`` and ``masks`` describe the stored chunks; ``numbers`` holds their
     chunk numbers (C order over the chunk grid), ascending, or is None when every chunk is
-    stored and the arrays are indexed by chunk number.
+    stored and the arrays are indexed by chunk number. ``checksums`` are the chunks' recorded
+    CRC32C (see :mod:`splitds_dask._storage.checksums`), None for a block without any.
     """
 
     name: str
@@ -250,6 +270,7 @@ class ChunkMap:
     masks: np.ndarray
     numbers: np.ndarray | None = None
     codec: BloscCodec | None = None
+    checksums: Checksums | None = None
 
     @classmethod
     def of(cls, dset: h5py.Dataset, values: np.dtype) -> ChunkMap | None:
@@ -315,6 +336,7 @@ class ChunkMap:
             np.array([e.mask for e in entries], np.uint32),
             None if dense else numbers,
             _codec(dset),
+            expected_checksums(dset),
         )
 
     @property
@@ -578,12 +600,20 @@ def read_chunks(
     if not stored:
         return complete
     codec = chunk_map.codec or BloscCodec(chunk_map.dtype.itemsize, None, None)
+    sums = chunk_map.checksums if chunk_map.checksums is not None and verifying() else None
     groups = _groups(stored)
     if len(groups) == 1:
-        return _read_group(fd, groups[0], plan, target, chunk_shape, codec) and complete
+        return _read_group(fd, groups[0], plan, target, chunk_shape, codec, sums) and complete
     n = len(groups)
     done = map_in_pool(
-        _read_group, [fd] * n, groups, [plan] * n, [target] * n, [chunk_shape] * n, [codec] * n
+        _read_group,
+        [fd] * n,
+        groups,
+        [plan] * n,
+        [target] * n,
+        [chunk_shape] * n,
+        [codec] * n,
+        [sums] * n,
     )
     return all(done) and complete
 
@@ -617,11 +647,12 @@ def _read_group(
     target: np.ndarray,
     chunk_shape: tuple[int, ...],
     codec: BloscCodec,
+    sums: Checksums | None = None,
 ) -> bool:
     """Read and decompress the chunks of ``stored`` into their regions of ``target``.
 
-    Returns whether all were; every one is checked, so that h5py, reading what was not, never
-    meets a damaged chunk.
+    Returns whether all were; every one is checked (with ``sums``, against its CRC32C first),
+    so that h5py, reading what was not, never meets a damaged chunk.
     """
     scratch: np.ndarray | None = None
     complete = True
@@ -630,15 +661,16 @@ def _read_group(
         start = run[0].offset
         for chunk in run:
             raw = data[chunk.offset - start : chunk.offset - start + chunk.size]
+            check_sum = None if sums is None else partial(_check_checksum, sums, chunk, raw)
             _, region, local = plan[chunk.part]
             view = target[region]
             try:
                 if local is None and view.flags.c_contiguous:
-                    _decompress_chunk(raw, chunk.filter_mask, view, codec)
+                    _decompress_chunk(raw, chunk.filter_mask, view, codec, check_sum)
                     continue
                 if scratch is None:
                     scratch = np.empty(chunk_shape, dtype=target.dtype)
-                _decompress_chunk(raw, chunk.filter_mask, scratch, codec)
+                _decompress_chunk(raw, chunk.filter_mask, scratch, codec, check_sum)
             except _NotHandled:
                 complete = False
                 continue
@@ -648,6 +680,15 @@ def _read_group(
                 ) from None
             view[...] = scratch if local is None else scratch[local]
     return complete
+
+
+def _check_checksum(sums: Checksums, chunk: StoredChunk, raw: memoryview) -> None:
+    """Raise :class:`ChunkError` if ``raw``, the stored bytes of ``chunk``, fail their CRC32C."""
+    problem = mismatch(
+        sums, number=chunk.number, offset=chunk.offset, size=chunk.size, found=checksum(raw)
+    )
+    if problem is not None:
+        raise ChunkError(number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem)
 
 
 class BloscOptions(NamedTuple):
@@ -669,8 +710,12 @@ def blosc_filter_options(dset: h5py.Dataset) -> BloscOptions | None:
     return BloscOptions(_CNAMES[values[6]], int(values[4]), int(values[5]))
 
 
-def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
+def write_blosc_chunks(
+    dset: h5py.Dataset, data: np.ndarray, *, checksums: list[int] | None = None
+) -> bool:
     """Write all of ``data`` into the Blosc dataset ``dset`` chunk by chunk, compressing here.
+
+    ``checksums``, if given, receives the CRC32C of each stored chunk, in C order of the grid.
 
     Returns
     -------
@@ -692,10 +737,10 @@ def write_blosc_chunks(dset: h5py.Dataset, data: np.ndarray) -> bool:
             padded[...] = 0
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        dsid.write_direct_chunk(
-            origin,
-            blosc.compress(
-                np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
-            ),
+        stored = blosc.compress(
+            np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
         )
+        dsid.write_direct_chunk(origin, stored)
+        if checksums is not None:
+            checksums.append(checksum(stored))
     return True
