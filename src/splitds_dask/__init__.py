@@ -16,7 +16,9 @@ from splitds_dask._errors import (
     FormatError,
     MetadataError,
     NotASplitDatasetError,
+    OutsideFolderError,
     SplitDatasetError,
+    WriterLockedError,
 )
 from splitds_dask._format.physical import PhysicalMetadata, physical_metadata_kwargs
 from splitds_dask._integrations.cluster import (
@@ -40,11 +42,13 @@ __all__ = [
     "IncompleteDatasetWarning",
     "MetadataError",
     "NotASplitDatasetError",
+    "OutsideFolderError",
     "PhysicalMetadata",
     "Problem",
     "SplitDataset",
     "SplitDatasetError",
     "SplitDatasetWriter",
+    "WriterLockedError",
     "__version__",
     "physical_metadata_kwargs",
     "connect",

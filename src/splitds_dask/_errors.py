@@ -7,6 +7,7 @@ Every error the package raises on purpose derives from :class:`SplitDatasetError
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,9 @@ __all__ = [
     "FormatError",
     "MetadataError",
     "NotASplitDatasetError",
+    "OutsideFolderError",
     "SplitDatasetError",
+    "WriterLockedError",
     "damaged_block",
 ]
 
@@ -61,6 +64,34 @@ class BlockIndexError(IndexError, SplitDatasetError):
 class FormatError(SplitDatasetError):
     """A file in another format (``.npy``, TIFF, HDF5, zarr, OME-Zarr, PNG) is missing,
     unreadable, or cannot hold the data: raised by the conversions of the command line."""
+
+
+class OutsideFolderError(BlockError):
+    """A block file, or its array, reads data outside the dataset folder (not allowed)."""
+
+
+class WriterLockedError(BlockingIOError):
+    """Another writer holds the folder's writer lock.
+
+    A ``BlockingIOError`` (so an ``OSError``, ``errno.EAGAIN``): the folder is busy, not bad.
+
+    Attributes
+    ----------
+    path : str or Path
+        The dataset folder.
+    pid : int or None
+        The process holding the lock, where it recorded itself.
+    """
+
+    def __init__(self, path: object, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"{path}: another writer ({holder}) is writing this split dataset; "
+            "wait for it to finish or stop it"
+        )
+        self.errno = errno.EAGAIN
+        self.path = path
+        self.pid = pid
 
 
 @contextmanager

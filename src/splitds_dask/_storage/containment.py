@@ -26,7 +26,12 @@ from typing import NamedTuple
 
 import h5py
 
-from splitds_dask._errors import BlockError, MetadataError, SplitDatasetError
+from splitds_dask._errors import (
+    BlockError,
+    MetadataError,
+    OutsideFolderError,
+    SplitDatasetError,
+)
 
 __all__ = [
     "NotARegularFile",
@@ -45,10 +50,6 @@ _OPT_IN = "pass allow_external=True to read data outside the dataset folder"
 
 # Soft links followed while resolving one name (HDF5's own limit is 16 nested links).
 _MAX_SOFT_LINKS = 16
-
-
-class OutsideFolderError(BlockError):
-    """A block file, or its array, reads data outside the dataset folder (not allowed)."""
 
 
 class NotARegularFile(OSError):

@@ -21,11 +21,12 @@ and :class:`SplitDatasetWriter` refuses to start.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from splitds_dask._errors import WriterLockedError
 
 try:
     import fcntl
@@ -42,30 +43,6 @@ __all__ = [
 ]
 
 HAVE_FLOCK = fcntl is not None
-
-
-class WriterLockedError(BlockingIOError):
-    """Another writer holds the folder's writer lock.
-
-    A ``BlockingIOError`` (so an ``OSError``, ``errno.EAGAIN``): the folder is busy, not bad.
-
-    Attributes
-    ----------
-    path : Path
-        The dataset folder.
-    pid : int or None
-        The process holding the lock, where it recorded itself.
-    """
-
-    def __init__(self, path: Path, pid: int | None) -> None:
-        holder = f"process {pid}" if pid is not None else "another process"
-        super().__init__(
-            f"{path}: another writer ({holder}) is writing this split dataset; "
-            "wait for it to finish or stop it"
-        )
-        self.errno = errno.EAGAIN
-        self.path = path
-        self.pid = pid
 
 
 def lock_path(folder: Path) -> Path:
