@@ -430,3 +430,26 @@ def test_a_large_block_file_opens_read_on_demand(tmp_path) -> None:
     np.testing.assert_array_equal(data[4, 1999:2005, 1999:2005], expected, strict=True)
     # The windows of plane 4 cover its centre: the written values are found.
     assert kwargs["contrast_limits"] == (0.0, 115.0)
+
+
+@pytest.mark.parametrize("link", ["external", "inside"])
+def test_a_single_block_file_linking_outside_is_not_opened(tmp_path: Path, link: str) -> None:
+    values = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    outside = tmp_path / "secret.h5"
+    with h5py.File(outside, "w") as f:
+        f["stack"] = values
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "0000.h5"
+    with h5py.File(path, "w") as f:
+        if link == "external":
+            f["stack"] = h5py.ExternalLink(str(outside), "/stack")
+        else:
+            f["stack"] = values
+    reader = napari_get_reader(str(path))
+    if link == "external":
+        assert reader is None
+    else:
+        assert reader is not None
+        ((data, _, _),) = reader(str(path))
+        np.testing.assert_array_equal(np.asarray(data), values)

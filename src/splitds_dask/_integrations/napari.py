@@ -23,8 +23,14 @@ from typing import Any
 import numpy as np
 
 from splitds_dask._daskmodes import numpy_convertible, to_numpy
-from splitds_dask._errors import SplitDatasetError
-from splitds_dask._storage.block_file import H5_SUFFIXES, find_data_key, open_h5, stored_dtype
+from splitds_dask._errors import BlockError, SplitDatasetError
+from splitds_dask._storage.block_file import (
+    H5_SUFFIXES,
+    checked_dataset,
+    find_data_key,
+    open_h5,
+    stored_dtype,
+)
 
 __all__ = ["estimate_contrast_limits", "napari_get_reader"]
 
@@ -158,11 +164,13 @@ def _h5_key(path: Path) -> str | None:
             key = find_data_key(f)
             if key is None:
                 return None
-            dset = f[key]
-            if dset.ndim == 0 or stored_dtype(dset).kind not in "biufc":
+            # Refused if its data lies outside the file: an external link could lead anywhere.
+            checked = checked_dataset(f, key, path=path, block=())
+            dset = checked.dataset if checked is not None else None
+            if dset is None or dset.ndim == 0 or stored_dtype(dset).kind not in "biufc":
                 return None
             return key
-    except OSError:
+    except (OSError, BlockError):
         return None
 
 
