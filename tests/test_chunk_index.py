@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import dask
 import h5py
 import hdf5plugin
 import numpy as np
@@ -24,7 +25,7 @@ import splitds_dask as sd
 from splitds_dask._cli.main import main
 from splitds_dask._storage import blosc as fast
 from splitds_dask._storage.blosc import BloscCodec, ChunkMap, check_chunk
-from splitds_dask._verify import _check_values
+from splitds_dask._verify import _check_stored, _Tally
 from tests.helpers import chunk_fuzz as cf
 
 RANK = len(cf.SHAPE)
@@ -253,12 +254,15 @@ def test_compressed_bytes_that_do_not_decompress(dataset: Path) -> None:
     # The size field of the first block's first compressed stream, after the block table.
     # (Changed stream bytes may still decompress, to other values: only a checksum sees that.)
     cf.patch(path, entry.offset + 16 + 4 * nblocks, struct.pack("<i", 2**31 - 1))
+    where = f"block (0, 0, 0) ({path}): 'stack_3D' chunk 1 ({entry.size} bytes at offset "
+    # The chunk's recorded CRC32C names it first; without checksums the codec's refusal does.
     messages = _reads(dataset)
     assert len(set(messages)) == 1
-    assert messages[0].startswith(
-        f"block (0, 0, 0) ({path}): 'stack_3D' chunk 1 ({entry.size} bytes at offset "
-        f"{entry.offset}): does not decompress"
-    )
+    assert messages[0].startswith(f"{where}{entry.offset}): CRC32C mismatch")
+    with dask.config.set({"splitds.checksums": "ignore"}):
+        messages = _reads(dataset)
+    assert len(set(messages)) == 1
+    assert messages[0].startswith(f"{where}{entry.offset}): does not decompress")
 
 
 def test_the_cli_reports_the_damaged_chunk(dataset: Path, capsys) -> None:
@@ -291,7 +295,7 @@ def test_a_huge_sparse_grid_costs_only_its_stored_chunks(tmp_path: Path) -> None
     assert chunk_map.find(4) == -1
     # verify reads the stored chunk alone, not 67 million regions of the grid.
     with h5py.File(path, "r") as f:
-        assert _check_values(f["stack"], path, (0,)) == []
+        assert _check_stored(f["stack"], path, (0,), _Tally()) == []
 
 
 def test_more_chunks_than_the_file_can_hold(dataset: Path, monkeypatch) -> None:

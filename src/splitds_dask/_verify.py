@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -24,7 +24,13 @@ import numpy as np
 
 from splitds_dask._errors import BlockError, SplitDatasetError
 from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
-from splitds_dask._storage.blosc import ChunkError, ChunkIndexError, ChunkMap, read_chunks
+from splitds_dask._storage.blosc import (
+    ChecksumMismatch,
+    ChunkError,
+    ChunkIndexError,
+    ChunkMap,
+    read_chunks,
+)
 from splitds_dask._storage.checksums import check_all
 from splitds_dask._storage.containment import OutsideFolderError, check_block_file
 from splitds_dask._storage.filters import missing_filters
@@ -97,34 +103,53 @@ def _check_checksums(
     ]
 
 
-def _check_values(dset: h5py.Dataset, path: Path, block: tuple[int, ...]) -> list[Problem]:
-    """Read every chunk (or slab) of ``dset`` once, as the reader would."""
+def _check_stored(
+    dset: h5py.Dataset, path: Path, block: tuple[int, ...], tally: _Tally
+) -> list[Problem]:
+    """Every stored chunk checked as the reader checks it: its index entry and header, its
+    CRC32C, then its decoding. One problem per block: the first check that fails."""
     if dset.size == 0:
         return []
     name = dset.name[1:]
+    where = f"{path}: block {block}: '{name}'"
     try:
         chunk_map = ChunkMap.of(dset, stored_dtype(dset))
-        if chunk_map is not None:
-            # Every chunk through the reader's own checks: one it refuses is a problem here.
-            # Checksums were checked on their own (kind "checksum"): not reported twice.
-            _check_chunks(dset, replace(chunk_map, checksums=None))
+        if chunk_map is None:
+            # h5py decodes this block: the stored bytes are checked first, filters or not.
+            problems = _check_checksums(dset, path, block, tally)
+            missing = missing_filters(dset)
+            if problems or missing:
+                return problems or [
+                    Problem(
+                        path,
+                        "filter",
+                        f"{where}: cannot decompress, missing {'; '.join(missing)}",
+                        block,
+                    )
+                ]
+            _check_values(dset)
             return []
-        if dset.chunks is not None:
-            regions = dset.iter_chunks()
+        if chunk_map.checksums is None:
+            tally.without += 1
         else:
-            regions = _slabs(dset.shape, 1, _rows(dset))
-        for region in regions:
-            out = np.empty(tuple(s.stop - s.start for s in region), dset.dtype)
-            dset.read_direct(out, region)
+            tally.blocks += 1
+            tally.chunks += chunk_map.n_chunks
+        _check_chunks(dset, chunk_map)
+    except ChecksumMismatch as exc:
+        return [Problem(path, "checksum", f"{where} {exc}", block)]
     except (ChunkError, ChunkIndexError) as exc:
-        return [Problem(path, "data", f"{path}: block {block}: '{name}' {exc}", block)]
+        return [Problem(path, "data", f"{where} {exc}", block)]
     except Exception as exc:  # noqa: BLE001 - any failure to decode is what we report
-        return [
-            Problem(
-                path, "data", f"{path}: block {block}: '{name}' does not decompress: {exc}", block
-            )
-        ]
+        return [Problem(path, "data", f"{where} does not decompress: {exc}", block)]
     return []
+
+
+def _check_values(dset: h5py.Dataset) -> None:
+    """Read every chunk (or slab) of ``dset`` once through h5py."""
+    regions = dset.iter_chunks() if dset.chunks is not None else _slabs(dset.shape, 1, _rows(dset))
+    for region in regions:
+        out = np.empty(tuple(s.stop - s.start for s in region), dset.dtype)
+        dset.read_direct(out, region)
 
 
 def _rows(dset: h5py.Dataset) -> int:
@@ -256,8 +281,8 @@ def _inspect(
                 block,
             )
         )
-    if read_data:  # the stored bytes: checkable even without the filters
-        problems += _check_checksums(node, path, block, tally)
+    if read_data:
+        return problems + _check_stored(node, path, block, tally)
     missing = missing_filters(node)
     if missing:
         problems.append(
@@ -268,8 +293,6 @@ def _inspect(
                 block,
             )
         )
-    elif read_data:
-        problems += _check_values(node, path, block)
     return problems
 
 
@@ -355,7 +378,7 @@ def print_report(
     problems, tally = _verify(path, read_data=read_data, allow_external=allow_external)
     for problem in problems:
         print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
-    if read_data:
+    if read_data and tally.blocks + tally.without:  # some block was examined
         print(
             f"{path}: checksums: {tally.chunks} chunk(s) checked in {tally.blocks} block(s); "
             f"{tally.without} block(s) without checksums"

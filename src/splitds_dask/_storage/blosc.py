@@ -61,6 +61,7 @@ __all__ = [
     "CHUNK_MAPS",
     "BloscCodec",
     "BloscOptions",
+    "ChecksumMismatch",
     "ChunkError",
     "ChunkIndexError",
     "ChunkMap",
@@ -144,6 +145,10 @@ def _is_blosc_only(dset: h5py.Dataset) -> bool:
         return False
     plist = dset.id.get_create_plist()
     return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == BLOSC_FILTER
+
+
+class ChecksumMismatch(ChunkError):
+    """A chunk whose stored bytes differ from their recorded CRC32C."""
 
 
 class BloscCodec(NamedTuple):
@@ -688,7 +693,9 @@ def _check_checksum(sums: Checksums, chunk: StoredChunk, raw: memoryview) -> Non
         sums, number=chunk.number, offset=chunk.offset, size=chunk.size, found=checksum(raw)
     )
     if problem is not None:
-        raise ChunkError(number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem)
+        raise ChecksumMismatch(
+            number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem
+        )
 
 
 class BloscOptions(NamedTuple):
