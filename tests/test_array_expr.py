@@ -30,6 +30,11 @@ ds = sd.to_split_dataset(a, root + "/a", (2, 2))
 np.testing.assert_array_equal(ds[...], a)
 x = ds.to_dask()
 np.testing.assert_array_equal(x[3, 1].compute(), a[3, 1])
+# A slice becomes a read of just that window: one task, no slicing task after a whole read.
+sliced = x[3, 1, 2:4, ::3]
+tasks = dict(sliced.optimize().__dask_graph__())
+assert len(tasks) == 1 and all(k[0].startswith("splitds-") for k in tasks), tasks
+np.testing.assert_array_equal(sliced.compute(), a[3, 1, 2:4, ::3])
 np.testing.assert_allclose(x.mean(axis=0).compute(), a.mean(axis=0))
 b = sd.to_split_dataset(x, root + "/b", (4,), compute=False).compute()
 np.testing.assert_array_equal(b[...], a)

@@ -28,7 +28,8 @@ def _tasks(array):
 
 
 def _culled_tasks(array):
-    (optimized,) = dask.optimize(array)
+    # dask.optimize leaves an array-expr collection as it is; compute() simplifies it first.
+    (optimized,) = (array.optimize(),) if da.array_expr_enabled() else dask.optimize(array)
     return _tasks(optimized)
 
 
@@ -57,12 +58,9 @@ def test_chunks_are_blocks_one_task_per_file(
     keys = _tasks(x)
     assert len(keys) == len(paths)
     assert sorted(k[1:] for k in keys) == sorted(np.ndindex(*ds.files.shape))
-    if da.array_expr_enabled():
-        # dask's array-expr from_array ignores name= and names the array from its operands (the
-        # reader's token among them: test_name_is_deterministic).
-        assert x.name.startswith("fromarray-")
-    else:
-        assert x.name.startswith("splitds-")
+    # In both modes (array-expr: named from the expression's operands, the reader's token
+    # among them, see test_name_is_deterministic).
+    assert x.name.startswith("splitds-")
     assert isinstance(x._meta, np.ndarray)
     assert x._meta.dtype == a.dtype
     assert x._meta.ndim == a.ndim
@@ -153,10 +151,7 @@ def test_selection_culls_to_touched_blocks(dataset, index, touched):
     x = ds.to_dask()
     assert len(_tasks(x)) == 12
     y = x[index]
-    if not da.array_expr_enabled():
-        # dask's array-expr mode keeps every read task in the optimized graph and culls when it
-        # runs the graph: there, the corrupt files below show what is read.
-        assert len(_culled_tasks(y)) == touched
+    assert len(_culled_tasks(y)) == touched
     # Which block holds each element, by brute force over the grid (4, 3, 1) of (3, 2) blocks.
     owner = np.arange(12).reshape(4, 3)[np.arange(10)[:, None] // 3, np.arange(6)[None, :] // 2]
     owner = np.broadcast_to(owner[:, :, None], a.shape)
@@ -186,25 +181,16 @@ def test_selection_is_pushed_into_the_read(tmp_path, random_array):
                     f.write(b"\x5a" * info.size)
     (tmp_path / "stack_metadata.json").write_text('{"shape_full": [40, 3, 5], "shape_block": [20]}')
     x = sd.SplitDataset(tmp_path).to_dask()
-    if da.array_expr_enabled():
-        # dask's array-expr mode fuses no slice into from_array (and offers no public way to):
-        # a task reads its whole block, then slices, so the corrupt time points are read.
-        for index in (
-            5,
-            (25, slice(1, None)),
-            (slice(5, 45, 20), slice(None), slice(None, None, 2)),
-        ):
-            with pytest.raises(sd.BlockError):
-                x[index].compute(scheduler="sync")
-    else:
-        for scheduler in ("sync", "threads"):
-            np.testing.assert_array_equal(x[5].compute(scheduler=scheduler), a[5], strict=True)
-            np.testing.assert_array_equal(
-                x[25, 1:].compute(scheduler=scheduler), a[25, 1:], strict=True
-            )
-            np.testing.assert_array_equal(
-                x[5:45:20, :, ::2].compute(scheduler=scheduler), a[5:45:20, :, ::2], strict=True
-            )
+    # Default mode: dask fuses the slice into the read; array-expr mode: the package does
+    # (splitds_dask._daskmodes.from_reader).
+    for scheduler in ("sync", "threads"):
+        np.testing.assert_array_equal(x[5].compute(scheduler=scheduler), a[5], strict=True)
+        np.testing.assert_array_equal(
+            x[25, 1:].compute(scheduler=scheduler), a[25, 1:], strict=True
+        )
+        np.testing.assert_array_equal(
+            x[5:45:20, :, ::2].compute(scheduler=scheduler), a[5:45:20, :, ::2], strict=True
+        )
     with pytest.raises(sd.BlockError):
         x[6].compute(scheduler="sync")
     with pytest.raises(sd.BlockError):
@@ -353,9 +339,8 @@ def test_grouped_tasks_read_only_the_blocks_they_hold(tmp_path, write_plain, ran
     ds = sd.SplitDataset(tmp_path)
     x = ds.to_dask(blocks_per_chunk=5)  # 4 chunks of 5 blocks: rows 10-19 are blocks 5-9
     _ = ds.dtype
-    # Blocks 5-7 hold rows 10-15. dask's array-expr mode fuses no slice into from_array, so
-    # there the task reads its whole chunk, blocks 5-9, and slices afterwards.
-    needed = range(5, 10) if da.array_expr_enabled() else range(5, 8)
+    # Blocks 5-7 hold rows 10-15 (in both dask modes: the slice is moved into the read).
+    needed = range(5, 8)
     for i, path in enumerate(paths):
         if i not in needed:
             path.write_bytes(b"garbage" * 50)

@@ -211,21 +211,9 @@ print(np.asarray(x[0, 499_999:500_003, 499_999:500_003].compute()).tolist())
 """
 
 
-@pytest.mark.parametrize(
-    "array_expr",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="array-expr mode: dask computes a slice of a from_array chunk by reading "
-                "the whole chunk (1.8 TiB here) and slicing it, instead of passing the slice to "
-                "the reader as the default mode does (dataset_to_dask, fancy=True)",
-            ),
-        ),
-    ],
-)
+# In array-expr mode dask itself slices a from_array chunk only after reading it whole; the
+# package moves the slice into the read (splitds_dask._daskmodes.from_reader).
+@pytest.mark.parametrize("array_expr", [False, True])
 def test_a_window_of_a_huge_block_reads_only_the_window(tmp_path: Path, array_expr: bool) -> None:
     root = _huge_block(tmp_path)
     run = run_measured(

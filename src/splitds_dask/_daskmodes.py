@@ -11,11 +11,16 @@ package's own code goes through the functions here, which give the same answer i
   computing it: :func:`to_numpy`;
 - for the same reason napari cannot show it: :func:`numpy_convertible`;
 - ``std`` and ``var`` without a ``dtype`` call ``numpy.iscomplexobj`` on the array, which its
-  ``__array_function__`` refuses (NotImplementedError): :func:`std`.
+  ``__array_function__`` refuses (NotImplementedError): :func:`std`;
+- no slice is fused into ``from_array``'s reads: ``x[5, :4]`` reads the whole chunk, then slices
+  it (a block declaring terabytes fails, and a napari plane costs a block).
+  :func:`from_reader` builds an expression that, sliced by integers and forward slices, becomes a
+  read of just that window (:class:`~splitds_dask._reader.ReaderWindow`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, cast
 
@@ -23,8 +28,11 @@ import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection
 
+from splitds_dask._reader import BlockReader, ReaderWindow
+
 __all__ = [
     "array_expr_enabled",
+    "from_reader",
     "array_nbytes",
     "numpy_convertible",
     "std",
@@ -124,3 +132,74 @@ def store_chunks(array: da.Array, target: Any) -> Any:
         dtype=np.uint8,
         meta=np.empty((0,) * array.ndim, dtype=np.uint8),
     )
+
+
+def from_reader(
+    reader: BlockReader, *, chunks: Any, name: str, meta: np.ndarray, inline_array: bool
+) -> da.Array:
+    """``dask.array.from_array`` over a :class:`BlockReader`, any slice fused into the reads.
+
+    The default mode fuses slices itself (``fancy=True``: the reader takes any numpy index). In
+    array-expr mode the array is built from :class:`_ReaderArray`, which moves a slice by
+    integers and forward slices into a window of the reader.
+    """
+    if not array_expr_enabled():
+        return da.from_array(
+            reader,
+            chunks=chunks,
+            name=name,
+            meta=meta,
+            fancy=True,
+            asarray=False,
+            inline_array=inline_array,
+            lock=False,
+        )
+    from dask.array._array_expr._collection import new_collection
+
+    return cast(
+        "da.Array",
+        new_collection(
+            _ReaderArray(
+                reader,
+                chunks,
+                lock=False,
+                meta=meta,
+                asarray=False,
+                fancy=True,
+                inline_array=inline_array,
+            )
+        ),
+    )
+
+
+if array_expr_enabled():
+    from dask.array._array_expr._io import FromArray
+    from dask.array._array_expr._slicing import SliceSlicesIntegers
+
+    class _ReaderArray(FromArray):
+        """``from_array`` of a block reader or a window of one; a slice of it is a window."""
+
+        @functools.cached_property
+        def _name(self) -> str:
+            # dask's from_array ignores name= in this mode: the operands' token, our prefix.
+            return f"splitds-{self.deterministic_token}"
+
+        def _simplify_up(self, parent: Any, dependents: Any) -> Any:
+            # Exactly this class: its subclasses also insert new axes.
+            if type(parent) is not SliceSlicesIntegers:
+                return None
+            source = self.array
+            if isinstance(source, ReaderWindow):
+                return None  # a window of a window: left to dask (rare; still correct)
+            window = ReaderWindow.of(source, tuple(parent.index))
+            if window is None:
+                return None
+            return _ReaderArray(
+                window,
+                parent.chunks,
+                lock=False,
+                meta=parent._meta,
+                asarray=False,
+                fancy=True,
+                inline_array=self.operand("inline_array"),
+            )

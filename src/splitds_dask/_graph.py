@@ -2,10 +2,10 @@
 
 The array is ``dask.array.from_array`` over the dataset's
 :class:`~splitds_dask._reader.BlockReader`, whose ``__getitem__`` is the dataset's exact numpy
-indexing. Each chunk's task reads its block; in dask's default graph mode, slice fusion hands a
-slice of the array to that same task, so
-``x[5]`` reads one time point of one block file. (dask's array-expr mode fuses no slice into
-``from_array``: there a task reads its whole block, then slices.)
+indexing. Each chunk's task reads its block; a slice of the array is handed to that same task
+(by dask's slice fusion in its default mode, as a window of the reader in array-expr mode: see
+:func:`splitds_dask._daskmodes.from_reader`), so ``x[5]`` reads one time point of one block
+file.
 
 What a task carries does not grow with the number of blocks: the reader names block files by
 their numbering rule, so it is inlined into every task (a few hundred bytes); a folder whose
@@ -28,6 +28,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.utils import parse_bytes
 
+from splitds_dask._daskmodes import from_reader
 from splitds_dask._format.geometry import BlockGrid
 
 if TYPE_CHECKING:
@@ -142,16 +143,12 @@ def dataset_to_dask(
     chunks = dataset.chunks if chunks is None else chunks
     token = dataset_token(dataset)
     reader = dataset.reader.stamped(token)
-    return da.from_array(
+    return from_reader(
         reader,
         chunks=chunks,
         name=f"splitds-{token}"
         if chunks == dataset.chunks
         else f"splitds-{tokenize(token, chunks)}",
         meta=np.empty((0,) * dataset.ndim, dtype=dataset.dtype),
-        # The reader takes every numpy index, so dask may fuse any slice into the read.
-        fancy=True,
-        asarray=False,
         inline_array=reader.names.is_rule,
-        lock=False,
     )

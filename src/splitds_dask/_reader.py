@@ -22,7 +22,7 @@ from splitds_dask._storage.block_file import read_block_region
 from splitds_dask._storage.containment import check_folder
 from splitds_dask._threads import in_pool, map_in_pool
 
-__all__ = ["BlockReader"]
+__all__ = ["BlockReader", "ReaderWindow"]
 
 
 class _AxisPiece(NamedTuple):
@@ -250,3 +250,94 @@ class BlockReader:
             box = slice(int(local[0]), int(local[-1]) + 1, 1)
             pieces.append(_AxisPiece(k, box, slice(int(p0), int(p1)), local - local[0]))
         return pieces
+
+
+class _WindowAxis(NamedTuple):
+    """What a window keeps of one axis of the array it views."""
+
+    start: int
+    step: int  # positive
+    length: int
+
+
+class ReaderWindow:
+    """A strided box of a :class:`BlockReader`'s array, itself indexable like an array.
+
+    ``ReaderWindow(reader, index)`` is ``reader[index]`` for ``index`` made of integers and
+    slices with positive steps, without reading anything: indexing the window reads only what
+    it selects. dask's array-expr mode slices a ``from_array`` array after reading whole chunks;
+    a slice moved into the read as a window reads only the sliced part (see
+    :mod:`splitds_dask._daskmodes`). Picklable, and its size does not grow with the dataset.
+    """
+
+    __slots__ = ("axes", "reader")
+
+    def __init__(self, reader: BlockReader, axes: tuple[int | _WindowAxis, ...]) -> None:
+        self.reader = reader
+        self.axes = axes
+
+    @classmethod
+    def of(cls, reader: BlockReader, index: tuple[Any, ...]) -> ReaderWindow | None:
+        """The window ``reader[index]``, or None unless ``index`` is one integer or slice with
+        a positive (or no) step per axis."""
+        if len(index) != reader.ndim:
+            return None
+        axes: list[int | _WindowAxis] = []
+        for entry, n in zip(index, reader.shape, strict=True):
+            if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+                position = int(entry) + n if entry < 0 else int(entry)
+                if not 0 <= position < n:
+                    return None
+                axes.append(position)
+            elif isinstance(entry, slice) and (entry.step is None or entry.step > 0):
+                start, stop, step = entry.indices(n)
+                axes.append(_WindowAxis(start, step, len(range(start, stop, step))))
+            else:
+                return None
+        return cls(reader, tuple(axes))
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return ("splitds-window", tokenize(self.reader), self.axes)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.reader, tuple(a if isinstance(a, int) else tuple(a) for a in self.axes))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.reader = state[0]
+        self.axes = tuple(a if isinstance(a, int) else _WindowAxis(*a) for a in state[1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(a.length for a in self.axes if not isinstance(a, int))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.reader.dtype
+
+    def __getitem__(self, key: Any) -> Any:
+        key = key if isinstance(key, tuple) else (key,)
+        kept = [a for a in self.axes if not isinstance(a, int)]
+        if len(key) != len(kept) or not all(isinstance(k, slice) for k in key):
+            # Anything but one slice per axis: the window first, then numpy's own indexing.
+            return self._read(tuple(slice(None) for _ in kept))[key]
+        return self._read(key)
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        base: list[int | slice] = []
+        slices = iter(key)
+        for axis in self.axes:
+            if isinstance(axis, int):
+                base.append(axis)
+                continue
+            start, stop, step = next(slices).indices(axis.length)
+            if step < 0:  # reversed: read forwards, then reverse
+                return self._read(tuple(slice(None) for _ in key))[key]
+            first = axis.start + start * axis.step
+            base.append(slice(first, first + max(0, stop - start) * axis.step, step * axis.step))
+        return self.reader[tuple(base)]
