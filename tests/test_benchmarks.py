@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask.array as da
 import pytest
 
 from tests.helpers.timeouts import TIMEOUT
@@ -109,5 +110,9 @@ def test_cluster_rows_count_tasks(quick_run: tuple[str, dict], row_id: str) -> N
     ours, minimal = tasks["ours"]["samples"], tasks["minimal"]["samples"]
     if "blocks_per_chunk" in row["workload"]:
         assert max(ours) < min(minimal)
+    elif da.array_expr_enabled():
+        # There a slice of ours is read as a window of the reader, where the minimal reader
+        # (plain from_array) reads each block whole and slices it in a task of its own.
+        assert max(ours) <= min(minimal)
     else:
         assert ours == minimal
