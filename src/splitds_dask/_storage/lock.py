@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,11 +57,20 @@ def _real(folder: str | os.PathLike[str]) -> Path:
 
 
 def _holder(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    """The pid the holder of the lock on ``fd`` wrote, if it does so within a moment.
+
+    The holder writes its pid just after locking: a refused writer that looks in between
+    finds the file empty, so it looks again for up to 0.2 s (only when refused).
+    """
+    for _ in range(20):
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    return None
 
 
 class WriterLock:
