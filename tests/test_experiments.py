@@ -202,3 +202,63 @@ def test_not_a_folder(tmp_path: Path, kind: str) -> None:
     with pytest.raises(NotASplitDatasetError, match="not a folder"):
         find_datasets(path)
     assert channel_datasets(path) is None
+
+
+# --- opening a folder that holds datasets names them ---------------------------------------
+
+
+def _open_with(how: str, path: Path) -> None:
+    if how == "SplitDataset":
+        from splitds_dask import SplitDataset
+
+        SplitDataset(path)
+    else:
+        import xarray as xr
+
+        xr.open_dataset(path, engine="splitds")
+
+
+@pytest.mark.parametrize("how", ["SplitDataset", "xarray"])
+def test_opening_an_experiment_names_its_datasets(tmp_path: Path, how: str) -> None:
+    exp = tmp_path / "exp"
+    _copy("fimpy_stacksaver/original", exp / "original")
+    _copy("fimpy_aligned/aligned", exp / "aligned")
+    with pytest.raises(NotASplitDatasetError) as caught:
+        _open_with(how, exp)
+    assert str(caught.value) == (
+        f"{exp} is not a split dataset; it holds 2: aligned (8, 3, 12, 10), original (9, 2, 12, 10)"
+    )
+
+
+def test_opening_brunoise_original_names_the_channels(tmp_path: Path) -> None:
+    exp = _copy("brunoise_2ch", tmp_path / "exp")
+    with pytest.raises(NotASplitDatasetError) as caught:
+        _open_with("SplitDataset", exp / "original")
+    assert str(caught.value) == (
+        f"{exp / 'original'} is not a split dataset; it holds 2: green (6, 3, 12, 10), "
+        "red (6, 3, 12, 10)"
+    )
+
+
+def test_the_list_of_datasets_is_capped(tmp_path: Path) -> None:
+    for name in "abcdefg":
+        _tiny(tmp_path / name, (2,), (1,))
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "stack_metadata.json").write_text("[]")
+    # Numbered .h5 files that are no blocks: the error still names the datasets.
+    with h5py.File(tmp_path / "shifts_2.h5", "w") as f:
+        f["shifts"] = np.zeros(2)
+    with pytest.raises(NotASplitDatasetError) as caught:
+        _open_with("SplitDataset", tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message == (
+        f"{tmp_path} is not a split dataset; it holds 7: a (2,), b (2,), c (2,), d (2,) and 3 "
+        "more; 1 with unreadable metadata: h"
+    )
+
+
+def test_an_empty_folder_is_still_just_not_a_dataset(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(NotASplitDatasetError, match=r"not a split dataset \(no \*stack_metadata"):
+        _open_with("SplitDataset", tmp_path)
