@@ -484,9 +484,17 @@ class SplitDataset:
 
     @property
     def resolution(self) -> tuple[float, ...]:
-        """The metadata's ``resolution``, else 1 per axis."""
-        resolution = self._metadata.resolution
-        return resolution if resolution is not None else (1.0,) * self.ndim
+        """The metadata's ``resolution`` as written, else ``(1, 1, 1)``, as the original.
+
+        Kept as the original package reported it, because programs built on it copy it into
+        the datasets they write: without the key that is 3 entries whatever the number of axes
+        (a tuple of the json's values otherwise, where the original gave the json list). The
+        spacing of every axis, with units, is :attr:`scale`.
+        """
+        raw = self._metadata.raw.get("resolution")
+        if raw is None:
+            return (1, 1, 1)
+        return tuple(raw)  # numbers, checked when the metadata was parsed
 
     @property
     def axes(self) -> tuple[str, ...]:
