@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from splitds_dask._compat.blocks import BlocksOfDataset
 from splitds_dask._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
 from splitds_dask._format.experiments import survey
 from splitds_dask._format.files import BlockFiles, BlockNames, NoBlockFilesError, find_block_files
@@ -138,7 +139,7 @@ def _declared_by_last_file(
     return _Declared(metadata, grid, files)
 
 
-class SplitDataset:
+class SplitDataset(BlocksOfDataset):
     """A split dataset: one N-d array stored as a folder of numbered HDF5 block files.
 
     Opening reads the metadata and lists the folder; block files are only read when data is

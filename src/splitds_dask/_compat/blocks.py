@@ -38,7 +38,7 @@ import numpy as np
 from splitds_dask._errors import BlockIndexError
 from splitds_dask._format.geometry import BlockGrid, normalize_block_shape
 
-__all__ = ["Blocks"]
+__all__ = ["Blocks", "BlocksOfDataset"]
 
 SlicesTuple = tuple[slice, ...]
 BoundsTuple = tuple[tuple[Any, Any], ...]
@@ -671,3 +671,83 @@ class Blocks:
             f"{type(self).__name__}(shape_full={self._shape_full}, "
             f"shape_block={self._shape_block}, padding={self._padding}, crop={self._crop})"
         )
+
+
+class BlocksOfDataset:
+    """The :class:`Blocks` API on a dataset: the original ``SplitDataset`` was a ``Blocks``.
+
+    Code written for it calls ``ds.linear_to_cartesian(i)``, reads ``ds.crop`` or
+    ``ds.dim_split``...; each is answered by the dataset's :attr:`blocks` (a dataset is not
+    cropped, and every axis counts as split, as in the original).
+    """
+
+    @property
+    def blocks(self) -> Blocks:
+        """The geometry as a :class:`Blocks` object (provided by the dataset)."""
+        raise NotImplementedError
+
+    @property
+    def crop(self) -> tuple[tuple[int, int], ...]:
+        """``((0, 0), ...)``: a dataset is not cropped (see :attr:`Blocks.crop`)."""
+        return self.blocks.crop
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Zeros: where the (absent) crop starts (see :class:`Blocks`)."""
+        return self.blocks.starts
+
+    @property
+    def dim_split(self) -> list[int]:
+        """Every axis (see :class:`Blocks`)."""
+        return list(self.blocks.dim_split)
+
+    @property
+    def shape_cropped(self) -> tuple[int, ...]:
+        """The shape (a dataset is not cropped)."""
+        return self.blocks.shape_cropped
+
+    @property
+    def n_dims(self) -> int:
+        """Number of axes."""
+        return self.blocks.n_dims
+
+    def linear_to_cartesian(self, lin_idx: int) -> tuple[int, ...]:
+        """As :meth:`Blocks.linear_to_cartesian`."""
+        return self.blocks.linear_to_cartesian(lin_idx)
+
+    def cartesian_to_linear(self, ca_idx: Sequence[int]) -> int:
+        """As :meth:`Blocks.cartesian_to_linear`."""
+        return self.blocks.cartesian_to_linear(ca_idx)
+
+    def neighbour_blocks(self, i_block: int, dims: Sequence[int] | None = None) -> np.ndarray:
+        """As :meth:`Blocks.neighbour_blocks`."""
+        return self.blocks.neighbour_blocks(i_block, dims)
+
+    def blocks_to_take(
+        self, start_take: Sequence[int], end_take: Sequence[int]
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """As :meth:`Blocks.blocks_to_take`."""
+        return self.blocks.blocks_to_take(start_take, end_take)
+
+    @staticmethod
+    def block_to_slices(block: Iterable[Sequence[Any]]) -> SlicesTuple:
+        """As :meth:`Blocks.block_to_slices`."""
+        return Blocks.block_to_slices(block)
+
+    def centres(self) -> np.ndarray:
+        """As :meth:`Blocks.centres`."""
+        return self.blocks.centres()
+
+    def block_containing_coords(
+        self, coords: Sequence[int], *, linear: bool = False
+    ) -> list[int] | int:
+        """As :meth:`Blocks.block_containing_coords`."""
+        return self.blocks.block_containing_coords(coords, linear=linear)
+
+    def drop_dim(self, dim_to_drop: int) -> Blocks:
+        """As :meth:`Blocks.drop_dim`."""
+        return self.blocks.drop_dim(dim_to_drop)
+
+    def serialize(self) -> dict[str, Any]:
+        """As :meth:`Blocks.serialize`."""
+        return self.blocks.serialize()
