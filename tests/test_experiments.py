@@ -262,3 +262,12 @@ def test_an_empty_folder_is_still_just_not_a_dataset(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     with pytest.raises(NotASplitDatasetError, match=r"not a split dataset \(no \*stack_metadata"):
         _open_with("SplitDataset", tmp_path)
+
+
+def test_linked_files_count(tmp_path: Path) -> None:
+    """A dataset whose metadata and blocks are links to files inside it (a link to a file is
+    judged when the dataset is opened, not by the search)."""
+    ds = _tiny(tmp_path / "exp" / "original", (4, 2), (2, 2))
+    (ds / "stack_metadata.json").rename(ds / "real.json")
+    os.symlink(ds / "real.json", ds / "stack_metadata.json")
+    assert _summary(find_datasets(tmp_path / "exp")) == [("original", (4, 2), (2, 2))]

@@ -127,8 +127,8 @@ def _list_folder(folder: Path, real_root: str) -> _Listing:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     subfolders.append(Path(entry.path))
-                elif entry.is_symlink():
-                    if entry.is_dir() and _inside(os.path.realpath(entry.path), real_root):
+                elif entry.is_symlink() and entry.is_dir():
+                    if _inside(os.path.realpath(entry.path), real_root):
                         subfolders.append(Path(entry.path))
                 elif name.endswith(_METADATA_SUFFIX):
                     has_metadata = True
