@@ -636,7 +636,7 @@ def test_doc_examples_and_pickle() -> None:
     assert c.serialize() == b.serialize()
     assert np.array_equal(c.block_starts, b.block_starts)
     assert "Blocks(" in repr(b)
-    assert _blocks.__all__ == ["Blocks"]
+    assert _blocks.__all__ == ["Blocks", "BlocksOfDataset"]
 
 
 # --------------------------------------------------------------------------------------------
