@@ -185,3 +185,12 @@ def test_info_on_a_folder_without_datasets_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "notes.txt").write_text("")
     assert_one_line_error(run_main("info", str(tmp_path)), 1, str(tmp_path), "not a split dataset")
+
+
+def test_info_says_when_the_search_stopped_early(tmp_path: Path) -> None:
+    _dataset_with(tmp_path / "original", {})
+    (tmp_path / "a" / "b" / "c" / "d").mkdir(parents=True)  # deeper than 3 folders
+    run = run_main("info", str(tmp_path))
+    assert run.code == 0, run
+    assert "(the search stopped early: it looks 3 folders deep at most" in run.out
+    assert json.loads(run_main("info", str(tmp_path), "--json").out)["complete"] is False

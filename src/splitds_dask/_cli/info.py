@@ -23,10 +23,14 @@ from splitds_dask._cli.arguments import Commands, add_allow_external
 from splitds_dask._cli.messages import PROG, one_line
 from splitds_dask._cli.sizes import bytes_on_disk, format_bytes
 from splitds_dask._errors import NotASplitDatasetError
-from splitds_dask._format.experiments import channel_datasets, survey
+from splitds_dask._format.experiments import MAX_ENTRIES, MAX_FOLDERS, channel_datasets, survey
 from splitds_dask._storage.filters import describe_filter, filter_name
 
 __all__ = ["add_parser", "block_compression", "dataset_info", "folder_info", "run"]
+
+# How far a folder is searched for datasets: <exp>/original/green is 2 down.
+_DEPTH = 3
+_LIMIT = 256
 
 
 def _jsonable(value: Any) -> Any:
@@ -150,10 +154,10 @@ def folder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         ``block_shape`` of each, sorted by name), ``unreadable`` (``name``, ``path``,
         ``message`` of each folder whose metadata cannot be read), ``channels`` (the names of
         a brunoise two-channel run's datasets, else None) and ``complete`` (False when the
-        search stopped at a bound: depth 3, 4,096 folders, 256 datasets). None when the folder
-        holds neither.
+        search stopped at a bound: 3 folders deep, 4,096 folders, 200,000 entries, 256
+        datasets). None when the folder holds neither.
     """
-    found = survey(path)
+    found = survey(path, max_depth=_DEPTH, limit=_LIMIT)
     if not found.datasets and not found.unreadable:
         return None
     channels = channel_datasets(path)
@@ -194,8 +198,8 @@ def _print_folder(info: dict[str, Any], out: TextIO) -> None:
         print(f"two-channel run: {', '.join(info['channels'])}", file=out)
     if not info["complete"]:
         print(
-            "(the search stopped early: it looks at most 3 folders deep, 4,096 folders and "
-            "256 datasets)",
+            f"(the search stopped early: it looks {_DEPTH} folders deep at most, at "
+            f"{MAX_FOLDERS:,} folders, {MAX_ENTRIES:,} entries and {_LIMIT} datasets)",
             file=out,
         )
     if datasets:
