@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from splitds_dask._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
+from splitds_dask._format.experiments import survey
 from splitds_dask._format.files import BlockFiles, BlockNames, NoBlockFilesError, find_block_files
 from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._format.metadata import (
@@ -65,6 +66,36 @@ def _check_folder(root: Path) -> None:
         raise NotASplitDatasetError(f"{root}: not a folder (a split dataset is a folder)")
 
 
+# A folder that holds datasets, opened as one, is answered with their names: at most this many
+# named, found at most this deep (``<exp>/original/green``), counted up to _COUNTED.
+_NAMED_INSIDE = 4
+_SEARCH_DEPTH = 2
+_COUNTED = 64
+
+
+def _not_a_dataset(root: Path, reason: str) -> NotASplitDatasetError:
+    """The error for a folder that is no dataset: ``reason``, or the datasets it holds.
+
+    The one place that says a folder is not a split dataset, so that every way of opening one
+    (``SplitDataset``, ``splitds info``, the xarray engine) names what an experiment folder holds.
+    """
+    found = survey(root, max_depth=_SEARCH_DEPTH, limit=_COUNTED)
+    inside, unreadable = found.datasets, found.unreadable
+    if not inside and not unreadable:
+        return NotASplitDatasetError(reason)
+    parts = []
+    if inside:
+        count = f"{len(inside)}{'' if found.complete else ' or more'}"
+        named = ", ".join(f"{d.name} {d.shape}" for d in inside[:_NAMED_INSIDE])
+        more = f" and {len(inside) - _NAMED_INSIDE} more" if len(inside) > _NAMED_INSIDE else ""
+        parts.append(f"it holds {count}: {named}{more}")
+    if unreadable:
+        named = ", ".join(u.name for u in unreadable[:_NAMED_INSIDE])
+        more = ", ..." if len(unreadable) > _NAMED_INSIDE else ""
+        parts.append(f"{len(unreadable)} with unreadable metadata: {named}{more}")
+    return NotASplitDatasetError(f"{root} is not a split dataset; " + "; ".join(parts))
+
+
 def _declared_by_json(metadata_path: Path, root: Path, prefix: str | None) -> _Declared:
     """The dataset declared by a ``stack_metadata.json`` file, with the block files listed."""
     # Writers commit the metadata of a block before its file, so a listing that holds more
@@ -86,8 +117,10 @@ def _declared_by_last_file(
     try:
         files = find_block_files(root, prefix=prefix)
     except NoBlockFilesError:  # other errors (duplicate or stray numbers) name the files
-        raise NotASplitDatasetError(
-            f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 block files)"
+        raise _not_a_dataset(
+            root,
+            f"{root}: not a split dataset (no *stack_metadata.json and no numbered .h5 "
+            "block files)",
         ) from None
     last = next(
         n for n, ok in zip(reversed(files.names), reversed(files.present), strict=True) if ok
@@ -97,7 +130,10 @@ def _declared_by_last_file(
         check_block_file(root / last, block=last_row, allow_external=allow_external)
     except BlockError as exc:
         raise MetadataError(f"{root}: cannot read the legacy metadata: {exc}") from exc
-    metadata = read_legacy_metadata(root / last, locking=locking)
+    try:
+        metadata = read_legacy_metadata(root / last, locking=locking)
+    except NotASplitDatasetError as exc:  # numbered .h5 files (shifts_2.h5) but no dataset
+        raise _not_a_dataset(root, str(exc)) from None
     grid = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
     return _Declared(metadata, grid, files)
 
