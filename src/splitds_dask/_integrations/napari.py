@@ -301,23 +301,28 @@ def _channels(found: Sequence[Any]) -> list[tuple[str, _SplitDataset]] | None:
 
 def _experiment_layers(folder: Path) -> list[Callable[[], LayerData]]:
     """Makers of the layers of the split datasets inside ``folder``: one per dataset, named by
-    its path relative to ``folder``, except that the channel folders of one parent (all its
-    subfolders, split datasets of one shape) make one multichannel layer."""
+    its path relative to ``folder``, except that channel folders (brunoise's ``green`` and
+    ``red`` of one shape) make one multichannel layer named after their parent."""
     from splitds_dask._format.experiments import channel_datasets, find_datasets
 
     makers: list[Callable[[], LayerData]] = []
-    groups: dict[Path, list[tuple[str, _SplitDataset]] | None] = {}
+    groups: dict[Path, frozenset[Path]] = {}  # folder: its channels made into a layer
     for item in find_datasets(folder):
+        if item.name == ".":
+            continue  # the folder itself, which failed to open as a dataset
         parent = item.path.parent
-        if parent != folder and parent not in groups:
+        if parent not in groups:
             found = channel_datasets(parent)
-            groups[parent] = None if found is None else _channels(found)
-            channels = groups[parent]
+            # None, or the channels of parent/original (found when the loop gets there)
+            if found is None or any(channel.path.parent != parent for channel in found):
+                found = ()
+            channels = _channels(found) if found else None
+            groups[parent] = frozenset(c.path for c in found if channels is not None)
             if channels is not None:
                 name = parent.relative_to(folder).as_posix()
                 makers.append(functools.partial(_channels_layer, channels, name))
-        if groups.get(parent) is not None:
-            continue  # one of the channels of a layer made already
+        if item.path in groups[parent]:
+            continue  # a channel of the multichannel layer
         dataset = _open_dataset(item.path)
         if dataset is None:
             warnings.warn(f"{item.path}: not opened, it cannot be read", stacklevel=3)
@@ -327,17 +332,10 @@ def _experiment_layers(folder: Path) -> list[Callable[[], LayerData]]:
 
 
 def _folder_reader(path: Path) -> list[Callable[[], LayerData]] | None:
-    """The layers of folder ``path``: a split dataset, channel folders or an experiment."""
-    from splitds_dask._format.experiments import channel_datasets
-
+    """The layers of folder ``path``: a split dataset, or the datasets inside it."""
     dataset = _open_dataset(path)
     if dataset is not None:
         return [functools.partial(_dataset_layer, dataset)]
-    found = channel_datasets(path)
-    if found is not None:
-        channels = _channels(found)
-        if channels is not None:
-            return [functools.partial(_channels_layer, channels, ".")]
     return _experiment_layers(path) or None
 
 
