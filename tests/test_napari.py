@@ -24,6 +24,7 @@ import splitds_dask as sd
 from splitds_dask import SplitDataset
 from splitds_dask._integrations.napari import estimate_contrast_limits, napari_get_reader
 from tests.helpers.entry_points import declared_entry_points, ensure_entry_points
+from tests.helpers.timeouts import TIMEOUT
 
 MANIFEST = Path(sd.__file__).parent / "napari.yaml"
 SRC = Path(sd.__file__).parents[1]
@@ -641,3 +642,80 @@ def test_an_unreadable_dataset_in_an_experiment_is_named(tmp_path) -> None:
     ((data, kwargs, _),) = reader(str(exp))
     assert kwargs["name"] == "a"
     np.testing.assert_array_equal(data.compute(), good)
+
+
+# --- sample data ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sample written under ``tmp_path`` (as if it were the system's temporary folder)."""
+    import tempfile
+
+    from splitds_dask._integrations import napari as module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "_sample_folder", [])
+    return tmp_path
+
+
+def test_the_demo_movie_is_sample_data(plugin, sample_tmp) -> None:
+    from napari.components import ViewerModel
+
+    from splitds_dask._synthetic import synthetic_movie
+
+    viewer = ViewerModel()
+    (layer,) = viewer.open_sample("splitds-dask", "demo-movie")
+    assert layer.name == "demo movie"
+    assert layer.data.shape == (32, 8, 256, 256)
+    assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
+    np.testing.assert_allclose(layer.scale, (0.5, 7, 0.6, 0.6))
+    (folder,) = sample_tmp.iterdir()  # written once, into the temporary folder
+    assert folder.name.startswith("splitds-dask-sample-")
+    dataset = SplitDataset(folder / "demo")
+    assert layer.metadata["split_dataset"] == str(dataset.root)
+    assert len(list(dataset.root.glob("*.h5"))) == 8
+    expected = synthetic_movie(32, block_frames=4)
+    for t in (0, 17, 31):
+        np.testing.assert_array_equal(np.asarray(layer.data[t]), expected[t].compute())
+    (again,) = viewer.open_sample("splitds-dask", "demo-movie")
+    assert again.metadata == layer.metadata
+    assert list(sample_tmp.iterdir()) == [folder]
+
+
+SAMPLE_SCRIPT = """
+import sys
+from npe2 import PluginManager
+from napari.components import ViewerModel
+sys.path.insert(0, sys.argv[1])  # the .dist-info of the entry points, if not installed
+PluginManager.instance().discover()
+(layer,) = ViewerModel().open_sample("splitds-dask", "demo-movie")
+print(layer.metadata["split_dataset"])
+"""
+
+
+@pytest.mark.subprocess
+def test_the_sample_is_removed_when_the_process_exits(tmp_path, monkeypatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    ensure_entry_points(site, monkeypatch)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "TMPDIR": str(scratch),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SAMPLE_SCRIPT, str(site)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    root = Path(proc.stdout.strip().splitlines()[-1])
+    assert root.parent.parent == scratch
+    assert not root.parent.exists()
+    assert list(scratch.iterdir()) == []
