@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -719,3 +720,31 @@ def test_the_sample_is_removed_when_the_process_exits(tmp_path, monkeypatch) -> 
     assert root.parent.parent == scratch
     assert not root.parent.exists()
     assert list(scratch.iterdir()) == []
+
+
+# --- the README's napari section ------------------------------------------------------------
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _readme_napari_block(fence: str) -> str:
+    section = README.read_text().split("\n## napari\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(rf"```{fence}\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+def test_readme_folder_preference(tmp_path, plugin, settings) -> None:
+    # The README's preference changes napari's settings file: run here with a test's own
+    # settings (the README test runs only ```python blocks).
+    from napari.components import ViewerModel
+    from napari.errors import MultipleReaderError
+
+    data = _write(tmp_path / "exp" / "original", (4, 2, 3, 3), 3)
+    _write(tmp_path / "exp" / "aligned", (4, 2, 3, 3), 3)
+    settings.plugins.extension2reader = {"*.tif": "napari"}
+    exec(compile(_readme_napari_block("py"), "README.md napari preference", "exec"), {})  # noqa: S102
+    assert settings.plugins.extension2reader == {"*.tif": "napari", "*/original/": "splitds-dask"}
+    (layer,) = ViewerModel().open(tmp_path / "exp" / "original", plugin=None)
+    np.testing.assert_array_equal(layer.data.compute(), data)
+    with pytest.raises(MultipleReaderError):  # other folder names: napari still asks
+        ViewerModel().open(tmp_path / "exp" / "aligned", plugin=None)
