@@ -538,12 +538,12 @@ def test_what_the_reader_declines_is_left_to_napari(plugin, tmp_path) -> None:
     from napari.components import ViewerModel
     from npe2 import read
 
-    # A plain folder of .npy files: the reader declines it, napari's builtins stack them.
+    # A plain folder holding an image: the reader declines it, napari's builtins read it. One
+    # file: napari stacks several with dask.array.from_delayed, which array-expr mode lacks.
     folder = tmp_path / "frames"
     folder.mkdir()
     frames = np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4)
-    for i, frame in enumerate(frames):
-        np.save(folder / f"{i}.npy", frame)
+    np.save(folder / "frames.npy", frames)
     assert "splitds-dask" in _readers(folder)
     assert napari_get_reader(str(folder)) is None
     with pytest.raises(ValueError, match="refused the file"):

@@ -287,7 +287,7 @@ def _open_dataset(path: Path) -> _SplitDataset | None:
     try:
         dataset = SplitDataset(path)
         dataset.dtype  # noqa: B018 - reads the first block's header: fail here, not in napari
-    except SplitDatasetError:
+    except (SplitDatasetError, OSError):  # OSError: a folder or file we may not read
         return None
     return dataset
 
