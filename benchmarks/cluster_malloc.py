@@ -39,7 +39,7 @@ from typing import Any
 import dask
 
 import splitds_dask as sd
-from splitds_dask._cli.synthetic import synthetic_movie
+from splitds_dask._synthetic import synthetic_movie
 
 N_FRAMES = 768  # 768 x 8 x 256 x 256 uint16 = 805 MB, in 24 blocks of 32 time points (34 MB)
 

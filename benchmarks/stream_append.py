@@ -33,9 +33,9 @@ import hdf5plugin
 import numpy as np
 
 import splitds_dask as sd
-from splitds_dask._cli.synthetic import synthetic_movie
 from splitds_dask._storage.atomic import fsync_file
 from splitds_dask._storage.block_file import chunk_shape_for
+from splitds_dask._synthetic import synthetic_movie
 
 
 def plain_h5py(

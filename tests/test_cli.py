@@ -22,7 +22,7 @@ import splitds_dask as sd
 from splitds_dask import SplitDataset
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.sizes import format_bytes
-from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from splitds_dask._synthetic import FRAME_BYTES, FRAME_SHAPE
 from tests.helpers.cli import (
     BLOCK_FRAMES,
     N_FRAMES,

@@ -14,7 +14,7 @@ import splitds_dask
 from splitds_dask import SplitDataset
 from splitds_dask._cli.demo import run_demo
 from splitds_dask._cli.images import mosaic, to_uint8
-from splitds_dask._cli.synthetic import FRAME_BYTES, FRAME_SHAPE
+from splitds_dask._synthetic import FRAME_BYTES, FRAME_SHAPE
 from tests.helpers.cli import (
     BLOCK_FRAMES,
     N_FRAMES,

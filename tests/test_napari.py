@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import splitds_dask as sd
 from splitds_dask import SplitDataset
 from splitds_dask._integrations.napari import estimate_contrast_limits, napari_get_reader
 from tests.helpers.entry_points import declared_entry_points, ensure_entry_points
+from tests.helpers.timeouts import TIMEOUT
 
 MANIFEST = Path(sd.__file__).parent / "napari.yaml"
 SRC = Path(sd.__file__).parents[1]
@@ -78,10 +79,15 @@ def test_manifest_is_valid() -> None:
     assert manifest.name == "splitds-dask"
     (reader,) = manifest.contributions.readers
     assert reader.accepts_directories
-    assert set(reader.filename_patterns) == {"*.h5", "*.hdf5"}
-    (command,) = manifest.contributions.commands
-    assert command.id == reader.command
-    assert command.python_name == "splitds_dask._integrations.napari:napari_get_reader"
+    # Metadata files and block files (<stem><number>.h5) only: no other file is claimed.
+    assert set(reader.filename_patterns) == {"*stack_metadata.json", "*[0-9].h5"}
+    (sample,) = manifest.contributions.sample_data
+    assert sample.key == "demo-movie"
+    commands = {command.id: command.python_name for command in manifest.contributions.commands}
+    assert commands == {
+        reader.command: "splitds_dask._integrations.napari:napari_get_reader",
+        sample.command: "splitds_dask._integrations.napari:demo_movie",
+    }
     manifest.validate_imports()  # every python_name imports and resolves
 
 
@@ -237,7 +243,7 @@ def test_reader_opens_one_block_file_with_h5py(movie) -> None:
 @pytest.mark.parametrize("dtype", ["bool", ">u2", "float32"])
 def test_block_file_dtypes(tmp_path, random_array, dtype) -> None:
     data = random_array((3, 5, 4), np.dtype(dtype).newbyteorder("=")).astype(dtype)
-    path = tmp_path / "block.hdf5"
+    path = tmp_path / "0000.h5"
     with h5py.File(path, "w") as f:
         if dtype == "bool":  # as PyTables writes it: an 8-bit bitfield
             space = h5py.h5s.create_simple(data.shape)
@@ -265,7 +271,7 @@ class _Touch:
 def test_block_file_contents_are_never_unpickled(tmp_path) -> None:
     marker = tmp_path / "unpickled"
     payload = pickle.dumps(_Touch(marker), protocol=2)
-    path = tmp_path / "evil.h5"
+    path = tmp_path / "evil_0001.h5"
     with h5py.File(path, "w") as f:
         f["stack_3D"] = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
         f.attrs["TITLE"] = np.void(payload)  # PyTables unpickles attributes like this one
@@ -281,16 +287,23 @@ def test_reader_declines_what_it_cannot_open(tmp_path) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")
     (tmp_path / "data.txt").write_text("x")
-    with h5py.File(tmp_path / "no_stack.h5", "w") as f:
+    # Block file names (<stem><number>.h5) whose contents are no block.
+    with h5py.File(tmp_path / "no_stack_0.h5", "w") as f:
         f["traces"] = np.zeros((3, 4))
-    with h5py.File(tmp_path / "strings.h5", "w") as f:
+    with h5py.File(tmp_path / "strings_0.h5", "w") as f:
         f["stack"] = np.array([b"a", b"b"])
-    with h5py.File(tmp_path / "scalar.h5", "w") as f:
+    with h5py.File(tmp_path / "scalar_0.h5", "w") as f:
         f["stack"] = 3
-    (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
-    for name in ("notes", "data.txt", "no_stack.h5", "strings.h5", "scalar.h5", "garbage.h5"):
+    (tmp_path / "garbage_0.h5").write_bytes(b"not hdf5")
+    (tmp_path / "stack_metadata.json").write_text("{}")  # a metadata file of no dataset
+    # A stack in a file that is not named as a block file, and a hidden (temporary) block file.
+    for name in ("block.hdf5", "block.h5", "0000.hdf5", ".0000.h5"):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["stack_3D"] = np.ones((2, 3, 4), np.uint16)
+    declined = ["notes", "data.txt", "no_stack_0.h5", "strings_0.h5", "scalar_0.h5"]
+    declined += ["garbage_0.h5", "stack_metadata.json", "block.hdf5", "block.h5", "0000.hdf5"]
+    for name in [*declined, ".0000.h5", "missing"]:
         assert napari_get_reader(str(tmp_path / name)) is None, name
-    assert napari_get_reader(str(tmp_path / "missing")) is None
 
 
 def test_broken_dataset_is_declined(movie) -> None:
@@ -329,15 +342,26 @@ def test_split_dataset_passed_to_napari_stays_lazy(big, reads) -> None:
 
 
 @pytest.fixture
-def plugin() -> Iterator[PluginManager]:
-    """This package's manifest registered with napari's plugin manager (what discovery does)."""
-    manager = PluginManager.instance()
-    registered = any(m.name == "splitds-dask" for m in manager.iter_manifests())
-    if not registered:
-        manager.register(PluginManifest.from_file(MANIFEST))
-    yield manager
-    if not registered:
-        manager.unregister("splitds-dask")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> PluginManager:
+    """napari's plugin manager after discovery through the entry points, as once installed
+    (what ``napari.Viewer()`` does at start; ``ViewerModel`` does not)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        ensure_entry_points(tmp_path_factory.mktemp("site"), monkeypatch)
+        manager = PluginManager.instance()
+        manager.discover()
+    assert manager.get_manifest("splitds-dask") == PluginManifest.from_file(MANIFEST)
+    return manager
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """napari's settings, in a file of this test (never the user's)."""
+    import napari.settings
+    from napari.settings import NapariSettings
+
+    settings = NapariSettings(config_path=tmp_path / "napari-settings.yaml")
+    monkeypatch.setattr(napari.settings, "_SETTINGS", settings)
+    return settings
 
 
 def test_napari_opens_a_folder_through_the_plugin(movie, plugin, reads) -> None:
@@ -453,3 +477,274 @@ def test_a_single_block_file_linking_outside_is_not_opened(tmp_path: Path, link:
         assert reader is not None
         ((data, _, _),) = reader(str(path))
         np.testing.assert_array_equal(np.asarray(data), values)
+
+
+# --- what napari offers a path to, and when it asks the user to choose ----------------------
+
+
+def _readers(path: Path) -> dict[str, str]:
+    """The readers napari offers for ``path`` (plugin: display name), as its window does."""
+    from napari.plugins import _npe2
+
+    return _npe2.get_readers(str(path))
+
+
+@pytest.mark.parametrize("name", ["stack_metadata.json", "green_stack_metadata.json"])
+def test_a_metadata_file_opens_without_a_chooser(movie, plugin, settings, reads, name) -> None:
+    from napari.components import ViewerModel
+
+    data, ds = movie
+    if name != "stack_metadata.json":
+        (ds.root / "stack_metadata.json").rename(ds.root / name)
+    path = ds.root / name
+    # The one reader offered: napari opens with it, without asking (MultipleReaderError).
+    assert set(_readers(path)) == {"splitds-dask"}
+    (layer,) = ViewerModel().open(path, plugin=None)
+    assert layer.name == "movie"
+    assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
+    np.testing.assert_array_equal(np.asarray(layer.data[7, 2]), data[7, 2], strict=True)
+    assert reads.elements < data.size / 2
+
+
+def test_a_folder_needs_a_choice_or_a_preference(movie, plugin, settings) -> None:
+    from napari.components import ViewerModel
+    from napari.errors import MultipleReaderError
+
+    data, ds = movie
+    # napari's builtins accept every folder: with no preference, napari asks (its window shows
+    # the "Choose reader" dialog; ViewerModel raises).
+    readers = _readers(ds.root)
+    assert {"napari", "splitds-dask"} <= set(readers)
+    with pytest.raises(MultipleReaderError):
+        ViewerModel().open(ds.root, plugin=None)
+    # The dialog lists the readers by display name and preselects the first: this plugin.
+    assert min(readers.values()) == readers["splitds-dask"]
+    # A preference for folders of this name (what the README shows): no question asked.
+    settings.plugins.extension2reader = {"*/movie/": "splitds-dask"}
+    (layer,) = ViewerModel().open(ds.root, plugin=None)
+    np.testing.assert_array_equal(np.asarray(layer.data[19]), data[19], strict=True)
+
+
+def test_block_files_are_offered_to_both_readers(movie, plugin, tmp_path) -> None:
+    _, ds = movie
+    assert {"napari", "splitds-dask"} <= set(_readers(ds.files.flat[0]))
+    other = tmp_path / "traces.h5"  # not a block file name: left to napari and others
+    with h5py.File(other, "w") as f:
+        f["stack"] = np.zeros((3, 4))
+    assert "splitds-dask" not in _readers(other)
+
+
+def test_what_the_reader_declines_is_left_to_napari(plugin, tmp_path) -> None:
+    from napari.components import ViewerModel
+    from npe2 import read
+
+    # A plain folder holding an image: the reader declines it, napari's builtins read it. One
+    # file: napari stacks several with dask.array.from_delayed, which array-expr mode lacks.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4)
+    np.save(folder / "frames.npy", frames)
+    assert "splitds-dask" in _readers(folder)
+    assert napari_get_reader(str(folder)) is None
+    with pytest.raises(ValueError, match="refused the file"):
+        read([str(folder)], plugin_name="splitds-dask", stack=False)
+    (layer_data,) = read([str(folder)], stack=False)  # every reader offered, in turn
+    np.testing.assert_array_equal(np.asarray(layer_data[0]), frames)
+    (layer,) = ViewerModel().open(folder, plugin="napari")
+    np.testing.assert_array_equal(np.asarray(layer.data), frames)
+    # An unrelated HDF5 file whose name ends with a number: offered, declined.
+    with h5py.File(tmp_path / "scan1.h5", "w") as f:
+        f["data"] = np.zeros((3, 4))
+    assert "splitds-dask" in _readers(tmp_path / "scan1.h5")
+    assert napari_get_reader(str(tmp_path / "scan1.h5")) is None
+
+
+# --- channel folders and experiment folders -------------------------------------------------
+
+
+def _write(root: Path, shape: tuple[int, ...], offset: int) -> np.ndarray:
+    data = (np.arange(np.prod(shape)).reshape(shape) % 1000 + offset).astype(np.uint16)
+    sd.to_split_dataset(data, root, block_shape=2, scale=(1, 5, 0.5, 0.5), units=(None, UM, UM, UM))
+    return data
+
+
+def test_channel_folders_open_as_one_multichannel_layer(tmp_path, plugin) -> None:
+    from napari.components import ViewerModel
+
+    original = tmp_path / "exp" / "original"
+    green = _write(original / "green", (6, 2, 5, 4), 0)
+    red = _write(original / "red", (6, 2, 5, 4), 5000)
+    reader = napari_get_reader(str(original))
+    ((data, kwargs, kind),) = reader(str(original))
+    assert (kind, kwargs["channel_axis"], kwargs["name"]) == ("image", 0, ["green", "red"])
+    np.testing.assert_array_equal(data.compute(), np.stack([green, red]))
+
+    green_layer, red_layer = ViewerModel().open(original, plugin="splitds-dask")
+    for layer, values, name in [(green_layer, green, "green"), (red_layer, red, "red")]:
+        assert layer.name == name
+        assert layer.colormap.name == name  # the folder names are napari colormaps
+        assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
+        np.testing.assert_allclose(layer.scale, (1, 5, 0.5, 0.5))
+        assert [str(u) for u in layer.units] == ["pixel", UM, UM, UM]
+        assert tuple(layer.contrast_limits) == (values.min(), values.max())
+        np.testing.assert_array_equal(np.asarray(layer.data[3, 1]), values[3, 1], strict=True)
+
+
+def test_an_experiment_folder_opens_each_dataset(tmp_path, plugin) -> None:
+    from napari.components import ViewerModel
+
+    exp = tmp_path / "exp"
+    original = _write(exp / "original", (6, 2, 5, 4), 0)
+    aligned = _write(exp / "aligned", (6, 2, 5, 4), 100)
+    with h5py.File(exp / "aligned" / "shifts_sobel.h5", "w") as f:  # fimpy puts this beside
+        f["shifts"] = np.zeros((6, 3))
+    dff = _write(exp / "analysis" / "dff", (3, 2, 5, 4), 7)
+    (exp / "notes.txt").write_text("not data")
+
+    layers = ViewerModel().open(exp, plugin="splitds-dask")
+    assert [layer.name for layer in layers] == ["aligned", "analysis/dff", "original"]
+    for layer, values in zip(layers, [aligned, dff, original], strict=True):
+        np.testing.assert_array_equal(layer.data.compute(), values)
+
+
+def test_an_experiment_with_channels_and_other_datasets(tmp_path) -> None:
+    exp = tmp_path / "exp"
+    green = _write(exp / "original" / "green", (4, 2, 3, 3), 0)
+    red = _write(exp / "original" / "red", (4, 2, 3, 3), 50)
+    aligned = _write(exp / "aligned", (4, 2, 3, 3), 9)
+    layers = napari_get_reader(str(exp))(str(exp))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == [
+        "aligned",
+        ["original/green", "original/red"],
+    ]
+    assert "channel_axis" not in layers[0][1]
+    np.testing.assert_array_equal(layers[0][0].compute(), aligned)
+    np.testing.assert_array_equal(layers[1][0].compute(), np.stack([green, red]))
+
+
+def test_channels_of_different_shapes_open_one_by_one(tmp_path) -> None:
+    original = tmp_path / "original"
+    green = _write(original / "green", (4, 2, 3, 3), 0)
+    red = _write(original / "red", (5, 2, 3, 3), 50)
+    layers = napari_get_reader(str(original))(str(original))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["green", "red"]
+    for (data, kwargs, _), values in zip(layers, [green, red], strict=True):
+        assert "channel_axis" not in kwargs
+        np.testing.assert_array_equal(data.compute(), values)
+
+
+def test_an_unreadable_dataset_in_an_experiment_is_named(tmp_path) -> None:
+    exp = tmp_path / "exp"
+    good = _write(exp / "a", (4, 2, 3, 3), 0)
+    _write(exp / "b", (4, 2, 3, 3), 0)
+    (exp / "b" / "0000.h5").write_bytes(b"not hdf5")  # its dtype cannot be known
+    with pytest.warns(UserWarning, match=r"b: not opened, it cannot be read"):
+        reader = napari_get_reader(str(exp))
+    ((data, kwargs, _),) = reader(str(exp))
+    assert kwargs["name"] == "a"
+    np.testing.assert_array_equal(data.compute(), good)
+
+
+# --- sample data ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sample written under ``tmp_path`` (as if it were the system's temporary folder)."""
+    import tempfile
+
+    from splitds_dask._integrations import napari as module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "_sample_folder", [])
+    return tmp_path
+
+
+def test_the_demo_movie_is_sample_data(plugin, sample_tmp) -> None:
+    from napari.components import ViewerModel
+
+    from splitds_dask._synthetic import synthetic_movie
+
+    viewer = ViewerModel()
+    (layer,) = viewer.open_sample("splitds-dask", "demo-movie")
+    assert layer.name == "demo movie"
+    assert layer.data.shape == (32, 8, 256, 256)
+    assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
+    np.testing.assert_allclose(layer.scale, (0.5, 7, 0.6, 0.6))
+    (folder,) = sample_tmp.iterdir()  # written once, into the temporary folder
+    assert folder.name.startswith("splitds-dask-sample-")
+    dataset = SplitDataset(folder / "demo")
+    assert layer.metadata["split_dataset"] == str(dataset.root)
+    assert len(list(dataset.root.glob("*.h5"))) == 8
+    expected = synthetic_movie(32, block_frames=4)
+    for t in (0, 17, 31):
+        np.testing.assert_array_equal(np.asarray(layer.data[t]), expected[t].compute())
+    (again,) = viewer.open_sample("splitds-dask", "demo-movie")
+    assert again.metadata == layer.metadata
+    assert list(sample_tmp.iterdir()) == [folder]
+
+
+SAMPLE_SCRIPT = """
+import sys
+from npe2 import PluginManager
+from napari.components import ViewerModel
+sys.path.insert(0, sys.argv[1])  # the .dist-info of the entry points, if not installed
+PluginManager.instance().discover()
+(layer,) = ViewerModel().open_sample("splitds-dask", "demo-movie")
+print(layer.metadata["split_dataset"])
+"""
+
+
+@pytest.mark.subprocess
+def test_the_sample_is_removed_when_the_process_exits(tmp_path, monkeypatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    ensure_entry_points(site, monkeypatch)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "TMPDIR": str(scratch),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SAMPLE_SCRIPT, str(site)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    root = Path(proc.stdout.strip().splitlines()[-1])
+    assert root.parent.parent == scratch
+    assert not root.parent.exists()
+    assert list(scratch.iterdir()) == []
+
+
+# --- the README's napari section ------------------------------------------------------------
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _readme_napari_block(fence: str) -> str:
+    section = README.read_text().split("\n## napari\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(rf"```{fence}\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+def test_readme_folder_preference(tmp_path, plugin, settings) -> None:
+    # The README's preference changes napari's settings file: run here with a test's own
+    # settings (the README test runs only ```python blocks).
+    from napari.components import ViewerModel
+    from napari.errors import MultipleReaderError
+
+    data = _write(tmp_path / "exp" / "original", (4, 2, 3, 3), 3)
+    _write(tmp_path / "exp" / "aligned", (4, 2, 3, 3), 3)
+    settings.plugins.extension2reader = {"*.tif": "napari"}
+    exec(compile(_readme_napari_block("py"), "README.md napari preference", "exec"), {})  # noqa: S102
+    assert settings.plugins.extension2reader == {"*.tif": "napari", "*/original/": "splitds-dask"}
+    (layer,) = ViewerModel().open(tmp_path / "exp" / "original", plugin=None)
+    np.testing.assert_array_equal(layer.data.compute(), data)
+    with pytest.raises(MultipleReaderError):  # other folder names: napari still asks
+        ViewerModel().open(tmp_path / "exp" / "aligned", plugin=None)

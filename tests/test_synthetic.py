@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitds_dask._cli.synthetic import synthetic_movie
+from splitds_dask._synthetic import synthetic_movie
 
 
 def test_synthetic_movie_does_not_depend_on_chunking() -> None:

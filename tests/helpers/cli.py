@@ -12,7 +12,7 @@ from pathlib import Path
 import splitds_dask
 from splitds_dask._cli.images import MOSAIC_GAP
 from splitds_dask._cli.main import main
-from splitds_dask._cli.synthetic import FRAME_SHAPE
+from splitds_dask._synthetic import FRAME_SHAPE
 
 # 8 MB is 7 time points of 8x256x256 uint16; 3 per block gives blocks of 3, 3 and 1.
 SIZE = "8MB"

@@ -7,7 +7,8 @@
   :mod:`.schedulers` (``--scheduler``, progress), :mod:`.arguments`, :mod:`.sizes`;
 - the conversions: :mod:`.sources` (what is read), :mod:`.targets` (what is written),
   :mod:`.formats` (names of formats), :mod:`.ome` (OME-Zarr metadata), :mod:`.images`
-  (projections, previews), :mod:`.png` (the PNG encoder); the demo's data: :mod:`.synthetic`.
+  (projections, previews), :mod:`.png` (the PNG encoder); the demo's data comes from
+  :mod:`splitds_dask._synthetic`.
 
 The library never imports this package.
 """

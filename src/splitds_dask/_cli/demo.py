@@ -25,13 +25,13 @@ import numpy as np
 from splitds_dask._cli.arguments import Commands, add_scheduler, int_at_least
 from splitds_dask._cli.schedulers import use_scheduler
 from splitds_dask._cli.sizes import bytes_on_disk, format_bytes, format_shape, parse_size
-from splitds_dask._cli.synthetic import (
+from splitds_dask._format.metadata import is_split_dataset
+from splitds_dask._synthetic import (
     DEFAULT_BLOCK_FRAMES,
     FRAME_BYTES,
     FRAME_SHAPE,
     synthetic_movie,
 )
-from splitds_dask._format.metadata import is_split_dataset
 
 if TYPE_CHECKING:
     from splitds_dask._dataset import SplitDataset
