@@ -1,0 +1,416 @@
+"""bioio reader plugin: ``bioio.BioImage(folder)`` opens split datasets.
+
+Registered as the ``bioio.readers`` entry point ``splitds-dask`` (bioio names a plugin after its
+distribution and loads ``Reader`` and ``ReaderMetadata`` from this module). bioio picks it with
+no ``reader=`` argument for
+
+- a split-dataset folder (bioio tries the readers of directory images on any folder), or the
+  path of its ``stack_metadata.json`` (the plugin claims ``.json`` and accepts only such files);
+- a brunoise two-channel folder ``<exp>/original`` (``green/`` and ``red/``, split datasets of
+  one shape): one image whose channels are ``"green"`` and ``"red"``;
+- an experiment folder holding several datasets: one bioio scene per dataset (a channel folder
+  is one scene), named by its path relative to the folder (``"original"``, ``"dff"``...).
+
+A folder that is itself the image (a dataset, or a channel folder) is the one scene
+``"Image:0"``, as bioio names the image of a single-image file.
+
+Axes map to bioio's ``TCZYX`` by name: ``t``/``time``, ``c``/``channel``, ``z``, ``y``, ``x``
+(any case); axes that are missing become length-1 dimensions. When a name does not map (or
+two map to the same letter), axes take the letters the format's defaults give by position: a
+2-D dataset is ``YX``, 3-D ``ZYX``, 4-D ``TZYX`` (a sashimi or brunoise volume series), 5-D
+``TCZYX``. Datasets of more than 5 dimensions are refused. The data keeps its order when the
+axes are named in ``TCZYX`` order, else it is transposed (lazily).
+
+``dask_data`` is the dataset's dask array (one chunk per block file, nothing read until
+computed); ``data`` reads everything. ``physical_pixel_sizes`` are the spacings of the ``z``,
+``y`` and ``x`` axes in their own units (None for an axis the data lacks), which
+``dimension_properties`` names; ``time_interval`` is the time step when the ``t`` axis has a
+time unit. Channels are named after their folders in a channel folder, else ``Channel:<scene
+index>:<channel index>`` as bioio names channels without names. ``metadata`` is the parsed
+``stack_metadata.json`` (for a channel folder: ``{channel: metadata}``).
+
+Needs the optional dependency bioio (``pip install "splitds-dask[bioio]"``); the rest of the
+package never imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import posixpath
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+try:
+    import pint
+    from bioio_base import constants, exceptions, io, reader, reader_metadata, types
+    from bioio_base.dimensions import DEFAULT_DIMENSION_ORDER, DimensionNames
+except ImportError as exc:  # pragma: no cover - bioio is an optional dependency
+    raise ImportError(
+        'splitds-dask\'s bioio reader needs bioio and bioio-base: pip install "splitds-dask[bioio]"'
+    ) from exc
+
+from splitds_dask._errors import SplitDatasetError
+from splitds_dask._format.experiments import FoundDataset, channel_datasets, find_datasets
+from splitds_dask._format.metadata import METADATA_NAME, is_split_dataset
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import xarray as xr
+
+    from splitds_dask._dataset import SplitDataset
+
+__all__ = ["Reader", "ReaderMetadata", "bioio_dims"]
+
+_PLUGIN = "splitds-dask"
+_METADATA_SUFFIX = METADATA_NAME  # any ``*stack_metadata.json`` names a dataset's metadata
+_AXIS_LETTERS = {
+    "t": "T",
+    "time": "T",
+    "c": "C",
+    "ch": "C",
+    "channel": "C",
+    "z": "Z",
+    "y": "Y",
+    "x": "X",
+}
+_DEFAULT_LETTERS = {1: "X", 2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}
+_SINGLE_IMAGE = "Image:0"
+
+
+class _Channel(NamedTuple):
+    """One dataset of an image: its folder and, in a channel folder, the channel's name."""
+
+    name: str | None
+    path: Path
+
+
+class _Image(NamedTuple):
+    """One bioio scene: its name and the datasets stacked along C."""
+
+    name: str
+    channels: tuple[_Channel, ...]
+
+
+def bioio_dims(axes: tuple[str, ...]) -> str:
+    """The bioio dimension letters of a dataset's axes (see the module docstring).
+
+    Parameters
+    ----------
+    axes : tuple of str
+        The dataset's axis names (:attr:`SplitDataset.axes`).
+
+    Returns
+    -------
+    str
+        One letter of ``TCZYX`` per axis, in the dataset's order.
+
+    Raises
+    ------
+    ValueError
+        More than 5 axes.
+
+    Examples
+    --------
+    >>> bioio_dims(("t", "z", "y", "x")), bioio_dims(("y", "x", "t"))
+    ('TZYX', 'YXT')
+    >>> bioio_dims(("plane", "row", "column"))  # unknown names: the default by position
+    'ZYX'
+    """
+    ndim = len(axes)
+    if not 1 <= ndim <= len(DEFAULT_DIMENSION_ORDER):
+        raise ValueError(
+            f"{ndim}-D data: bioio images have 1 to 5 dimensions ({DEFAULT_DIMENSION_ORDER})"
+        )
+    letters = [_AXIS_LETTERS.get(name.lower()) for name in axes]
+    if None in letters or len(set(letters)) != ndim:
+        return _DEFAULT_LETTERS[ndim]
+    return "".join(letter for letter in letters if letter is not None)
+
+
+def _local_path(fs: Any, path: str) -> Path | None:
+    """``path`` as a local path, or None on another file system (the blocks are read by h5py)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return Path(path) if {"file", "local"} & set(protocols) else None
+
+
+def _image_folder(path: Path) -> Path:
+    """The folder a path names: itself, or the dataset whose metadata file it is."""
+    return path.parent if path.name.endswith(_METADATA_SUFFIX) and path.is_file() else path
+
+
+def _is_metadata_file(path: Path) -> bool:
+    return path.name.endswith(_METADATA_SUFFIX) and path.is_file() and is_split_dataset(path.parent)
+
+
+def _channel_image(name: str, found: tuple[FoundDataset, ...]) -> _Image:
+    return _Image(name, tuple(_Channel(d.name, d.path) for d in found))
+
+
+def _find_images(folder: Path) -> tuple[_Image, ...]:
+    """The images (scenes) a folder holds, without reading any block data."""
+    if is_split_dataset(folder):
+        return (_Image(_SINGLE_IMAGE, (_Channel(None, folder),)),)
+    found = find_datasets(folder)
+    images: dict[str, _Image] = {}
+    channels_of: dict[str, dict[Path, str]] = {}  # parent -> {channel folder: channel name}
+    for dataset in found:
+        parent = posixpath.dirname(dataset.name)
+        if parent not in channels_of:
+            # channel_datasets looks into <exp>/original when given <exp>: keep only channels
+            # that are subfolders of this very parent.
+            channels = channel_datasets(folder / parent) or ()
+            channels_of[parent] = {
+                Path(os.path.abspath(c.path)): c.name
+                for c in channels
+                if Path(os.path.abspath(c.path)).parent == Path(os.path.abspath(folder / parent))
+            }
+        channel = channels_of[parent].get(Path(os.path.abspath(dataset.path)))
+        if channel is None:
+            images[dataset.name] = _Image(dataset.name, (_Channel(None, dataset.path),))
+            continue
+        name = parent or _SINGLE_IMAGE
+        previous = images.get(name)
+        added = (*previous.channels, _Channel(channel, dataset.path)) if previous else None
+        images[name] = _Image(name, added or (_Channel(channel, dataset.path),))
+    return tuple(images.values())
+
+
+class _Layout(NamedTuple):
+    """How one dataset's array becomes ``TCZYX``."""
+
+    order: tuple[int, ...]  # the transpose that puts its axes in TCZYX order
+    expand: tuple[slice | None, ...]  # then this adds the missing dimensions
+    dims: str  # its letters, in TCZYX order
+
+
+def _layout(axes: tuple[str, ...]) -> _Layout:
+    own = bioio_dims(axes)
+    present = "".join(d for d in DEFAULT_DIMENSION_ORDER if d in own)
+    order = tuple(own.index(d) for d in present)
+    expand = tuple(slice(None) if d in own else None for d in DEFAULT_DIMENSION_ORDER)
+    return _Layout(order, expand, present)
+
+
+def _as_tczyx(array: Any, layout: _Layout) -> Any:
+    """``array`` (numpy or dask) transposed to TCZYX order, missing dimensions added."""
+    if layout.order != tuple(range(len(layout.order))):
+        array = array.transpose(layout.order)
+    return array[layout.expand]
+
+
+class Reader(reader.Reader):
+    """bioio reader of split datasets, channel folders and experiment folders.
+
+    bioio constructs it from ``BioImage(path)``; see the module docstring for what it reads and
+    how axes map to ``TCZYX``.
+
+    Parameters
+    ----------
+    image : str or Path
+        A split-dataset folder, its ``stack_metadata.json``, a channel folder or an experiment
+        folder (local paths only).
+    fs_kwargs : dict, optional
+        Passed to fsspec to resolve ``image`` (the data itself is read with h5py).
+
+    Raises
+    ------
+    bioio_base.exceptions.UnsupportedFileFormatError
+        ``image`` holds no split dataset, or a dataset that cannot be a bioio image.
+    """
+
+    def __init__(self, image: types.PathLike, fs_kwargs: dict[str, Any] | None = None) -> None:
+        fs, path = io.pathlike_to_fs(image, enforce_exists=True, fs_kwargs=fs_kwargs or {})
+        local = _local_path(fs, path)
+        if local is None:
+            raise exceptions.UnsupportedFileFormatError(
+                _PLUGIN, str(image), "split datasets are read from local folders only"
+            )
+        self._fs = fs
+        self._path = str(local)
+        folder = _image_folder(local)
+        images = _find_images(folder) if folder.is_dir() else ()
+        if not images:
+            raise exceptions.UnsupportedFileFormatError(
+                _PLUGIN, str(image), "no split dataset found there"
+            )
+        self._images = images
+        self._opened: dict[Path, SplitDataset] = {}
+        self._current_scene_index = 0
+
+    @staticmethod
+    def _is_supported_image(fs: Any, path: str, **kwargs: Any) -> bool:
+        local = _local_path(fs, path)
+        if local is None:
+            return False
+        if local.is_file():
+            return _is_metadata_file(local)
+        try:
+            return bool(_find_images(local)) if local.is_dir() else False
+        except (SplitDatasetError, OSError):
+            return False
+
+    # --- scenes ------------------------------------------------------------------------------
+
+    @property
+    def scenes(self) -> tuple[str, ...]:
+        """One per image: ``("Image:0",)`` for a dataset, relative paths in an experiment."""
+        return tuple(image.name for image in self._images)
+
+    @property
+    def _image(self) -> _Image:
+        return self._images[self._current_scene_index]
+
+    def _dataset(self, path: Path) -> SplitDataset:
+        from splitds_dask._dataset import SplitDataset
+
+        if path not in self._opened:
+            try:
+                self._opened[path] = SplitDataset(path)
+            except SplitDatasetError as exc:
+                raise exceptions.UnsupportedFileFormatError(_PLUGIN, str(path), str(exc)) from exc
+        return self._opened[path]
+
+    def _datasets(self) -> list[tuple[_Channel, SplitDataset, _Layout]]:
+        """The current scene's datasets with their layouts, checked to stack along C."""
+        out = []
+        for channel in self._image.channels:
+            dataset = self._dataset(channel.path)
+            try:
+                layout = _layout(dataset.axes)
+            except ValueError as exc:
+                raise exceptions.UnsupportedFileFormatError(
+                    _PLUGIN, str(channel.path), str(exc)
+                ) from None
+            out.append((channel, dataset, layout))
+        first = out[0]
+        for channel, dataset, layout in out[1:]:
+            if (layout.dims, dataset.shape) != (first[2].dims, first[1].shape):
+                raise exceptions.UnsupportedFileFormatError(
+                    _PLUGIN,
+                    str(channel.path),
+                    f"channel {channel.name!r} has dims {layout.dims} and shape "
+                    f"{dataset.shape}, channel {first[0].name!r} {first[2].dims} and "
+                    f"{first[1].shape}: they cannot be stacked",
+                )
+        return out
+
+    # --- data --------------------------------------------------------------------------------
+
+    def _read_delayed(self) -> xr.DataArray:
+        import dask.array as da
+
+        datasets = self._datasets()
+        parts = [_as_tczyx(ds.to_dask(), layout) for _, ds, layout in datasets]
+        data: da.Array = parts[0] if len(parts) == 1 else da.concatenate(parts, axis=1)
+        return self._to_xarray(data, datasets)
+
+    def _read_immediate(self) -> xr.DataArray:
+        datasets = self._datasets()
+        parts = [_as_tczyx(np.asarray(ds[...]), layout) for _, ds, layout in datasets]
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return self._to_xarray(data, datasets)
+
+    def _to_xarray(self, data: Any, datasets: list[tuple[_Channel, SplitDataset, _Layout]]) -> Any:
+        import xarray as xr
+
+        first = datasets[0][1]
+        coords: dict[str, Any] = {DimensionNames.Channel: self._channel_names(datasets)}
+        own = bioio_dims(first.axes)
+        for letter, n, step in zip(own, first.shape, first.scale, strict=True):
+            if letter != DimensionNames.Channel:
+                coords[letter] = np.arange(n) * step
+        if len(datasets) == 1:
+            metadata: Any = first.metadata
+        else:
+            metadata = {channel.name: ds.metadata for channel, ds, _ in datasets}
+        return xr.DataArray(
+            data,
+            dims=tuple(DEFAULT_DIMENSION_ORDER),
+            coords=coords,
+            attrs={constants.METADATA_UNPROCESSED: metadata},
+        )
+
+    def _channel_names(self, datasets: list[tuple[_Channel, SplitDataset, _Layout]]) -> list[str]:
+        names: list[str] = []
+        for channel, dataset, layout in datasets:
+            n = dataset.shape[layout.order[layout.dims.index("C")]] if "C" in layout.dims else 1
+            if channel.name is None:
+                start = len(names)
+                names += [f"Channel:{self._current_scene_index}:{start + i}" for i in range(n)]
+            else:
+                names += [channel.name] if n == 1 else [f"{channel.name}:{i}" for i in range(n)]
+        return names
+
+    # --- physical metadata ---------------------------------------------------------------------
+
+    def _spacing(self) -> dict[str, tuple[float, str | None]]:
+        """``{letter: (spacing, unit)}`` of the current scene's axes (the first channel's)."""
+        dataset = self._dataset(self._image.channels[0].path)
+        letters = bioio_dims(dataset.axes)
+        return {
+            letter: (float(step), unit)
+            for letter, step, unit in zip(letters, dataset.scale, dataset.units, strict=True)
+        }
+
+    @property
+    def physical_pixel_sizes(self) -> types.PhysicalPixelSizes:
+        """Spacing along Z, Y and X in the axes' units (None for an axis the data lacks)."""
+        spacing = self._spacing()
+        z, y, x = (spacing[d][0] if d in spacing else None for d in "ZYX")
+        return types.PhysicalPixelSizes(Z=z, Y=y, X=x)
+
+    @property
+    def time_interval(self) -> types.TimeInterval:
+        """The time step, when the ``t`` axis has a time unit; else None."""
+        dataset = self._dataset(self._image.channels[0].path)
+        if "T" not in bioio_dims(dataset.axes) or dataset.time_step is None:
+            return None
+        return datetime.timedelta(seconds=dataset.time_step)
+
+    @property
+    def dimension_properties(self) -> types.DimensionProperties:
+        """Type and unit (a pint unit from bioio's registry, when known) of each dimension."""
+        spacing = self._spacing()
+
+        def unit(letter: str) -> Any:
+            name = spacing[letter][1] if letter in spacing else None
+            try:
+                return None if name is None else types.ureg.Unit(name)
+            except (pint.PintError, AttributeError, TypeError, ValueError):  # not a unit name
+                return None
+
+        def prop(letter: str, kind: str) -> types.DimensionProperty:
+            present = letter in spacing or (letter == "C" and len(self._image.channels) > 1)
+            if letter == "T" and self.time_interval is not None:
+                return types.DimensionProperty(type=kind, unit=types.ureg.Unit("second"))
+            return types.DimensionProperty(type=kind if present else None, unit=unit(letter))
+
+        return types.DimensionProperties(
+            T=prop("T", "time"),
+            C=prop("C", "channel"),
+            Z=prop("Z", "space"),
+            Y=prop("Y", "space"),
+            X=prop("X", "space"),
+        )
+
+
+class ReaderMetadata(reader_metadata.ReaderMetadata):
+    """What bioio asks of the plugin before reading: the extensions and folders it takes."""
+
+    @staticmethod
+    def get_supported_extensions() -> list[str]:
+        """``.json``: the plugin accepts a dataset's ``stack_metadata.json`` (and no other)."""
+        return [".json"]
+
+    @staticmethod
+    def get_reader() -> type[reader.Reader]:  # type: ignore[override]
+        """The :class:`Reader` class."""
+        return Reader
+
+    @staticmethod
+    def supports_directory_images() -> bool:
+        """True: a split dataset is a folder, which bioio then offers to this plugin."""
+        return True
