@@ -21,8 +21,9 @@ two map to the same letter), axes take the letters the format's defaults give by
 ``TCZYX``. Datasets of more than 5 dimensions are refused. The data keeps its order when the
 axes are named in ``TCZYX`` order, else it is transposed (lazily).
 
-``dask_data`` is the dataset's dask array (one chunk per block file, nothing read until
-computed); ``data`` reads everything. ``physical_pixel_sizes`` are the spacings of the ``z``,
+``dask_data`` is the dataset's dask array, one chunk per block file: opening reads the
+metadata and the first block file's header (for the dtype), no block data until computed;
+``data`` reads everything. ``physical_pixel_sizes`` are the spacings of the ``z``,
 ``y`` and ``x`` axes in their own units (None for an axis the data lacks), which
 ``dimension_properties`` names; ``time_interval`` is the time step when the ``t`` axis has a
 time unit. Channels are named after their folders in a channel folder, else ``Channel:<scene
@@ -36,6 +37,7 @@ package never imports this module.
 from __future__ import annotations
 
 import datetime
+import operator
 import os
 import posixpath
 from pathlib import Path
@@ -169,7 +171,8 @@ def _find_images(folder: Path) -> tuple[_Image, ...]:
             }
         channel = channels_of[parent].get(Path(os.path.abspath(dataset.path)))
         if channel is None:
-            images[dataset.name] = _Image(dataset.name, (_Channel(None, dataset.path),))
+            name = _SINGLE_IMAGE if dataset.name == "." else dataset.name  # a legacy dataset
+            images[name] = _Image(name, (_Channel(None, dataset.path),))
             continue
         name = parent or _SINGLE_IMAGE
         previous = images.get(name)
@@ -198,7 +201,14 @@ def _as_tczyx(array: Any, layout: _Layout) -> Any:
     """``array`` (numpy or dask) transposed to TCZYX order, missing dimensions added."""
     if layout.order != tuple(range(len(layout.order))):
         array = array.transpose(layout.order)
-    return array[layout.expand]
+    if isinstance(array, np.ndarray) or None not in layout.expand:
+        return array[layout.expand]
+    import dask.array as da
+
+    # Not ``array[None, ...]``: in dask's array-expr mode that expression holds a function made
+    # with exec, so the array no longer pickles (nor ships to a distributed scheduler).
+    added = [axis for axis, index in enumerate(layout.expand) if index is None]
+    return da.map_blocks(operator.getitem, array, layout.expand, new_axis=added, dtype=array.dtype)
 
 
 class Reader(reader.Reader):
