@@ -37,11 +37,10 @@ package never imports this module.
 from __future__ import annotations
 
 import datetime
-import operator
 import os
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -57,12 +56,13 @@ except ImportError as exc:  # pragma: no cover - bioio is an optional dependency
 from splitds_dask._errors import SplitDatasetError
 from splitds_dask._format.experiments import FoundDataset, channel_datasets, find_datasets
 from splitds_dask._format.metadata import METADATA_NAME, is_split_dataset
+from splitds_dask._integrations.tczyx import TczyxSource, TczyxView
 
 if TYPE_CHECKING:
-    import dask.array as da
     import xarray as xr
 
     from splitds_dask._dataset import SplitDataset
+    from splitds_dask._reader import BlockReader
 
 __all__ = ["Reader", "ReaderMetadata", "bioio_dims"]
 
@@ -181,34 +181,12 @@ def _find_images(folder: Path) -> tuple[_Image, ...]:
     return tuple(images.values())
 
 
-class _Layout(NamedTuple):
-    """How one dataset's array becomes ``TCZYX``."""
+class _Part(NamedTuple):
+    """One dataset of the current scene."""
 
-    order: tuple[int, ...]  # the transpose that puts its axes in TCZYX order
-    expand: tuple[slice | None, ...]  # then this adds the missing dimensions
-    dims: str  # its letters, in TCZYX order
-
-
-def _layout(axes: tuple[str, ...]) -> _Layout:
-    own = bioio_dims(axes)
-    present = "".join(d for d in DEFAULT_DIMENSION_ORDER if d in own)
-    order = tuple(own.index(d) for d in present)
-    expand = tuple(slice(None) if d in own else None for d in DEFAULT_DIMENSION_ORDER)
-    return _Layout(order, expand, present)
-
-
-def _as_tczyx(array: Any, layout: _Layout) -> Any:
-    """``array`` (numpy or dask) transposed to TCZYX order, missing dimensions added."""
-    if layout.order != tuple(range(len(layout.order))):
-        array = array.transpose(layout.order)
-    if isinstance(array, np.ndarray) or None not in layout.expand:
-        return array[layout.expand]
-    import dask.array as da
-
-    # Not ``array[None, ...]``: in dask's array-expr mode that expression holds a function made
-    # with exec, so the array no longer pickles (nor ships to a distributed scheduler).
-    added = [axis for axis, index in enumerate(layout.expand) if index is None]
-    return da.map_blocks(operator.getitem, array, layout.expand, new_axis=added, dtype=array.dtype)
+    channel: _Channel
+    dataset: SplitDataset
+    source: TczyxSource
 
 
 class Reader(reader.Reader):
@@ -283,59 +261,75 @@ class Reader(reader.Reader):
                 raise exceptions.UnsupportedFileFormatError(_PLUGIN, str(path), str(exc)) from exc
         return self._opened[path]
 
-    def _datasets(self) -> list[tuple[_Channel, SplitDataset, _Layout]]:
-        """The current scene's datasets with their layouts, checked to stack along C."""
-        out = []
+    def _parts(self) -> list[_Part]:
+        """The current scene's datasets, each with its reader and TCZYX letters."""
+        from splitds_dask._graph import dataset_token
+
+        parts = []
         for channel in self._image.channels:
             dataset = self._dataset(channel.path)
             try:
-                layout = _layout(dataset.axes)
+                letters = bioio_dims(dataset.axes)
             except ValueError as exc:
                 raise exceptions.UnsupportedFileFormatError(
                     _PLUGIN, str(channel.path), str(exc)
                 ) from None
-            out.append((channel, dataset, layout))
-        first = out[0]
-        for channel, dataset, layout in out[1:]:
-            if (layout.dims, dataset.shape) != (first[2].dims, first[1].shape):
-                raise exceptions.UnsupportedFileFormatError(
-                    _PLUGIN,
-                    str(channel.path),
-                    f"channel {channel.name!r} has dims {layout.dims} and shape "
-                    f"{dataset.shape}, channel {first[0].name!r} {first[2].dims} and "
-                    f"{first[1].shape}: they cannot be stacked",
-                )
-        return out
+            # Stamped with the files' times, as the dataset's own dask array is: dask's names
+            # change when a block file does.
+            reader = dataset.reader.stamped(dataset_token(dataset))
+            parts.append(_Part(channel, dataset, TczyxSource(reader, letters)))
+        return parts
+
+    def _view(self, parts: list[_Part]) -> TczyxView:
+        try:
+            return TczyxView([p.source for p in parts])
+        except ValueError as exc:
+            described = ", ".join(
+                f"{p.channel.name} {p.source.letters} {p.dataset.shape} {p.dataset.dtype}"
+                for p in parts
+            )
+            raise exceptions.UnsupportedFileFormatError(
+                _PLUGIN, str(parts[0].channel.path.parent), f"{exc} ({described})"
+            ) from None
 
     # --- data --------------------------------------------------------------------------------
 
     def _read_delayed(self) -> xr.DataArray:
-        import dask.array as da
+        from dask.base import tokenize
 
-        datasets = self._datasets()
-        parts = [_as_tczyx(ds.to_dask(), layout) for _, ds, layout in datasets]
-        data: da.Array = parts[0] if len(parts) == 1 else da.concatenate(parts, axis=1)
-        return self._to_xarray(data, datasets)
+        from splitds_dask._daskmodes import from_reader
+
+        parts = self._parts()
+        view = self._view(parts)
+        # from_reader (and the windows it reads in dask's array-expr mode) uses only the shape,
+        # dtype, numpy indexing and dask token of what it reads, which the view has: a
+        # selection of the dask array is read as a window in both dask modes.
+        data = from_reader(
+            cast("BlockReader", view),
+            chunks=view.chunks(),
+            name=f"splitds-bioio-{tokenize(view)}",
+            meta=np.empty((0,) * view.ndim, dtype=view.dtype),
+            # Small readers (names by a rule) ride in every task, as the dataset's array does.
+            inline_array=all(p.source.reader.names.is_rule for p in parts),
+        )
+        return self._to_xarray(data, parts)
 
     def _read_immediate(self) -> xr.DataArray:
-        datasets = self._datasets()
-        parts = [_as_tczyx(np.asarray(ds[...]), layout) for _, ds, layout in datasets]
-        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        return self._to_xarray(data, datasets)
+        parts = self._parts()
+        return self._to_xarray(self._view(parts)[...], parts)
 
-    def _to_xarray(self, data: Any, datasets: list[tuple[_Channel, SplitDataset, _Layout]]) -> Any:
+    def _to_xarray(self, data: Any, parts: list[_Part]) -> Any:
         import xarray as xr
 
-        first = datasets[0][1]
-        coords: dict[str, Any] = {DimensionNames.Channel: self._channel_names(datasets)}
-        own = bioio_dims(first.axes)
-        for letter, n, step in zip(own, first.shape, first.scale, strict=True):
+        first = parts[0].dataset
+        coords: dict[str, Any] = {DimensionNames.Channel: self._channel_names(parts)}
+        for letter, n, step in zip(parts[0].source.letters, first.shape, first.scale, strict=True):
             if letter != DimensionNames.Channel:
                 coords[letter] = np.arange(n) * step
-        if len(datasets) == 1:
+        if len(parts) == 1:
             metadata: Any = first.metadata
         else:
-            metadata = {channel.name: ds.metadata for channel, ds, _ in datasets}
+            metadata = {p.channel.name: p.dataset.metadata for p in parts}
         return xr.DataArray(
             data,
             dims=tuple(DEFAULT_DIMENSION_ORDER),
@@ -343,15 +337,15 @@ class Reader(reader.Reader):
             attrs={constants.METADATA_UNPROCESSED: metadata},
         )
 
-    def _channel_names(self, datasets: list[tuple[_Channel, SplitDataset, _Layout]]) -> list[str]:
+    def _channel_names(self, parts: list[_Part]) -> list[str]:
         names: list[str] = []
-        for channel, dataset, layout in datasets:
-            n = dataset.shape[layout.order[layout.dims.index("C")]] if "C" in layout.dims else 1
-            if channel.name is None:
+        for part in parts:
+            n, name = part.source.channels, part.channel.name
+            if name is None:
                 start = len(names)
                 names += [f"Channel:{self._current_scene_index}:{start + i}" for i in range(n)]
             else:
-                names += [channel.name] if n == 1 else [f"{channel.name}:{i}" for i in range(n)]
+                names += [name] if n == 1 else [f"{name}:{i}" for i in range(n)]
         return names
 
     # --- physical metadata ---------------------------------------------------------------------
