@@ -133,9 +133,9 @@ def test_sources_must_agree(tmp_path: Path) -> None:
         TczyxView([TczyxSource(a.reader, "ZYX"), TczyxSource(b.reader, "ZYX")])
     with pytest.raises(ValueError, match="differ in dtype"):
         TczyxView([TczyxSource(a.reader, "ZYX"), TczyxSource(c.reader, "ZYX")])
-    with pytest.raises(ValueError, match="does not name the axes"):
+    with pytest.raises(ValueError, match="does not name the 3 axes"):
         TczyxView([TczyxSource(a.reader, "TY")])
-    with pytest.raises(ValueError, match="does not name the axes"):
+    with pytest.raises(ValueError, match="does not name the 3 axes"):
         TczyxView([TczyxSource(a.reader, "ZZX")])
     with pytest.raises(ValueError, match="at least one"):
         TczyxView([])
