@@ -121,8 +121,9 @@ def test_discovery_lists_the_plugin_for_folders_and_json(plugin: None) -> None:
 
 
 def _tczyx(a: np.ndarray) -> np.ndarray:
-    """``a`` as bioio lays it out, by the documented defaults: YX, ZYX, TZYX, TCZYX."""
+    """``a`` as bioio lays it out, by the documented defaults: X, YX, ZYX, TZYX, TCZYX."""
     return {
+        1: lambda: a[None, None, None, None],
         2: lambda: a[None, None, None],
         3: lambda: a[None, None],
         4: lambda: a[:, None],
@@ -134,6 +135,7 @@ def _tczyx(a: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     ("shape", "block_shape"),
     [
+        ((13,), (5,)),  # 1-D
         ((13, 7), (5, 7)),  # 2-D, short last block
         ((6, 9, 8), (4, 4, 8)),  # 3-D, grid on two axes
         ((7, 3, 10, 6), (2, 3, 10, 6)),  # 4-D volume series, one volume-pair per file

@@ -14,19 +14,26 @@ no ``reader=`` argument for
 A folder that is itself the image (a dataset, or a channel folder) is the one scene
 ``"Image:0"``, as bioio names the image of a single-image file.
 
-Axes map to bioio's ``TCZYX`` by name: ``t``/``time``, ``c``/``channel``, ``z``, ``y``, ``x``
-(any case); axes that are missing become length-1 dimensions. When a name does not map (or
-two map to the same letter), axes take the letters the format's defaults give by position: a
-2-D dataset is ``YX``, 3-D ``ZYX``, 4-D ``TZYX`` (a sashimi or brunoise volume series), 5-D
-``TCZYX``. Datasets of more than 5 dimensions are refused. The data keeps its order when the
-axes are named in ``TCZYX`` order, else it is transposed (lazily).
+Axes map to bioio's ``TCZYX`` by name: ``t``/``time``, ``c``/``ch``/``channel``, ``z``, ``y``,
+``x`` (any case); axes that are missing become length-1 dimensions. When a name does not map
+(or two map to the same letter), axes take the letters the format's defaults give by position:
 
-``dask_data`` is the dataset's dask array, one chunk per block file: opening reads the
-metadata and the first block file's header (for the dtype), no block data until computed;
-``data`` reads everything. ``physical_pixel_sizes`` are the spacings of the ``z``,
-``y`` and ``x`` axes in their own units (None for an axis the data lacks), which
-``dimension_properties`` names; ``time_interval`` is the time step when the ``t`` axis has a
-time unit. Channels are named after their folders in a channel folder, else ``Channel:<scene
+- 1-D: ``X``;
+- 2-D: ``YX``, a plane;
+- 3-D: ``ZYX``, a volume (an anatomy stack);
+- 4-D: ``TZYX``, a volume series (sashimi, brunoise);
+- 5-D: ``TCZYX``.
+
+Datasets of more than 5 dimensions are refused. Axes named in another order (``zyxt``) are
+transposed inside the reads.
+
+``dask_data`` has one chunk per block file (per dataset along C). Opening reads the metadata
+and the first block file's header (for the dtype), no block data until computed; a selection
+(``get_image_dask_data("ZYX", T=3)``) reads only the elements it selects, and ``data`` reads
+everything. ``physical_pixel_sizes`` are the spacings of the ``z``, ``y`` and ``x`` axes in
+their own units (None for an axis the data lacks), which ``dimension_properties`` names (pint
+units); ``time_interval`` is the time step when the ``t`` axis has a time unit, else None.
+Channels are named after their folders in a channel folder, else ``Channel:<scene
 index>:<channel index>`` as bioio names channels without names. ``metadata`` is the parsed
 ``stack_metadata.json`` (for a channel folder: ``{channel: metadata}``).
 
