@@ -266,6 +266,13 @@ def test_folders_without_datasets_are_not_taken(plugin: None, tmp_path: Path) ->
             bioio.BioImage(path)
 
 
+def test_damaged_metadata_is_the_package_error(plugin: None, tmp_path: Path) -> None:
+    sd.to_split_dataset(np.zeros((4, 3), np.uint8), tmp_path / "ds", durable=False)
+    (tmp_path / "ds" / "stack_metadata.json").write_text('{"shape_full": [4, 3]')
+    with pytest.raises(sd.MetadataError, match=r"stack_metadata\.json"):
+        _open(tmp_path / "ds").dims  # noqa: B018
+
+
 # --- physical metadata -----------------------------------------------------------------------
 
 

@@ -214,6 +214,8 @@ class Reader(reader.Reader):
     ------
     bioio_base.exceptions.UnsupportedFileFormatError
         ``image`` holds no split dataset, or a dataset that cannot be a bioio image.
+    splitds_dask.SplitDatasetError
+        When the data is read: a dataset's metadata or block files are damaged.
     """
 
     def __init__(self, image: types.PathLike, fs_kwargs: dict[str, Any] | None = None) -> None:
@@ -261,11 +263,9 @@ class Reader(reader.Reader):
     def _dataset(self, path: Path) -> SplitDataset:
         from splitds_dask._dataset import SplitDataset
 
+        # A damaged dataset raises the package's own error, which names the file and the fault.
         if path not in self._opened:
-            try:
-                self._opened[path] = SplitDataset(path)
-            except SplitDatasetError as exc:
-                raise exceptions.UnsupportedFileFormatError(_PLUGIN, str(path), str(exc)) from exc
+            self._opened[path] = SplitDataset(path)
         return self._opened[path]
 
     def _parts(self) -> list[_Part]:
