@@ -103,8 +103,9 @@ def test_bioio_base_is_required_exactly_once() -> None:
     for entries in project["optional-dependencies"].values():
         requirements.extend(entries)
     assert [r for r in requirements if r.startswith("bioio-base")] == ["bioio-base>=3"]
-    assert "bioio>=3" in project["optional-dependencies"]["bioio"]
-    assert "bioio>=3" in project["optional-dependencies"]["dev"]
+    # bioio 3.6 is the first to offer a folder to a plugin (ReaderMetadata.supports_directory_images).
+    assert "bioio>=3.6" in project["optional-dependencies"]["bioio"]
+    assert "bioio>=3.6" in project["optional-dependencies"]["dev"]
 
 
 def test_discovery_lists_the_plugin_for_folders_and_json(plugin: None) -> None:
