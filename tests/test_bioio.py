@@ -160,6 +160,9 @@ def test_dataset_reads_as_numpy_in_tczyx(
     assert sorted(reads.blocks) == sorted(set(reads.blocks))  # each block read once
     assert len(reads.blocks) == ds.n_blocks
     np.testing.assert_array_equal(image.data, expected, strict=True)
+    # The reader's lazy array stays the file-backed one (bioio's base reader would replace it
+    # by a dask array over the data read, hashing all of it).
+    assert image.reader.dask_data.name.startswith("splitds-")
     assert image.channel_names == [f"Channel:0:{c}" for c in range(expected.shape[1])]
     assert image.scenes == ("Image:0",)
 

@@ -321,6 +321,17 @@ class Reader(reader.Reader):
         )
         return self._to_xarray(data, parts)
 
+    @property
+    def xarray_data(self) -> xr.DataArray:
+        """The image read into memory (``xarray_dask_data`` stays the lazy, file-backed array).
+
+        bioio's base reader would also wrap the data read in a new dask array, which hashes all
+        of it (dask names arrays by content): as long as reading it again, for nothing.
+        """
+        if self._xarray_data is None:
+            self._xarray_data = self._read_immediate()
+        return self._xarray_data
+
     def _read_immediate(self) -> xr.DataArray:
         parts = self._parts()
         return self._to_xarray(self._view(parts)[...], parts)
