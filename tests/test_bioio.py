@@ -394,6 +394,20 @@ def test_experiment_folder_scenes(plugin: None, tmp_path: Path, reads: Reads) ->
         reads.blocks.clear()
 
 
+def test_channel_folder_with_other_datasets(plugin: None, tmp_path: Path) -> None:
+    green, red = np.zeros((2, 3, 4), np.uint8), np.ones((2, 3, 4), np.uint8)
+    dff = np.full((2, 3, 4), 0.5, np.float32)
+    for name, data in (("green", green), ("red", red), ("dff", dff)):
+        sd.to_split_dataset(data, tmp_path / "o" / name, durable=False)
+    image = _open(tmp_path / "o")
+    assert image.scenes == ("dff", ".")
+    image.set_scene(".")
+    assert image.channel_names == ["green", "red"]
+    np.testing.assert_array_equal(image.data, np.stack([green, red])[None], strict=True)
+    image.set_scene("dff")
+    np.testing.assert_array_equal(image.data, dff[None, None], strict=True)
+
+
 def test_channels_of_different_shapes_are_separate_scenes(plugin: None, tmp_path: Path) -> None:
     sd.to_split_dataset(np.zeros((2, 3, 4), np.uint8), tmp_path / "o" / "green", durable=False)
     sd.to_split_dataset(np.ones((2, 3, 5), np.uint8), tmp_path / "o" / "red", durable=False)

@@ -12,7 +12,8 @@ no ``reader=`` argument for
   is one scene), named by its path relative to the folder (``"original"``, ``"dff"``...).
 
 A folder that is itself the image (a dataset, or a channel folder) is the one scene
-``"Image:0"``, as bioio names the image of a single-image file.
+``"Image:0"``, as bioio names the image of a single-image file (the scene ``"."`` when the folder
+holds other datasets besides its channels).
 
 Axes map to bioio's ``TCZYX`` by name: ``t``/``time``, ``c``/``ch``/``channel``, ``z``, ``y``,
 ``x`` (any case); axes that are missing become length-1 dimensions. When a name does not map
@@ -61,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - bioio is an optional dependency
     ) from exc
 
 from splitds_dask._errors import SplitDatasetError
-from splitds_dask._format.experiments import FoundDataset, channel_datasets, find_datasets
+from splitds_dask._format.experiments import channel_datasets, find_datasets
 from splitds_dask._format.metadata import METADATA_NAME, is_split_dataset
 from splitds_dask._integrations.tczyx import TczyxSource, TczyxView
 
@@ -154,37 +155,30 @@ def _is_metadata_file(path: Path) -> bool:
     return path.name.endswith(_METADATA_SUFFIX) and path.is_file() and is_split_dataset(path.parent)
 
 
-def _channel_image(name: str, found: tuple[FoundDataset, ...]) -> _Image:
-    return _Image(name, tuple(_Channel(d.name, d.path) for d in found))
-
-
 def _find_images(folder: Path) -> tuple[_Image, ...]:
     """The images (scenes) a folder holds, without reading any block data."""
     if is_split_dataset(folder):
         return (_Image(_SINGLE_IMAGE, (_Channel(None, folder),)),)
-    found = find_datasets(folder)
     images: dict[str, _Image] = {}
     channels_of: dict[str, dict[Path, str]] = {}  # parent -> {channel folder: channel name}
-    for dataset in found:
-        parent = posixpath.dirname(dataset.name)
+    for dataset in find_datasets(folder):
+        parent = posixpath.dirname(dataset.name) or "."
         if parent not in channels_of:
             # channel_datasets looks into <exp>/original when given <exp>: keep only channels
             # that are subfolders of this very parent.
-            channels = channel_datasets(folder / parent) or ()
+            here = Path(os.path.abspath(folder / parent))
             channels_of[parent] = {
                 Path(os.path.abspath(c.path)): c.name
-                for c in channels
-                if Path(os.path.abspath(c.path)).parent == Path(os.path.abspath(folder / parent))
+                for c in channel_datasets(here) or ()
+                if Path(os.path.abspath(c.path)).parent == here
             }
         channel = channels_of[parent].get(Path(os.path.abspath(dataset.path)))
-        if channel is None:
-            name = _SINGLE_IMAGE if dataset.name == "." else dataset.name  # a legacy dataset
-            images[name] = _Image(name, (_Channel(None, dataset.path),))
-            continue
-        name = parent or _SINGLE_IMAGE
-        previous = images.get(name)
-        added = (*previous.channels, _Channel(channel, dataset.path)) if previous else None
-        images[name] = _Image(name, added or (_Channel(channel, dataset.path),))
+        # A channel joins its folder's image; any other dataset is an image of its own.
+        name = dataset.name if channel is None else parent
+        previous = images[name].channels if name in images else ()
+        images[name] = _Image(name, (*previous, _Channel(channel, dataset.path)))
+    if len(images) == 1 and "." in images:  # the folder itself is the image (legacy, channels)
+        return (images["."]._replace(name=_SINGLE_IMAGE),)
     return tuple(images.values())
 
 
