@@ -17,6 +17,7 @@ import json
 import math
 import pickle
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -506,7 +507,8 @@ def test_bug_int_shape_block_and_errors() -> None:
         ({"shape_full": (6, 7), "shape_block": (0, 3)}, "positive integer"),
         ({"shape_full": (6, 7), "shape_block": (2.5, 3)}, "integers or None"),
         ({"shape_full": (6, -1), "shape_block": (2, 3)}, "negative"),
-        ({"shape_full": (6, 7), "shape_block": (2, 3), "padding": [1, 2, 3]}, "one entry per"),
+        ({"shape_full": (6, 7), "shape_block": (2, 3), "padding": [1, 2, 3]}, "more entries"),
+        ({"shape_full": (6, 7, 8), "shape_block": (2, None, 3), "padding": (1, 2)}, "axis 2"),
         ({"shape_full": (6, 7), "shape_block": (2, 3), "padding": -1}, "negative"),
         ({"shape_full": (6, 7), "shape_block": (2, 3), "crop": ((1, 1),)}, "pair per axis"),
         ({"shape_full": (6, 7), "shape_block": (2, 3), "crop": ((4, 3), (0, 0))}, "not fit"),
@@ -522,6 +524,63 @@ def test_invalid_arguments_raise_value_error(kwargs: dict[str, Any], message: st
     # The original raised TypeError, IndexError, ZeroDivisionError or nothing for these.
     with pytest.raises(ValueError, match=message):
         Blocks(**kwargs)
+
+
+# A padding shorter than the number of axes, as the original's own test suite passes it
+# (``Blocks(shape, shape_block=(3, 7), padding=(1, 2), ...)``): the original reads the missing
+# entries as 0 when they belong to axes that are not split.
+SHORT_PADDING = [
+    {"shape_full": [10, 20, 30], "shape_block": [3, 7], "padding": [1, 2]},
+    {"shape_full": [10, 20, 30], "shape_block": [3, 7, None], "padding": [1, 2]},
+    {"shape_full": [10, 20, 30], "shape_block": [3], "padding": [1]},
+    {"shape_full": [9, 11, 4, 5], "shape_block": [2, 3], "padding": [1, 1, 0]},
+    {
+        "shape_full": [10, 20, 30],
+        "shape_block": [3, 7],
+        "padding": [1, 2],
+        "crop": [[1, 1], [2, 0], [0, 3]],
+    },
+    {"shape_full": [10, 20, 30], "shape_block": [3, 7], "padding": [1, 2], "dim_split": [0, 1]},
+]
+
+
+def _short_padding_cases() -> list[dict]:
+    cases = []
+    for i, case in enumerate(SHORT_PADDING):
+        crop = case.get("crop", [[0, 0]] * len(case["shape_full"]))
+        lows = [lo for lo, _ in crop]
+        sizes = [n - lo - hi for n, (lo, hi) in zip(case["shape_full"], crop, strict=True)]
+        # Off every block boundary (the original's block_containing_coords bug): block lengths
+        # are 2, 3, 7 or a whole axis, and 1 and 5 are multiples of none.
+        coords = [
+            [lo + 1 for lo in lows],
+            [lo + min(5, n - 1) for lo, n in zip(lows, sizes, strict=True)],
+        ]
+        take = [[lows, [lo + 5 for lo in lows]], [[lo + 1 for lo in lows], [lo + 4 for lo in lows]]]
+        cases.append({**case, "take": take, "coords": coords, "id": i})
+    return cases
+
+
+@pytest.mark.subprocess
+def test_short_padding_as_the_original(tmp_path: Path) -> None:
+    cases = _short_padding_cases()
+    (tmp_path / "extract.py").write_text(EXTRACT)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    run_old_checked(
+        OLD_RUNNER,
+        tmp_path / "extract.py",
+        tmp_path / "cases.json",
+        tmp_path / "results.json",
+        timeout=TIMEOUT,
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    for case, theirs in zip(cases, results, strict=True):
+        assert "ok" in theirs, (case, theirs)
+        assert theirs["ok"]["padding"] == case["padding"] + [0] * (
+            len(case["shape_full"]) - len(case["padding"])
+        )
+        differences = _diff(extract_here(case), theirs["ok"])
+        assert not differences, f"{case}\n" + "\n".join(differences[:20])
 
 
 def test_bug_padding_at_least_axis_length() -> None:
@@ -577,7 +636,7 @@ def test_doc_examples_and_pickle() -> None:
     assert c.serialize() == b.serialize()
     assert np.array_equal(c.block_starts, b.block_starts)
     assert "Blocks(" in repr(b)
-    assert _blocks.__all__ == ["Blocks"]
+    assert _blocks.__all__ == ["Blocks", "BlocksOfDataset"]
 
 
 # --------------------------------------------------------------------------------------------

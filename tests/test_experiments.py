@@ -262,3 +262,46 @@ def test_an_empty_folder_is_still_just_not_a_dataset(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     with pytest.raises(NotASplitDatasetError, match=r"not a split dataset \(no \*stack_metadata"):
         _open_with("SplitDataset", tmp_path)
+
+
+def test_linked_files_count(tmp_path: Path) -> None:
+    """A dataset whose metadata and blocks are links to files inside it (a link to a file is
+    judged when the dataset is opened, not by the search)."""
+    ds = _tiny(tmp_path / "exp" / "original", (4, 2), (2, 2))
+    (ds / "stack_metadata.json").rename(ds / "real.json")
+    os.symlink(ds / "real.json", ds / "stack_metadata.json")
+    assert _summary(find_datasets(tmp_path / "exp")) == [("original", (4, 2), (2, 2))]
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list:
+    listings = []
+    scandir = os.scandir
+
+    def counting(path):  # type: ignore[no-untyped-def]
+        listings.append(Path(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    return listings
+
+
+def test_block_files_are_not_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset with the usual stack_metadata.json is recognised without listing its files."""
+    ds = _tiny(tmp_path / "exp" / "original", (3000, 2), (1, 2))
+    listings = _count_listings(monkeypatch)
+    assert _summary(find_datasets(tmp_path / "exp")) == [("original", (3000, 2), (1, 2))]
+    assert ds not in listings
+    assert listings == [tmp_path / "exp"]
+
+
+def test_entry_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing stops after MAX_ENTRIES entries in all (a bound made small for the test)."""
+    for i in range(30):
+        (tmp_path / "big" / f"image_{i:03d}.tif").parent.mkdir(exist_ok=True)
+        (tmp_path / "big" / f"image_{i:03d}.tif").write_bytes(b"")
+    _tiny(tmp_path / "zz" / "original", (2,), (1,))
+    assert survey(tmp_path).complete
+    monkeypatch.setattr(experiments, "MAX_ENTRIES", 20)
+    cut = survey(tmp_path)
+    assert not cut.complete
+    assert cut.datasets == ()  # "zz" is listed after "big" exhausted the entries

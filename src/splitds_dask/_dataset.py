@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from splitds_dask._compat.blocks import BlocksOfDataset
 from splitds_dask._errors import BlockError, MetadataError, NotASplitDatasetError, damaged_block
 from splitds_dask._format.experiments import survey
 from splitds_dask._format.files import BlockFiles, BlockNames, NoBlockFilesError, find_block_files
@@ -138,7 +139,7 @@ def _declared_by_last_file(
     return _Declared(metadata, grid, files)
 
 
-class SplitDataset:
+class SplitDataset(BlocksOfDataset):
     """A split dataset: one N-d array stored as a folder of numbered HDF5 block files.
 
     Opening reads the metadata and lists the folder; block files are only read when data is
@@ -484,9 +485,17 @@ class SplitDataset:
 
     @property
     def resolution(self) -> tuple[float, ...]:
-        """The metadata's ``resolution``, else 1 per axis."""
-        resolution = self._metadata.resolution
-        return resolution if resolution is not None else (1.0,) * self.ndim
+        """The metadata's ``resolution`` as written, else ``(1, 1, 1)``, as the original.
+
+        Kept as the original package reported it, because programs built on it copy it into
+        the datasets they write: without the key that is 3 entries whatever the number of axes
+        (a tuple of the json's values otherwise, where the original gave the json list). The
+        spacing of every axis, with units, is :attr:`scale`.
+        """
+        raw = self._metadata.raw.get("resolution")
+        if raw is None:
+            return (1, 1, 1)
+        return tuple(raw)  # numbers, checked when the metadata was parsed
 
     @property
     def axes(self) -> tuple[str, ...]:

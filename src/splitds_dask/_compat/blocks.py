@@ -38,7 +38,7 @@ import numpy as np
 from splitds_dask._errors import BlockIndexError
 from splitds_dask._format.geometry import BlockGrid, normalize_block_shape
 
-__all__ = ["Blocks"]
+__all__ = ["Blocks", "BlocksOfDataset"]
 
 SlicesTuple = tuple[slice, ...]
 BoundsTuple = tuple[tuple[Any, Any], ...]
@@ -120,7 +120,8 @@ class Blocks:
         block length is ``ceil(n / blocks_number)``. Same conventions as ``shape_block``.
     padding : int or sequence of int, default 0
         Overlap of each block with its successor, per axis (an int applies to every split axis).
-        Entries of axes that are not split are set to 0.
+        Entries of axes that are not split are set to 0. A sequence may stop after the last
+        split axis (the axes after it get 0), as in the original.
     crop : sequence of (int, int), optional
         ``(start, end)`` amounts cropped from each axis; ``None`` means no crop.
 
@@ -270,8 +271,17 @@ class Blocks:
             pads = [int(padding)] * ndim
         else:
             pads = list(_as_int_tuple(padding, "padding"))
-            if len(pads) != ndim:
-                raise ValueError(f"padding {padding!r} must have one entry per axis ({ndim})")
+            if len(pads) > ndim:
+                raise ValueError(f"padding {padding!r} has more entries than axes ({ndim})")
+            # As the original: a shorter padding is fine if it reaches every split axis (its
+            # own test suite passes (1, 2) for 3-D blocks split along the first two axes).
+            short = [axis for axis in split if axis >= len(pads)]
+            if short:
+                raise ValueError(
+                    f"padding {padding!r} has no entry for axis {short[0]}, which is split "
+                    f"(give one entry per axis, {ndim}, or at least up to the last split axis)"
+                )
+            pads += [0] * (ndim - len(pads))
         if any(p < 0 for p in pads):
             raise ValueError(f"padding must not be negative, got {padding!r}")
         return [p if axis in split else 0 for axis, p in enumerate(pads)]
@@ -661,3 +671,83 @@ class Blocks:
             f"{type(self).__name__}(shape_full={self._shape_full}, "
             f"shape_block={self._shape_block}, padding={self._padding}, crop={self._crop})"
         )
+
+
+class BlocksOfDataset:
+    """The :class:`Blocks` API on a dataset: the original ``SplitDataset`` was a ``Blocks``.
+
+    Code written for it calls ``ds.linear_to_cartesian(i)``, reads ``ds.crop`` or
+    ``ds.dim_split``...; each is answered by the dataset's :attr:`blocks` (a dataset is not
+    cropped, and every axis counts as split, as in the original).
+    """
+
+    @property
+    def blocks(self) -> Blocks:
+        """The geometry as a :class:`Blocks` object (provided by the dataset)."""
+        raise NotImplementedError
+
+    @property
+    def crop(self) -> tuple[tuple[int, int], ...]:
+        """``((0, 0), ...)``: a dataset is not cropped (see :attr:`Blocks.crop`)."""
+        return self.blocks.crop
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Zeros: where the (absent) crop starts (see :class:`Blocks`)."""
+        return self.blocks.starts
+
+    @property
+    def dim_split(self) -> list[int]:
+        """Every axis (see :class:`Blocks`)."""
+        return list(self.blocks.dim_split)
+
+    @property
+    def shape_cropped(self) -> tuple[int, ...]:
+        """The shape (a dataset is not cropped)."""
+        return self.blocks.shape_cropped
+
+    @property
+    def n_dims(self) -> int:
+        """Number of axes."""
+        return self.blocks.n_dims
+
+    def linear_to_cartesian(self, lin_idx: int) -> tuple[int, ...]:
+        """As :meth:`Blocks.linear_to_cartesian`."""
+        return self.blocks.linear_to_cartesian(lin_idx)
+
+    def cartesian_to_linear(self, ca_idx: Sequence[int]) -> int:
+        """As :meth:`Blocks.cartesian_to_linear`."""
+        return self.blocks.cartesian_to_linear(ca_idx)
+
+    def neighbour_blocks(self, i_block: int, dims: Sequence[int] | None = None) -> np.ndarray:
+        """As :meth:`Blocks.neighbour_blocks`."""
+        return self.blocks.neighbour_blocks(i_block, dims)
+
+    def blocks_to_take(
+        self, start_take: Sequence[int], end_take: Sequence[int]
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """As :meth:`Blocks.blocks_to_take`."""
+        return self.blocks.blocks_to_take(start_take, end_take)
+
+    @staticmethod
+    def block_to_slices(block: Iterable[Sequence[Any]]) -> SlicesTuple:
+        """As :meth:`Blocks.block_to_slices`."""
+        return Blocks.block_to_slices(block)
+
+    def centres(self) -> np.ndarray:
+        """As :meth:`Blocks.centres`."""
+        return self.blocks.centres()
+
+    def block_containing_coords(
+        self, coords: Sequence[int], *, linear: bool = False
+    ) -> list[int] | int:
+        """As :meth:`Blocks.block_containing_coords`."""
+        return self.blocks.block_containing_coords(coords, linear=linear)
+
+    def drop_dim(self, dim_to_drop: int) -> Blocks:
+        """As :meth:`Blocks.drop_dim`."""
+        return self.blocks.drop_dim(dim_to_drop)
+
+    def serialize(self) -> dict[str, Any]:
+        """As :meth:`Blocks.serialize`."""
+        return self.blocks.serialize()

@@ -8,8 +8,9 @@ brunoise write ``<exp>/original/``, fimpy adds ``<exp>/aligned/`` (which also ho
 ``/stack_metadata`` group of its last block file. No block data is read.
 
 The search is bounded, so that pointing it at ``/`` or a huge tree returns quickly: it goes at
-most ``max_depth`` folders down, looks at most at :data:`MAX_FOLDERS` folders, and stops after
-``limit`` datasets. It never descends into a dataset, skips hidden folders (names starting with
+most ``max_depth`` folders down, looks at most at :data:`MAX_FOLDERS` folders and lists at most
+:data:`MAX_ENTRIES` entries (a dataset's ``stack_metadata.json`` is found without listing its
+block files), and stops after ``limit`` datasets. It never descends into a dataset, skips hidden folders (names starting with
 ``.``, among them our writers' staging folders) and follows a link to a folder only when it
 stays inside the searched folder (each folder is looked at once, so links cannot loop).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections import deque
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +32,7 @@ from splitds_dask._errors import NotASplitDatasetError, SplitDatasetError
 from splitds_dask._format.files import find_block_files
 from splitds_dask._format.geometry import normalize_block_shape
 from splitds_dask._format.metadata import (
+    METADATA_NAME,
     DatasetMetadata,
     find_metadata_file,
     read_legacy_metadata,
@@ -49,6 +52,10 @@ __all__ = [
 
 MAX_FOLDERS = 4096
 """At most this many folders are looked at by one search."""
+
+MAX_ENTRIES = 200_000
+"""At most this many folder entries are listed by one search. A dataset with the usual
+``stack_metadata.json`` is recognised without listing its (maybe a million) block files."""
 
 _METADATA_SUFFIX = "stack_metadata.json"
 # A name a legacy block file may have (<stem><number>.h5); the files module decides for real.
@@ -105,30 +112,37 @@ class FolderSurvey(NamedTuple):
 
 
 class _Listing(NamedTuple):
-    """One pass over a folder's entries."""
+    """One pass over a folder's entries (``entries`` of them; cut short if ``truncated``)."""
 
     has_metadata: bool
     has_numbered_h5: bool
     subfolders: list[Path]
+    entries: int
+    truncated: bool
 
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _list_folder(folder: Path, real_root: str) -> _Listing:
-    has_metadata = has_numbered = False
+def _list_folder(folder: Path, real_root: str, budget: int = MAX_ENTRIES) -> _Listing:
+    has_metadata = has_numbered = truncated = False
     subfolders: list[Path] = []
+    count = 0
     with os.scandir(folder) as entries:
         for entry in entries:
+            if count >= budget:
+                truncated = True
+                break
+            count += 1
             name = entry.name
             if name.startswith("."):
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     subfolders.append(Path(entry.path))
-                elif entry.is_symlink():
-                    if entry.is_dir() and _inside(os.path.realpath(entry.path), real_root):
+                elif entry.is_symlink() and entry.is_dir():
+                    if _inside(os.path.realpath(entry.path), real_root):
                         subfolders.append(Path(entry.path))
                 elif name.endswith(_METADATA_SUFFIX):
                     has_metadata = True
@@ -136,7 +150,19 @@ def _list_folder(folder: Path, real_root: str) -> _Listing:
                     has_numbered = True
             except OSError:  # vanished or unreadable entry: not part of any dataset we can list
                 continue
-    return _Listing(has_metadata, has_numbered, subfolders)
+    return _Listing(has_metadata, has_numbered, subfolders, count, truncated)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # missing, not allowed, a name too long...
+        return False
+
+
+def _read_json(metadata_path: Path, folder: Path) -> DatasetMetadata:
+    check_metadata_file(metadata_path, folder)
+    return read_metadata_json(metadata_path)
 
 
 def _read(folder: Path, listing: _Listing) -> DatasetMetadata | None:
@@ -147,8 +173,7 @@ def _read(folder: Path, listing: _Listing) -> DatasetMetadata | None:
     """
     metadata_path = find_metadata_file(folder) if listing.has_metadata else None
     if metadata_path is not None:
-        check_metadata_file(metadata_path, folder)
-        return read_metadata_json(metadata_path)
+        return _read_json(metadata_path, folder)
     if not listing.has_numbered_h5:
         return None
     try:
@@ -196,7 +221,7 @@ def survey(folder: str | os.PathLike[str], *, max_depth: int = 3, limit: int = 2
     unreadable: list[Unreadable] = []
     seen: set[str] = set()
     queue: deque[tuple[Path, int]] = deque([(root, 0)])
-    visited = 0
+    visited = listed = 0
     complete = True
     # Breadth first, so that bounds cut the deepest folders and shallow datasets are found.
     while queue:
@@ -209,12 +234,20 @@ def survey(folder: str | os.PathLike[str], *, max_depth: int = 3, limit: int = 2
             continue
         seen.add(real)
         visited += 1
+        listing: _Listing | None = None
+        exact = current / METADATA_NAME
+        if not _is_file(exact):  # what every writer names it: then no listing is needed
+            if listed >= MAX_ENTRIES:
+                complete = False
+                break
+            try:
+                listing = _list_folder(current, real_root, MAX_ENTRIES - listed)
+            except OSError:  # an unreadable folder: nothing to find in it
+                continue
+            listed += listing.entries
+            complete = complete and not listing.truncated
         try:
-            listing = _list_folder(current, real_root)
-        except OSError:  # unreadable folder: nothing to find in it
-            continue
-        try:
-            metadata = _read(current, listing)
+            metadata = _read_json(exact, current) if listing is None else _read(current, listing)
         except SplitDatasetError as exc:
             unreadable.append(Unreadable(current, _name(current, root), str(exc)))
             continue
@@ -225,6 +258,8 @@ def survey(folder: str | os.PathLike[str], *, max_depth: int = 3, limit: int = 2
             block_shape = normalize_block_shape(metadata.block_shape, metadata.shape)
             found.append(FoundDataset(current, _name(current, root), metadata.shape, block_shape))
             continue  # never inside a dataset
+        if listing is None:
+            continue  # not reached: a stack_metadata.json gives a dataset or an unreadable one
         if depth >= max_depth:
             if listing.subfolders:
                 complete = False
@@ -244,7 +279,7 @@ def find_datasets(
 
     Only metadata is read. Datasets whose metadata cannot be read are left out (see
     :func:`survey` to list them); the search never descends into a dataset and is bounded by
-    ``max_depth``, ``limit`` and :data:`MAX_FOLDERS`.
+    ``max_depth``, ``limit``, :data:`MAX_FOLDERS` and :data:`MAX_ENTRIES`.
 
     Parameters
     ----------
@@ -282,17 +317,19 @@ def channel_datasets(folder: str | os.PathLike[str]) -> tuple[FoundDataset, ...]
         The channel datasets in name order (``green``, ``red``), named relative to
         ``<exp>/original``.
     """
-    base = Path(folder)
+    try:
+        return _channels(Path(folder))
+    except (SplitDatasetError, OSError):  # unreadable: not a run we can describe
+        return None
+
+
+def _channels(base: Path) -> tuple[FoundDataset, ...] | None:
     if (base / "original").is_dir() and not (base / "green").is_dir():
         base = base / "original"
     if not base.is_dir():
         return None
-    try:
-        listing = _list_folder(base, os.path.realpath(base))
-        if _read(base, listing) is not None:
-            return None
-    except (SplitDatasetError, OSError):
-        return None
+    if _read(base, _list_folder(base, os.path.realpath(base))) is not None:
+        return None  # a dataset itself
     channels = []
     for name in ("green", "red"):
         if not (base / name).is_dir():

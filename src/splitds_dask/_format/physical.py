@@ -143,6 +143,21 @@ def _check_partial_scale(value: Any, ndim: int) -> list[float | None]:
     return [None if v is None else float(v) for v in value]
 
 
+def _legacy_resolution(value: Any, ndim: int) -> list[float | None]:
+    """A writer's ``resolution``, aligned with the last axes (None before them).
+
+    It may be shorter than the number of axes: the original package reports ``(1, 1, 1)`` for
+    4-D data without the key, and programs pass that on to the datasets they write.
+    """
+    spacing = _spacing(value)
+    aligned = None if spacing is None else _trailing(spacing, ndim)
+    if aligned is None:
+        raise ValueError(
+            f"resolution must be at most {ndim} finite positive numbers, got {value!r}"
+        )
+    return aligned
+
+
 def _check_units(value: Any, ndim: int) -> tuple[str | None, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise TypeError(f"units must be a sequence of {ndim} unit names or None, got {value!r}")
@@ -209,7 +224,8 @@ def resolve_physical_metadata(
 
     ``scale`` may hold None for a spacing that is not known (written as 1). ``resolution`` and
     ``axis_order`` (the original's keys) stand in for ``scale`` and ``axes`` when those are not
-    given, and must agree with them when they are. ``time_step`` sets the scale of the ``t``
+    given, and must agree with them when they are; a shorter ``resolution`` gives the spacing
+    of the last axes (as the reader takes it). ``time_step`` sets the scale of the ``t``
     axis, in seconds, and its unit to ``"second"``.
 
     Raises
@@ -231,12 +247,14 @@ def resolve_physical_metadata(
     if scale is not None:
         scale_l = _check_partial_scale(scale, ndim)
     if resolution is not None:
-        legacy = _check_scale(resolution, ndim)
-        if any(s is not None and s != r for s, r in zip(scale_l, legacy, strict=True)):
+        legacy = _legacy_resolution(resolution, ndim)
+        if any(
+            s is not None and r is not None and s != r for s, r in zip(scale_l, legacy, strict=True)
+        ):
             raise ValueError(
                 f"resolution {tuple(resolution)} disagrees with scale {tuple(scale or ())}"
             )
-        scale_l = list(legacy)
+        scale_l = [s if r is None else r for s, r in zip(scale_l, legacy, strict=True)]
     units_l: list[str | None] = (
         list(_check_units(units, ndim)) if units is not None else [None] * ndim
     )

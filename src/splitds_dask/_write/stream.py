@@ -401,8 +401,9 @@ class SplitDatasetWriter:
                 kept["axis_order"] = axis_order
             kept["shape_block"] = metadata["shape_block"]
             metadata = kept
-        if len(metadata.get("resolution") or [0] * ndim) != ndim:
-            raise ValueError(f"resolution {metadata['resolution']} must have {ndim} entries")
+        # Shorter is what the original reports for 4-D data without the key: (1, 1, 1).
+        if len(metadata.get("resolution") or [0] * ndim) > ndim:
+            raise ValueError(f"resolution {metadata['resolution']} has more than {ndim} entries")
         return metadata
 
     # --- writing ------------------------------------------------------------------------------
