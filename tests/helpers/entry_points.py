@@ -48,8 +48,13 @@ def ensure_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bool
     project = tomllib.loads(PYPROJECT.read_text())["project"]
     info = tmp_path / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
     info.mkdir(parents=True)
+    # Requires-Dist as a wheel lists them: bioio reads a reader plugin's bioio-base requirement.
+    requires = [*project.get("dependencies", [])]
+    for extra, entries in project.get("optional-dependencies", {}).items():
+        requires.extend(f'{entry}; extra == "{extra}"' for entry in entries)
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+        + "".join(f"Requires-Dist: {entry}\n" for entry in requires)
     )
     lines = []
     for group, entries in declared.items():
