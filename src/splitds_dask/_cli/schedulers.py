@@ -181,8 +181,8 @@ class _LocalBar:
         self._line.end()
 
 
-def _cluster_bar(futures: list[Any], line: ProgressLine) -> None:
-    """Draw the progress of ``futures`` on a distributed cluster until they are done."""
+def _cluster_bar(client: Any, futures: list[Any], line: ProgressLine) -> None:
+    """Draw the progress of ``futures`` on ``client``'s cluster until they are done."""
     from distributed.diagnostics.progressbar import TextProgressBar
 
     class _Bar(TextProgressBar):
@@ -194,7 +194,7 @@ def _cluster_bar(futures: list[Any], line: ProgressLine) -> None:
         def _draw_stop(self, **kwargs: Any) -> None:
             line.end()
 
-    _Bar(futures, complete=True)
+    _Bar(futures, scheduler=client.scheduler.address, complete=True)
 
 
 class Runner:
@@ -224,7 +224,7 @@ class Runner:
 
             futures = self.client.compute(list(collections))
             if self.progress:
-                _cluster_bar(futures_of(futures), self.line)
+                _cluster_bar(self.client, futures_of(futures), self.line)
             return tuple(self.client.gather(futures))
         if self.progress:
             with _LocalBar(self.line).callback:
