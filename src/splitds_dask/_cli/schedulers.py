@@ -2,7 +2,9 @@
 
 ``sync``, ``threads``, ``processes``, ``local`` (:func:`~splitds_dask.local_cluster`) or the
 address of a running dask scheduler. Progress goes to stderr (stdout is for results), and only
-when stderr is a terminal.
+when stderr is a terminal: :class:`Runner` draws a bar for each computation (on dask's local
+schedulers and on a cluster alike) on a :class:`ProgressLine`, which any command can also use
+for progress of its own (``written 3 of 8 slabs``).
 """
 
 from __future__ import annotations

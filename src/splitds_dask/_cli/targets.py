@@ -1,7 +1,12 @@
-"""The files and folders ``splitds convert`` writes, each by :func:`write_array`.
+"""The files and folders ``splitds convert`` writes, each by :func:`write_array`, and the
+projections ``splitds project`` writes (:func:`write_projection`).
 
-Targets: a split dataset folder (any other name), ``.npy``, ``.tif``/``.tiff``, ``file.h5:/path``,
-``.zarr`` and ``.ome.zarr`` (kind from the name: :func:`target_kind`). Every target is written
+Targets: a split dataset folder (a name without a suffix, or ending in ``/``), ``.npy``,
+``.tif``/``.tiff``, ``file.h5:/path``, ``.zarr``, ``.ome.zarr`` and, for projections, ``.png``;
+any other suffix is an error (kind from the name: :func:`parse_target`). Both commands check
+their target with :func:`check_target` before anything is read, the one place that applies the
+overwrite rule of :func:`~splitds_dask._storage.atomic.check_replaceable` to them, and again
+just before the output is put in place. Every target is written
 under a hidden staging name beside it that carries this process's host and pid, and put in place
 when complete (a file flushed and renamed, a folder swapped in whole), so readers see the old
 output or the complete new one; what a killed conversion left is removed by the next one.
