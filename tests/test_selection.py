@@ -140,12 +140,23 @@ def _numpy_or_none(a: np.ndarray, items: tuple[object, ...]) -> np.ndarray | Non
     return None if want.size == 0 else want
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.fixture(scope="module")
+def movie_npy(movie) -> Path:
+    root, a = movie
+    path = root.parent / "movie.npy"
+    np.save(path, a)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["split dataset", "npy"])
+@settings(max_examples=100, deadline=None)
 @given(items=_selections())
-def test_selection_equals_numpy_basic_indexing(movie, items: tuple[object, ...]) -> None:
+def test_selection_equals_numpy_basic_indexing(
+    movie, movie_npy, kind: str, items: tuple[object, ...]
+) -> None:
     root, a = movie
     text = ", ".join(_index_text(i) for i in items)
-    source = open_source(str(root))
+    source = open_source(str(root if kind == "split dataset" else movie_npy))
     want = _numpy_or_none(a, items)
     if want is None:
         with pytest.raises(UsageError, match="--select"):
