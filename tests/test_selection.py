@@ -327,3 +327,15 @@ def test_project_axis_counts_the_axes_of_the_selection(movie, tmp_path: Path) ->
     assert run.code == 0, run
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), a[2].min(axis=0), strict=True)
     assert "selected 2: (3, 6, 5)" in run.out
+
+
+@pytest.mark.parametrize(
+    "scheduler", ["threads", pytest.param("processes", marks=pytest.mark.subprocess)]
+)
+def test_a_selection_runs_in_worker_processes(scheduler: str, movie, tmp_path: Path) -> None:
+    # The selected reader is pickled into every task.
+    root, a = movie
+    argv = ["convert", str(root), str(tmp_path / "o.npy"), "--select", "1:8, 2, ::-2"]
+    run = run_main(*argv, "--scheduler", scheduler)
+    assert run.code == 0, run
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), a[1:8, 2, ::-2], strict=True)
