@@ -74,6 +74,14 @@ def test_a_shorter_text_leaves_nothing_of_a_longer_one(texts: list[str]) -> None
     assert [s.rstrip() for s in render(stream.getvalue())] == [texts[-1], "next"]
 
 
+def test_a_text_wider_than_the_terminal_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wrapped text would leave its first part on the line above, under no carriage return.
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = io.StringIO()
+    ProgressLine(stream).show("x" * 100)
+    assert render(stream.getvalue()) == ["x" * 39]
+
+
 def test_end_without_a_text_writes_nothing() -> None:
     stream = io.StringIO()
     ProgressLine(stream).end()

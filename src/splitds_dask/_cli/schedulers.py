@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import shutil
 import sys
 import threading
 import time
@@ -90,8 +91,12 @@ class ProgressLine:
         self._lock = threading.Lock()
 
     def show(self, text: str) -> None:
-        """Replace the line's text with ``text`` (one line, no line break)."""
+        """Replace the line's text with ``text`` (one line, no line break).
+
+        Cut to the terminal's width: a text that wrapped would leave its first part above.
+        """
         stream = self._stream or sys.stderr
+        text = text[: max(shutil.get_terminal_size().columns - 1, 20)]
         with self._lock, contextlib.suppress(ValueError):  # a stream closed under us
             stream.write("\r" + text + " " * max(0, self._width - len(text)))
             stream.flush()
