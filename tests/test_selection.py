@@ -339,3 +339,24 @@ def test_a_selection_runs_in_worker_processes(scheduler: str, movie, tmp_path: P
     run = run_main(*argv, "--scheduler", scheduler)
     assert run.code == 0, run
     np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), a[1:8, 2, ::-2], strict=True)
+
+
+@pytest.mark.parametrize("target", ["out", "o.zarr", "o.h5:/d"])
+def test_a_selection_in_other_blocks(target: str, movie, tmp_path: Path) -> None:
+    root, a = movie
+    argv = ["convert", str(root), str(tmp_path / target), "--select", "::-2, :, 1:5"]
+    run = run_main(*argv, "--block-shape", "2,1")
+    assert run.code == 0, run
+    want = a[::-2, :, 1:5]
+    if target == "out":
+        out = sd.SplitDataset(tmp_path / "out")
+        assert out.shape_block == (2, 1, 4, 5)
+        got = out[...]
+    elif target == "o.zarr":
+        array = zarr.open_array(store=str(tmp_path / target), mode="r")
+        assert array.chunks == (2, 1, 4, 5)
+        got = array[...]
+    else:
+        with h5py.File(tmp_path / "o.h5", "r") as f:
+            got = f["d"][()]
+    np.testing.assert_array_equal(got, want, strict=True)
