@@ -14,6 +14,7 @@ from dask.callbacks import Callback
 import splitds_dask as sd
 import splitds_dask._reader
 from splitds_dask._cli.images import MAX_PNG_PLANES, mosaic_layout
+from splitds_dask._cli.targets import parse_target
 from tests.helpers.cli import assert_one_line_error, run_main
 from tests.helpers.png import png_size
 
@@ -120,6 +121,22 @@ def test_a_name_ending_in_a_slash_is_a_split_dataset_folder(source, tmp_path: Pa
     # Once it is a split dataset, its name needs no slash to be replaced.
     run = run_main("convert", str(folder), str(tmp_path / "run.2024-05"), "--overwrite")
     assert run.code == 0, run
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("out.zarr/", "zarr"),
+        ("out.ome.zarr/", "ome-zarr"),
+        ("run.2024-05/", "split"),
+        ("run", "split"),
+        ("a.b/run", "split"),
+        ("OUT.TIFF", "tiff"),
+        ("o.hdf5:/x/y", "hdf5"),
+    ],
+)
+def test_target_kinds(name: str, kind: str) -> None:
+    assert parse_target(name).kind == kind
 
 
 @pytest.mark.parametrize("name", ["out.npz", "out.zar", "out.hdf5:", "out.h5:data", "o.png"])

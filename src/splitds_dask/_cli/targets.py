@@ -122,8 +122,6 @@ def _kind_of(text: str) -> TargetKind | None:
     """The kind ``text`` names; None for an unknown suffix."""
     if split_h5_path(text) is not None:
         return "hdf5"
-    if text.endswith(("/", os.sep)):
-        return "split"
     name = Path(text).name.lower()
     head = text.rpartition(":")[0] if ":" in name else text
     if head.lower().endswith(H5_SUFFIXES):  # file.h5, file.h5:, file.h5:data
@@ -135,6 +133,8 @@ def _kind_of(text: str) -> TargetKind | None:
     for kind, suffixes in _SUFFIXES.items():
         if name.endswith(suffixes):
             return kind
+    if text.endswith(("/", os.sep)):  # a folder, whatever dots its name holds
+        return "split"
     if Path(name).suffix and not is_split_dataset(Path(text)):
         return None
     return "split"
@@ -222,8 +222,6 @@ def check_target(target: Target, *, overwrite: bool) -> None:
 
 def _check_replaceable(target: Target, *, overwrite: bool) -> None:
     """What is at ``target`` may be replaced (see :func:`check_target`)."""
-    from splitds_dask._format.metadata import is_split_dataset
-
     replaceable: Callable[[Path], bool] = {
         "split": is_split_dataset,
         "zarr": _is_zarr_folder,
