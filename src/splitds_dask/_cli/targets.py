@@ -375,7 +375,7 @@ def write_projection(image: np.ndarray, target: Target, *, overwrite: bool = Fal
     """Save a computed projection as ``.npy`` or TIFF (values as they are) or PNG (a preview).
 
     The PNG is 8-bit, contrast-stretched between the 0.5 and 99.8 percentiles; a 3-D result is
-    shown as its planes tiled in a grid (see :func:`~splitds_dask._cli.images.check_png_size`
+    shown as its planes tiled in a grid (see :func:`~splitds_dask._cli.images.png_too_large`
     for the size allowed). The file is written under a staging name and renamed into place
     when complete.
 
