@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from splitds_dask._cli.schedulers import scheduler_arg
+from splitds_dask._cli.selection import selection_arg
 
 __all__ = [
     "FORMATS_HELP",
@@ -14,6 +15,7 @@ __all__ = [
     "add_allow_external",
     "add_progress",
     "add_scheduler",
+    "add_select",
     "int_at_least",
 ]
 
@@ -67,4 +69,17 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``."""
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (shown on a terminal only)"
+    )
+
+
+def add_select(parser: argparse.ArgumentParser) -> None:
+    """``--select`` (see :mod:`splitds_dask._cli.selection`)."""
+    parser.add_argument(
+        "--select",
+        type=selection_arg,
+        metavar="INDEX",
+        help="read only part of SOURCE, indexed as in numpy, e.g. '0:100, :, ::2' (time points "
+        "0 to 99, every other row) or '5' (time point 5, its axis dropped): integers, "
+        "start:stop:step slices and ...; only the blocks under the selection are read, and "
+        "the spacing of a stepped axis is multiplied by its step",
     )

@@ -15,6 +15,7 @@ from splitds_dask._cli.arguments import (
     add_allow_external,
     add_progress,
     add_scheduler,
+    add_select,
     int_at_least,
 )
 from splitds_dask._cli.messages import PROG, UsageError
@@ -57,7 +58,9 @@ def add_parser(commands: Commands) -> None:
             "Copy an array into another format, or into a split dataset with another block "
             "shape or compression. Each task reads its output block's region straight from the "
             "source, so memory stays a few blocks per worker whatever the size of the data. "
-            f"SOURCE and TARGET: {FORMATS_HELP}; the format follows from the name."
+            f"SOURCE and TARGET: {FORMATS_HELP}; the format follows from the name (a TARGET "
+            "with any other suffix is an error; a name without a suffix, or ending in /, is a "
+            "split dataset folder)."
         ),
     )
     convert.add_argument("source", metavar="SOURCE")
@@ -82,6 +85,7 @@ def add_parser(commands: Commands) -> None:
     convert.add_argument(
         "--overwrite", action="store_true", help="replace a TARGET of the same kind"
     )
+    add_select(convert)
     add_allow_external(convert)
     add_scheduler(convert)
     add_progress(convert)
@@ -96,20 +100,28 @@ def _check_ndim(shape: Sequence[int], block_shape: Sequence[int] | None) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert ``args.source`` into ``args.target``; print what was read and written."""
-    from splitds_dask._cli.sources import open_source
-    from splitds_dask._cli.targets import target_kind, write_array
+    """Convert ``args.source`` into ``args.target``; print what was read and written.
 
-    kind = target_kind(args.target)  # a bad target name fails before anything is read
+    The target is checked (its name, its folder, what is there) before the source is opened,
+    and what depends on the data (shape, codec) before anything is computed.
+    """
+    from splitds_dask._cli.sources import open_source
+    from splitds_dask._cli.targets import check_target, parse_target, write_array
+
+    target = parse_target(args.target)
+    check_target(target, overwrite=args.overwrite)
     source = open_source(args.source, allow_external=args.allow_external)
+    read = f"read     {source.description}: {source.shape} {source.dtype}"
+    if args.select is not None:
+        source = source.select(args.select)
     _check_ndim(source.shape, args.block_shape)
     with use_scheduler(args.scheduler) as client:
         runner = Runner(client, show_progress(args))
         # TIFF and HDF5 are computed slab by slab: one progress line, not a bar per slab.
-        in_slabs = kind in ("tiff", "hdf5")
+        in_slabs = target.kind in ("tiff", "hdf5")
         written = write_array(
             source,
-            args.target,
+            target,
             block_shape=args.block_shape,
             compression=args.compression,
             compression_level=args.compression_level,
@@ -117,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             compute=runner.quiet if in_slabs else runner.compute,
             on_slab=runner.on_slab,
         )
-    print(f"read     {source.description}: {source.shape} {source.dtype}")
+    print(read)
+    if args.select is not None:
+        print(f"selected {args.select.text}: {source.shape}")
     print(f"wrote    {written.description} ({format_bytes(written.nbytes)} uncompressed)")
     return 0

@@ -1,25 +1,73 @@
-"""Images of arrays: a projection saved as ``.npy``, TIFF or PNG, and the 8-bit preview a PNG
-shows (planes tiled by :func:`mosaic`, contrast stretched by :func:`to_uint8`).
+"""The 8-bit preview a PNG of an array shows: planes tiled by :func:`mosaic`, contrast stretched
+by :func:`to_uint8`, within the size :func:`png_too_large` allows.
 
-The PNG encoder itself is :mod:`splitds_dask._cli.png`.
+The PNG encoder itself is :mod:`splitds_dask._cli.png`; the projection is written by
+:func:`splitds_dask._cli.targets.write_projection`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from splitds_dask._cli.formats import require
-from splitds_dask._errors import FormatError
-
-__all__ = ["MOSAIC_GAP", "PROJECTION_SUFFIXES", "mosaic", "save_projection", "to_uint8"]
+__all__ = [
+    "MAX_PNG_PIXELS",
+    "MAX_PNG_PLANES",
+    "MOSAIC_GAP",
+    "Layout",
+    "mosaic",
+    "mosaic_layout",
+    "png_too_large",
+    "to_uint8",
+]
 
 #: Black pixels between the z planes in the PNG mosaic.
 MOSAIC_GAP = 4
-PROJECTION_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
+#: A PNG preview tiles at most this many planes...
+MAX_PNG_PLANES = 64
+#: ... into at most this many pixels (a larger image is no preview; its float64 working copies
+#: alone would take gigabytes).
+MAX_PNG_PIXELS = 64 * 2**20
+
+
+class Layout(NamedTuple):
+    """How :func:`mosaic` tiles planes: the grid, and the image's size in pixels."""
+
+    rows: int
+    columns: int
+    height: int
+    width: int
+
+
+def mosaic_layout(shape: Sequence[int], gap: int = MOSAIC_GAP) -> Layout:
+    """The grid and size of the mosaic of a (z, y, x) volume, or of a 2-D image (one tile).
+
+    ``rows = floor(sqrt(z))`` and ``columns = ceil(z / rows)`` (8 planes → 2x4).
+    """
+    nz, ny, nx = (1, *shape) if len(shape) == 2 else shape
+    rows = max(1, math.isqrt(nz))
+    cols = math.ceil(nz / rows)
+    return Layout(rows, cols, rows * ny + (rows - 1) * gap, cols * nx + (cols - 1) * gap)
+
+
+def png_too_large(shape: Sequence[int]) -> str | None:
+    """Why a PNG preview of an array of ``shape`` (2-D or 3-D) is refused; None if it is not.
+
+    More than :data:`MAX_PNG_PLANES` planes, or more than :data:`MAX_PNG_PIXELS` pixels.
+    """
+    layout = mosaic_layout(shape)
+    planes = shape[0] if len(shape) == 3 else 1
+    pixels = layout.height * layout.width
+    if planes <= MAX_PNG_PLANES and pixels <= MAX_PNG_PIXELS:
+        return None
+    what = f"{planes} planes tiled into " if planes > 1 else ""
+    return (
+        f"a PNG of this result would be {what}{layout.width}x{layout.height} pixels (a preview "
+        f"shows at most {MAX_PNG_PLANES} planes and {MAX_PNG_PIXELS // 2**20} megapixels)"
+    )
 
 
 def mosaic(volume: np.ndarray, gap: int = MOSAIC_GAP, fill: float = np.nan) -> np.ndarray:
@@ -48,9 +96,9 @@ def mosaic(volume: np.ndarray, gap: int = MOSAIC_GAP, fill: float = np.nan) -> n
     if volume.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
     nz, ny, nx = volume.shape
-    rows = max(1, math.isqrt(nz))
-    cols = math.ceil(nz / rows)
-    out = np.full((rows * ny + (rows - 1) * gap, cols * nx + (cols - 1) * gap), fill)
+    layout = mosaic_layout(volume.shape, gap)
+    cols = layout.columns
+    out = np.full((layout.height, layout.width), fill)
     for k in range(nz):
         r, c = divmod(k, cols)
         out[r * (ny + gap) : r * (ny + gap) + ny, c * (nx + gap) : c * (nx + gap) + nx] = volume[k]
@@ -82,53 +130,3 @@ def to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndar
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     scaled = np.nan_to_num((image - lo) * scale, nan=0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def save_projection(
-    image: np.ndarray, target: str | os.PathLike[str], *, overwrite: bool = False
-) -> Path:
-    """Save a computed projection as ``.npy`` or TIFF (values as they are) or PNG (a preview).
-
-    The PNG is 8-bit, contrast-stretched between the 0.5 and 99.8 percentiles; a 3-D result is
-    shown as its planes tiled in a grid. The file is written under a staging name and renamed
-    into place when complete.
-
-    Raises
-    ------
-    FormatError
-        An unknown suffix, or a PNG of a result that is not 2-D or 3-D.
-    FileExistsError
-        ``target`` exists and ``overwrite`` is false, or it is a folder.
-    """
-    from splitds_dask._storage.atomic import check_replaceable, remove_stale_staging, staged_file
-
-    path = Path(os.path.abspath(target))
-    suffix = path.suffix.lower()
-    if suffix not in PROJECTION_SUFFIXES:
-        raise FormatError(f"{target}: a projection is written as .npy, .tif, .tiff or .png")
-    if suffix == ".png" and image.ndim not in (2, 3):
-        raise FormatError(
-            f"{target}: a PNG shows a 2-D or 3-D result, this one has shape {image.shape} "
-            "(write .npy or .tif instead)"
-        )
-    remove_stale_staging(path)
-    check_replaceable(
-        path,
-        overwrite=overwrite,
-        replaceable=Path.is_file,
-        what=f"a {path.suffix} output",
-        hint="pass --overwrite",
-        folder=False,
-    )
-    with staged_file(path) as staging:
-        if suffix == ".npy":
-            with open(staging, "wb") as f:
-                np.save(f, image, allow_pickle=False)
-        elif suffix == ".png":
-            from splitds_dask._cli.png import encode_png
-
-            staging.write_bytes(encode_png(to_uint8(image if image.ndim == 2 else mosaic(image))))
-        else:
-            tifffile = require("tifffile", "tiff")
-            tifffile.imwrite(staging, image, photometric="minisblack")
-    return path

@@ -34,6 +34,15 @@ from splitds_dask._cli.formats import (
 )
 from splitds_dask._cli.messages import one_line
 from splitds_dask._cli.ome import first_level, level_metadata
+from splitds_dask._cli.selection import (
+    Pick,
+    Selection,
+    resolve,
+    selected_chunks,
+    selected_metadata,
+    selected_shape,
+    source_region,
+)
 from splitds_dask._errors import FormatError
 from splitds_dask._format.physical import physical_metadata_kwargs
 from splitds_dask._storage.block_file import H5_SUFFIXES
@@ -62,6 +71,15 @@ class _Reader:
     def __dask_tokenize__(self) -> Any:
         return (type(self).__name__, vars(self), _mtime(self.path))
 
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def natural_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """``array.chunk-size`` chunks aligned to the format's own chunks."""
+        return da.core.normalize_chunks(
+            "auto", self.shape, dtype=self.dtype, previous_chunks=self.chunks
+        )
+
 
 def _mtime(path: str) -> float:
     try:
@@ -85,8 +103,35 @@ class _DatasetReader(_Reader):
 
         return ("splitds", dataset_token(self.dataset))
 
+    def natural_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """The dataset's blocks."""
+        return self.dataset.chunks
+
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.dataset[key]
+
+
+class _SelectedReader(_Reader):
+    """A ``--select`` of another reader: each region read is the matching region of the
+    source, so only the source's blocks under the selection are read."""
+
+    def __init__(self, base: _Reader, picks: tuple[Pick, ...]) -> None:
+        self.base, self.picks = base, picks
+        self.path = base.path
+        self.shape = selected_shape(picks)
+        self.dtype = base.dtype
+        self.chunks = None
+
+    def __dask_tokenize__(self) -> Any:
+        picks = [p if isinstance(p, int) else (p.start, p.stop, p.step) for p in self.picks]
+        return ("selected", tokenize(self.base), picks)
+
+    def natural_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunks each within one natural chunk (one block) of the source."""
+        return selected_chunks(self.picks, self.base.natural_chunks())
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.base[source_region(self.picks, key)]
 
 
 class _NpyReader(_Reader):
@@ -218,7 +263,8 @@ class Source:
     description: str
     reader: _Reader
     metadata: dict[str, Any] = field(default_factory=dict)
-    dataset: SplitDataset | None = None  # when the source is one
+    dataset: SplitDataset | None = None  # when the source is one, or a selection of one
+    selection: Selection | None = None  # the --select applied, if any
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -229,17 +275,31 @@ class Source:
         return np.dtype(self.reader.dtype)
 
     def natural_chunks(self) -> tuple[tuple[int, ...], ...]:
-        """The source's blocks, or ``array.chunk-size`` chunks aligned to the format's chunks."""
-        if self.dataset is not None:
-            return self.dataset.chunks
-        return da.core.normalize_chunks(
-            "auto", self.shape, dtype=self.dtype, previous_chunks=self.reader.chunks
+        """The source's blocks, or ``array.chunk-size`` chunks aligned to the format's chunks
+        (of a selection: those chunks' parts under the selection)."""
+        return self.reader.natural_chunks()
+
+    def select(self, selection: Selection) -> Source:
+        """This source restricted to ``selection``, read lazily (see :mod:`.selection`).
+
+        Raises
+        ------
+        UsageError
+            The selection does not fit the shape (one line naming the axis).
+        """
+        picks = resolve(selection, self.shape, self.metadata.get("axes"))
+        return Source(
+            f"{self.description} [{selection.text}]",
+            _SelectedReader(self.reader, picks),
+            selected_metadata(picks, self.metadata),
+            self.dataset,
+            selection,
         )
 
     def to_dask(self, chunks: Any = None) -> da.Array:
         """The source as a dask array whose every chunk is one read of that region."""
         chunks = self.natural_chunks() if chunks is None else chunks
-        if self.dataset is not None:
+        if self.dataset is not None and self.selection is None:
             from splitds_dask._graph import dataset_to_dask
 
             chunks = da.core.normalize_chunks(chunks, self.shape)

@@ -1,7 +1,12 @@
-"""The files and folders ``splitds convert`` writes, each by :func:`write_array`.
+"""The files and folders ``splitds convert`` writes, each by :func:`write_array`, and the
+projections ``splitds project`` writes (:func:`write_projection`).
 
-Targets: a split dataset folder (any other name), ``.npy``, ``.tif``/``.tiff``, ``file.h5:/path``,
-``.zarr`` and ``.ome.zarr`` (kind from the name: :func:`target_kind`). Every target is written
+Targets: a split dataset folder (a name without a suffix, or ending in ``/``), ``.npy``,
+``.tif``/``.tiff``, ``file.h5:/path``, ``.zarr``, ``.ome.zarr`` and, for projections, ``.png``;
+any other suffix is an error (kind from the name: :func:`parse_target`). Both commands check
+their target with :func:`check_target` before anything is read, the one place that applies the
+overwrite rule of :func:`~splitds_dask._storage.atomic.check_replaceable` to them, and again
+just before the output is put in place. Every target is written
 under a hidden staging name beside it that carries this process's host and pid, and put in place
 when complete (a file flushed and renamed, a folder swapped in whole), so readers see the old
 output or the complete new one; what a killed conversion left is removed by the next one.
@@ -16,7 +21,6 @@ this process slab by slab along the first axis.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import uuid
@@ -29,11 +33,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from splitds_dask._cli.formats import TIFF_SUFFIXES, H5Path, is_zarr, require, split_h5_path
+from splitds_dask._cli.formats import TIFF_SUFFIXES, is_zarr, require, split_h5_path
+from splitds_dask._cli.messages import PROG, UsageError
 from splitds_dask._cli.ome import ome_multiscales
 from splitds_dask._cli.sources import Source
 from splitds_dask._daskmodes import array_nbytes, store_chunks
 from splitds_dask._errors import FormatError
+from splitds_dask._format.metadata import is_split_dataset
 from splitds_dask._storage.atomic import (
     check_replaceable,
     discard,
@@ -45,7 +51,20 @@ from splitds_dask._storage.atomic import (
 from splitds_dask._storage.block_file import H5_SUFFIXES
 from splitds_dask._storage.filters import CompressionLevelError, parse_compression
 
-__all__ = ["SLAB_BYTES", "TargetKind", "Written", "target_kind", "write_array"]
+__all__ = [
+    "CONVERT_KINDS",
+    "PROJECTION_KINDS",
+    "SLAB_BYTES",
+    "Target",
+    "TargetKind",
+    "Written",
+    "check_array_fits",
+    "check_target",
+    "parse_target",
+    "target_kind",
+    "write_array",
+    "write_projection",
+]
 
 #: Largest slab (bytes) computed at once when a TIFF or HDF5 file is written in order.
 SLAB_BYTES = 64 * 2**20
@@ -55,7 +74,7 @@ Compute = Callable[..., Any]
 #: Told ``(done, total)`` after each slab of a file written in order.
 OnSlab = Callable[[int, int], None]
 
-TargetKind = Literal["split", "npy", "tiff", "hdf5", "zarr", "ome-zarr"]
+TargetKind = Literal["split", "npy", "tiff", "hdf5", "zarr", "ome-zarr", "png"]
 
 _KIND_NAMES: dict[TargetKind, str] = {
     "split": "split dataset",
@@ -64,25 +83,158 @@ _KIND_NAMES: dict[TargetKind, str] = {
     "hdf5": "HDF5",
     "zarr": "zarr",
     "ome-zarr": "OME-Zarr",
+    "png": "PNG",
+}
+_FOLDER_KINDS = ("split", "zarr", "ome-zarr")
+
+#: What ``splitds convert`` writes, and ``splitds project``.
+CONVERT_KINDS: tuple[TargetKind, ...] = ("split", "npy", "tiff", "hdf5", "zarr", "ome-zarr")
+PROJECTION_KINDS: tuple[TargetKind, ...] = ("npy", "tiff", "png")
+
+_FORMS = {
+    "split": "a split dataset FOLDER (a name without a suffix, or ending in /)",
+    "npy": "FILE.npy",
+    "tiff": "FILE.tif",
+    "hdf5": "FILE.h5:/DATASET",
+    "zarr": "FOLDER.zarr",
+    "ome-zarr": "FOLDER.ome.zarr",
+    "png": "FILE.png",
+}
+_SUFFIXES: dict[TargetKind, tuple[str, ...]] = {
+    "npy": (".npy",),
+    "tiff": TIFF_SUFFIXES,
+    "png": (".png",),
+    "ome-zarr": (".ome.zarr",),
+    "zarr": (".zarr",),
 }
 
 
-def target_kind(text: str) -> TargetKind:
-    """``"npy"``, ``"tiff"``, ``"hdf5"``, ``"ome-zarr"``, ``"zarr"`` or ``"split"``."""
+class Target(NamedTuple):
+    """Where a command writes: the name given, its kind, and the file or folder written."""
+
+    text: str
+    kind: TargetKind
+    path: Path  # absolute: the file, or the folder of a split dataset or zarr target
+    dataset: str | None = None  # the dataset inside an HDF5 file
+
+
+def _kind_of(text: str) -> TargetKind | None:
+    """The kind ``text`` names; None for an unknown suffix."""
     if split_h5_path(text) is not None:
         return "hdf5"
     name = Path(text).name.lower()
-    if name.endswith(".npy"):
-        return "npy"
-    if name.endswith(TIFF_SUFFIXES):
-        return "tiff"
-    if name.endswith(H5_SUFFIXES):
-        raise FormatError(f"{text}: name the dataset inside the HDF5 file, e.g. {text}:/data")
-    if name.endswith(".ome.zarr"):
-        return "ome-zarr"
-    if name.endswith(".zarr"):
-        return "zarr"
+    head = text.rpartition(":")[0] if ":" in name else text
+    if head.lower().endswith(H5_SUFFIXES):  # file.h5, file.h5:, file.h5:data
+        got = "" if text == head else f" (got {text})"
+        raise UsageError(
+            f"{PROG}: error: {head}: name the dataset inside the HDF5 file after a colon, e.g. "
+            f"{head}:/data{got}"
+        )
+    for kind, suffixes in _SUFFIXES.items():
+        if name.endswith(suffixes):
+            return kind
+    if text.endswith(("/", os.sep)):  # a folder, whatever dots its name holds
+        return "split"
+    if Path(name).suffix and not is_split_dataset(Path(text)):
+        return None
     return "split"
+
+
+def _forms(kinds: Sequence[TargetKind]) -> str:
+    """``"must end in .npy, .tif, .tiff or .png"``: the names of ``kinds``, for messages."""
+    if "split" in kinds or "hdf5" in kinds:
+        names = [_FORMS[k] for k in kinds]
+        verb = "must be"
+    else:
+        names = [suffix for k in kinds for suffix in _SUFFIXES[k]]
+        verb = "must end in"
+    return f"{verb} {', '.join(names[:-1])} or {names[-1]}"
+
+
+def target_kind(text: str) -> TargetKind:
+    """The kind of target ``text`` names (see :func:`parse_target`)."""
+    return parse_target(text).kind
+
+
+def parse_target(
+    text: str, *, kinds: Sequence[TargetKind] = CONVERT_KINDS, what: str = "TARGET"
+) -> Target:
+    """The :class:`Target` that ``text`` names, one of ``kinds``.
+
+    ``file.h5:/data`` is HDF5; ``.npy``, ``.tif``/``.tiff``, ``.png``, ``.ome.zarr`` and
+    ``.zarr`` name their format; a name without a suffix, a name ending in ``/`` and an existing
+    split dataset are split dataset folders. Any other suffix (``out.npz``, ``out.zar``) is an
+    error, not a folder of that name.
+
+    Raises
+    ------
+    UsageError
+        An unknown suffix, or a kind not in ``kinds``: one line listing what ``what`` may be.
+    """
+    kind = _kind_of(text)
+    if kind is None or kind not in kinds:
+        suffix = Path(text.rstrip("/" + os.sep)).suffix
+        got = f"unknown suffix {suffix!r}" if kind is None else "no suffix" if not suffix else kind
+        raise UsageError(f"{PROG}: error: {what} {_forms(kinds)}; got {text} ({got})")
+    h5 = split_h5_path(text)
+    path = Path(os.path.abspath(h5.file if h5 else text))
+    return Target(text, kind, path, h5.name if h5 else None)
+
+
+def _check_parent(path: Path) -> None:
+    """Fail unless the folder that will hold ``path`` exists or can be made, and is writable."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"{path}: cannot be written: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: cannot be written: no write permission in {ancestor}")
+
+
+def _is_zarr_folder(path: Path) -> bool:
+    return path.is_dir() and is_zarr(path)
+
+
+def check_target(target: Target, *, overwrite: bool) -> None:
+    """Refuse ``target`` now unless the command may write it: every command checks its target
+    here, before computing anything, and again just before replacing it.
+
+    The folder that will hold it must be (or be creatable in) a writable folder; what is at the
+    target follows the one overwrite rule (:func:`~splitds_dask._storage.atomic.check_replaceable`):
+    an earlier output of the same kind is replaced only with ``overwrite``, anything else never.
+
+    Raises
+    ------
+    FileExistsError, NotADirectoryError, PermissionError
+        One line naming the target and what is wrong.
+    WriterLockedError
+        Another writer holds a split dataset target.
+    """
+    from splitds_dask._storage.lock import check_unlocked
+
+    _check_parent(target.path)
+    if target.kind == "split":
+        # Refused at once, without a trace (the lock file would touch the parent folder).
+        check_unlocked(target.path)
+    _check_replaceable(target, overwrite=overwrite)
+
+
+def _check_replaceable(target: Target, *, overwrite: bool) -> None:
+    """What is at ``target`` may be replaced (see :func:`check_target`)."""
+    replaceable: Callable[[Path], bool] = {
+        "split": is_split_dataset,
+        "zarr": _is_zarr_folder,
+        "ome-zarr": _is_zarr_folder,
+    }.get(target.kind, Path.is_file)
+    check_replaceable(
+        target.path,
+        overwrite=overwrite,
+        replaceable=replaceable,
+        what=f"a {target.path.suffix or 'split dataset'} output",
+        hint="pass --overwrite",
+        folder=target.kind in _FOLDER_KINDS,
+    )
 
 
 @dataclass
@@ -102,9 +254,36 @@ class _Codec:
     level: int | None
 
 
+def check_array_fits(
+    target: Target,
+    shape: Sequence[int],
+    dtype: np.dtype,
+    metadata: dict[str, Any] | None = None,
+    *,
+    compression: str | None = "blosc",
+    compression_level: int | None = None,
+) -> None:
+    """Fail before anything is computed if ``target`` cannot hold an array of this shape and
+    dtype with this codec (a 0-d array, a 1-d TIFF, OME-Zarr axes, a codec or level the format
+    lacks).
+
+    Raises
+    ------
+    FormatError
+        One line naming what does not fit.
+    """
+    if not shape:
+        raise FormatError("cannot convert a 0-d array")
+    _check_codec(target.kind, _Codec(compression, compression_level), np.dtype(dtype))
+    if target.kind == "tiff" and len(shape) < 2:
+        raise FormatError(f"a TIFF stack needs at least 2 axes, got shape {tuple(shape)}")
+    if target.kind == "ome-zarr":
+        ome_multiscales(shape, metadata or {}, target.path.name)
+
+
 def write_array(
     source: Source,
-    target: str,
+    target: str | Target,
     *,
     block_shape: Sequence[int | None] | int | None = None,
     compression: str | None = "blosc",
@@ -116,12 +295,15 @@ def write_array(
 ) -> Written:
     """Convert ``source`` into ``target`` (its kind from its name: see :func:`target_kind`).
 
+    Everything that can be checked without the data (the target's name and folder, what is
+    there, the codec, the shape) is checked before anything is computed.
+
     Parameters
     ----------
     source : Source
         From :func:`~splitds_dask._cli.sources.open_source`.
-    target : str
-        The output path (``file.h5:/dataset`` for HDF5).
+    target : str or Target
+        The output path (``file.h5:/dataset`` for HDF5), or :func:`parse_target`'s record.
     block_shape : int or sequence, optional
         Block shape of a split dataset target, chunk shape of a zarr or OME-Zarr target
         (default: the source's blocks, or chunks of about ``array.chunk-size``). HDF5 targets
@@ -141,47 +323,84 @@ def write_array(
     ------
     FormatError
         The target cannot hold this data or use this codec.
+    UsageError
+        ``target`` names no format ``convert`` writes.
     FileExistsError
         Something is at ``target`` that is not an earlier output of the same kind, or one is
         and ``overwrite`` is false.
     """
-    kind = target_kind(target)
-    if not source.shape:
-        raise FormatError("cannot convert a 0-d array")
+    if isinstance(target, str):
+        target = parse_target(target, kinds=CONVERT_KINDS)
+    check_target(target, overwrite=overwrite)
+    check_array_fits(
+        target,
+        source.shape,
+        source.dtype,
+        source.metadata,
+        compression=compression,
+        compression_level=compression_level,
+    )
     codec = _Codec(compression, compression_level)
-    _check_codec(kind, codec, source.dtype)
+    kind, path = target.kind, target.path
     x = _read_in_target_chunks(source, kind, block_shape)
+    description = f"{_KIND_NAMES[kind]} {target.text}"
     if kind == "split":
         _write_split_dataset(
             x, target, source.metadata, codec, overwrite=overwrite, compute=compute
         )
-        return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
-    h5 = split_h5_path(target)
-    path = Path(os.path.abspath(h5.file if h5 else target))
-    folder = kind in ("zarr", "ome-zarr")
+        return Written(description, array_nbytes(x))
+    folder = kind in _FOLDER_KINDS
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)  # what a conversion killed mid-write left
-    check_replaceable(
-        path,
-        overwrite=overwrite,
-        replaceable=_is_zarr_folder if folder else Path.is_file,
-        what=f"a {path.suffix or 'split dataset'} output",
-        hint="pass --overwrite",
-        folder=folder,
-    )
+    check_target(target, overwrite=overwrite)
     if folder:
         ome = ome_multiscales(x.shape, source.metadata, path.name) if kind == "ome-zarr" else None
         _write_zarr(x, path, ome=ome, codec=codec, compute=compute)
     else:
         with staged_file(path) as staging:
             _write_file(
-                kind, x, staging, h5, codec, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes
+                kind,
+                x,
+                staging,
+                target.dataset,
+                codec,
+                compute=compute,
+                on_slab=on_slab,
+                slab_bytes=slab_bytes,
             )
-    return Written(f"{_KIND_NAMES[kind]} {target}", array_nbytes(x))
+    return Written(description, array_nbytes(x))
 
 
-def _is_zarr_folder(path: Path) -> bool:
-    return path.is_dir() and is_zarr(path)
+def write_projection(image: np.ndarray, target: Target, *, overwrite: bool = False) -> Path:
+    """Save a computed projection as ``.npy`` or TIFF (values as they are) or PNG (a preview).
+
+    The PNG is 8-bit, contrast-stretched between the 0.5 and 99.8 percentiles; a 3-D result is
+    shown as its planes tiled in a grid (see :func:`~splitds_dask._cli.images.png_too_large`
+    for the size allowed). The file is written under a staging name and renamed into place
+    when complete.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` exists and ``overwrite`` is false, or it is a folder.
+    """
+    from splitds_dask._cli.images import mosaic, to_uint8
+    from splitds_dask._cli.png import encode_png
+
+    path = target.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
+    check_target(target, overwrite=overwrite)
+    with staged_file(path) as staging:
+        if target.kind == "npy":
+            with open(staging, "wb") as f:
+                np.save(f, image, allow_pickle=False)
+        elif target.kind == "png":
+            staging.write_bytes(encode_png(to_uint8(image if image.ndim == 2 else mosaic(image))))
+        else:
+            tifffile = require("tifffile", "tiff")
+            tifffile.imwrite(staging, image, photometric="minisblack")
+    return path
 
 
 def _read_in_target_chunks(
@@ -200,7 +419,7 @@ def _read_in_target_chunks(
 
 def _write_split_dataset(
     x: da.Array,
-    target: str,
+    target: Target,
     metadata: dict[str, Any],
     codec: _Codec,
     *,
@@ -208,27 +427,15 @@ def _write_split_dataset(
     compute: Compute,
 ) -> None:
     """``to_split_dataset``'s plan, computed under the target's writer lock held throughout."""
-    from splitds_dask._format.metadata import is_split_dataset
-    from splitds_dask._storage.lock import check_unlocked, writer_lock
+    from splitds_dask._storage.lock import writer_lock
     from splitds_dask._write.array import plan_split_dataset
 
-    folder = Path(os.path.abspath(target))
-    check = functools.partial(
-        check_replaceable,
-        folder,
-        overwrite=overwrite,
-        replaceable=is_split_dataset,
-        what=f"a {folder.suffix or 'split dataset'} output",
-        hint="pass --overwrite",
-    )
-    # Refused at once, without a trace (the lock file would touch the parent folder).
-    check_unlocked(folder)
-    check()
+    folder = target.path
     # Held from the first look at the target until the new dataset is in place: no other
     # writer (a SplitDatasetWriter appending there, another conversion) can be at work.
     with writer_lock(folder):
         remove_stale_staging(folder)  # before the check: may put back a dataset a crash left
-        check()
+        _check_replaceable(target, overwrite=overwrite)
         plan = plan_split_dataset(
             x,
             folder,
@@ -263,7 +470,7 @@ def _write_file(
     kind: TargetKind,
     x: da.Array,
     staging: Path,
-    h5: H5Path | None,
+    dataset: str | None,
     codec: _Codec,
     *,
     compute: Compute,
@@ -276,9 +483,9 @@ def _write_file(
     elif kind == "tiff":
         _write_tiff(x, staging, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes)
     else:
-        assert h5 is not None
+        assert dataset is not None
         _write_h5(
-            x, staging, h5.name, codec, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes
+            x, staging, dataset, codec, compute=compute, on_slab=on_slab, slab_bytes=slab_bytes
         )
 
 
