@@ -218,7 +218,9 @@ def _check_block(
         f = h5py.File(path, "r", locking=checks.locking)
     except Exception as exc:  # noqa: BLE001 - reported
         return [
-            Problem(path, "unreadable", f"{path}: block {block}: not a readable HDF5 file: {exc}")
+            Problem(
+                path, "unreadable", f"{path}: block {block}: not a readable HDF5 file: {exc}", block
+            )
         ]
     with f:
         try:
