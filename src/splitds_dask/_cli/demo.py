@@ -128,7 +128,7 @@ def _progress(show: bool) -> Iterator[None]:
     if show:
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=sys.stdout):
+        with ProgressBar(out=sys.stderr):  # stdout is for the report, as in every command
             yield
     else:
         yield
@@ -252,7 +252,7 @@ def run_demo(
     seed : int, optional
         Seed of the synthetic data.
     progress : bool, optional
-        Show dask progress bars on stdout.
+        Show dask progress bars on stderr.
     out : file, optional
         Where to print the report (default: stdout).
     temporary : bool, optional
@@ -385,7 +385,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"folder    {folder} (new temporary folder)", flush=True)
     else:
         folder = Path(args.folder)
-    progress = not args.no_progress and sys.stdout.isatty()
+    from splitds_dask._cli.schedulers import show_progress
+
+    progress = show_progress(args)
     with use_scheduler(args.scheduler) as client:
         run_demo(
             folder,
