@@ -304,3 +304,22 @@ def test_a_task_carries_the_same_bytes_at_100_or_20_000_blocks(
     assert n_large <= 1024  # groups of consecutive blocks
     assert large <= small + 16, (small, large)  # a few more digits in the range, nothing more
     assert sd.verify(tmp_path / "large", read_data=False) == []
+
+
+@pytest.mark.parametrize("max_tasks", [1, 2, 5])
+def test_groups_of_blocks_named_by_no_rule(tmp_path: Path, max_tasks: int) -> None:
+    """Names of mixed widths are carried as a list: each task gets its own slice of it."""
+    import dask
+
+    from splitds_dask._verify import plan_verify
+
+    root = tmp_path / "d"
+    sd.to_split_dataset(np.zeros((5, 4, 4), np.uint16), root, block_shape=1)
+    (root / "0002.h5").rename(root / "002.h5")
+    (root / "0003.h5").write_bytes(b"not hdf5")
+    plan = plan_verify(root, max_tasks=max_tasks)
+    assert len(plan.tasks) == max_tasks
+    problems = plan.finish(dask.compute(*plan.tasks, scheduler="sync")).problems
+    assert [(p.kind, p.path.name, p.block) for p in problems] == [
+        ("unreadable", "0003.h5", (3, 0, 0))
+    ]
