@@ -323,3 +323,16 @@ def test_groups_of_blocks_named_by_no_rule(tmp_path: Path, max_tasks: int) -> No
     assert [(p.kind, p.path.name, p.block) for p in problems] == [
         ("unreadable", "0003.h5", (3, 0, 0))
     ]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_relative_path_is_named_as_given(
+    damaged: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(damaged.parent)
+    problems = sd.verify("d", scheduler=scheduler)
+    assert [p.path for p in problems] == [Path("d", name) for _, name in DAMAGED]
+    assert all(
+        p.message.startswith(f"d/{name}: ") for p, (_, name) in zip(problems, DAMAGED, strict=True)
+    )
+    assert str(damaged) not in "".join(p.message for p in problems)

@@ -407,15 +407,27 @@ class VerifyPlan:
     """Problems found on opening (``"dataset"``, ``"incomplete"``)."""
     tasks: list[Delayed]
     """Each computes a :class:`_Checked` for its blocks; in block order."""
+    root: str = ""
+    """The folder as the tasks name it (absolute)."""
+    shown: str = ""
+    """The folder as it was given, which the problems name."""
 
     def finish(self, results: Sequence[_Checked]) -> VerifyResult:
         """Every problem in block order, and the tally, from the results of :attr:`tasks`."""
         problems = list(self.problems)
         tally = _Tally()
         for checked in results:
-            problems += checked.problems
+            problems += map(self._as_given, checked.problems)
             tally.add(checked.tally)
         return VerifyResult(problems, tally)
+
+    def _as_given(self, problem: Problem) -> Problem:
+        """``problem`` naming its file under the folder as given (a relative path stays one)."""
+        if self.root == self.shown or not problem.path.is_relative_to(self.root):
+            return problem
+        path = Path(self.shown) / problem.path.relative_to(self.root)
+        message = problem.message.replace(self.root + os.sep, self.shown + os.sep)
+        return Problem(path, problem.kind, message, problem.block)
 
 
 class VerifyResult(NamedTuple):
@@ -482,4 +494,4 @@ def plan_verify(
         )
         for start in range(0, n, per_task)
     ]
-    return VerifyPlan(problems, tasks)
+    return VerifyPlan(problems, tasks, root=checks.root, shown=str(root))
