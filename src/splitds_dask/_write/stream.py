@@ -80,6 +80,8 @@ __all__ = ["SplitDatasetWriter"]
 
 # The lock file earlier versions kept inside the folder: a killed writer's leftover.
 _LEGACY_LOCK = ".splitds-writer.lock"
+# The physical metadata options (resolution and axis_order alone keep the original's keys only).
+_PHYSICAL = ("axes", "scale", "units", "time_step")
 _STAGED = re.compile(r"^\.(?P<name>[0-9]+\.h5)\.staged$")
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
@@ -229,8 +231,9 @@ class SplitDatasetWriter:
         if not (append and is_split_dataset(self._path)):
             if not append or None not in (frame_shape, dtype, block_length):
                 self._start_new(frame_shape, dtype, block_length, data_key)
-                # Refused now, not when the first block is written (nor in the writer thread).
-                resolve_physical_metadata(len(self._frame_shape) + 1, **physical)
+                if any(physical[name] is not None for name in _PHYSICAL):
+                    # Refused now, not when the first block is written (nor in the writer thread).
+                    resolve_physical_metadata(len(self._frame_shape) + 1, **physical)
             self._precheck_target(overwrite=overwrite)
         # The staging folder of a replacement, until its first block is swapped in.
         self._staging: Path | None = None
@@ -639,7 +642,7 @@ class SplitDatasetWriter:
 def _continued(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The physical options of a writer continuing a dataset that records ``found``: those
     given replace the dataset's, the others are kept (none given: the metadata is kept as is)."""
-    if all(given[name] is None for name in ("axes", "scale", "units", "time_step")):
+    if all(given[name] is None for name in _PHYSICAL):
         return given
     out = {**given}
     axes = given["axes"] or given["axis_order"] or found["axes"]
