@@ -6,9 +6,14 @@ Runs through ``main`` (the ``demo`` fixture of ``conftest.py``) and through ``ru
 from __future__ import annotations
 
 import io
+import json
+import shlex
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import splitds_dask
 from splitds_dask import SplitDataset
@@ -124,3 +129,77 @@ def test_run_demo_returns_the_mean(tmp_path: Path) -> None:
     assert result.mean_seconds > 0
     assert result.bytes_on_disk == sum(p.stat().st_size for p in result.dataset.files.flat)
     assert "MB/s" in out.getvalue()
+
+
+# --- physical metadata, and the files left behind -------------------------------------------------
+
+
+def test_demo_records_its_physical_metadata(demo: tuple[Path, Run]) -> None:
+    folder, run = demo
+    ds = SplitDataset(folder / "demo")
+    assert ds.axes == ("t", "z", "y", "x")
+    assert ds.scale == (0.2, 7.0, 0.6, 0.6)  # 5 volumes/s, 7 µm planes, 0.6 µm pixels
+    assert ds.units == ("second", "micrometer", "micrometer", "micrometer")
+    stored = json.loads((folder / "demo" / "stack_metadata.json").read_text())
+    assert stored["scale"] == [0.2, 7.0, 0.6, 0.6]
+    assert stored["resolution"] == [0.2, 7.0, 0.6, 0.6]  # what the original package reads
+    assert "0.2 s per volume, 7 µm between planes, 0.6 x 0.6 µm pixels" in run.out
+
+
+def _labelled(out: str, label: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.split()[:1] == [label]]
+    return line[len(label) :].strip()
+
+
+def _remove(command: str) -> list[Path]:
+    """What ``rm -r PATHS`` would remove, removed here."""
+    words = shlex.split(command)
+    assert words[:2] == ["rm", "-r"]
+    paths = [Path(w) for w in words[2:]]
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return paths
+
+
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def _assert_reported_size(kept: str, nbytes: int) -> None:
+    """``"...: 7.9 MB on disk"`` is ``nbytes`` to its one decimal."""
+    number, unit = kept.split(": ")[-1].removesuffix(" on disk").split()
+    assert abs(float(number) - nbytes / _UNITS[unit]) <= 0.05, (kept, nbytes)
+
+
+def _size_on_disk(paths: list[Path]) -> int:
+    return sum(
+        f.stat().st_size
+        for p in paths
+        for f in ([p] if p.is_file() else p.rglob("*"))
+        if f.is_file()
+    )
+
+
+def test_demo_says_where_its_files_are_and_how_to_remove_them(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    run = run_main("demo", str(tmp_path), "--size", "2MB", "--no-progress")
+    assert run.code == 0, run
+    ours = [tmp_path / "demo", tmp_path / "mean_projection.png"]
+    kept = _labelled(run.out, "kept")
+    assert kept.startswith(f"{ours[0]} and {ours[1]}: ")
+    _assert_reported_size(kept, _size_on_disk(ours))
+    assert _remove(_labelled(run.out, "remove")) == ours  # the user's folder and files stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_demo_in_a_new_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run = run_main("demo", "--size", "2MB", "--no-progress")
+    assert run.code == 0, run
+    folder = Path(_labelled(run.out, "folder").removesuffix(" (new temporary folder)"))
+    assert folder.parent == tmp_path
+    assert SplitDataset(folder / "demo").scale == (0.2, 7.0, 0.6, 0.6)
+    kept = _labelled(run.out, "kept")
+    assert kept.startswith(f"{folder} (a new temporary folder): ")
+    _assert_reported_size(kept, _size_on_disk([folder]))
+    assert _remove(_labelled(run.out, "remove")) == [folder]
+    assert list(tmp_path.iterdir()) == []

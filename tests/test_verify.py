@@ -187,3 +187,152 @@ def test_cli_quick_and_bad_path(dataset: Path, tmp_path: Path, capsys) -> None:
     assert main(["verify", "--quick", str(dataset)]) == 0
     assert main(["verify", str(tmp_path / "nothing")]) == 1
     assert "no such folder" in capsys.readouterr().out
+
+
+# --- in parallel, on every scheduler --------------------------------------------------------------
+
+
+@pytest.fixture
+def damaged(tmp_path: Path) -> Path:
+    """Six blocks of one chunk each: block 1 truncated, block 2's Blosc header overwritten,
+    block 4's last payload byte flipped (its CRC32C no longer matches)."""
+    data = np.arange(24 * 4 * 40, dtype=np.uint16).reshape(24, 4, 40)
+    sd.to_split_dataset(data, tmp_path / "d", block_shape=4)
+    root = tmp_path / "d"
+    truncated = root / "0001.h5"
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    for name, damage in (("0002.h5", "header"), ("0004.h5", "payload")):
+        with h5py.File(root / name) as f:
+            info = f["stack_3D"].id.get_chunk_info(0)
+        raw = bytearray((root / name).read_bytes())
+        if damage == "header":
+            raw[info.byte_offset : info.byte_offset + 16] = b"\xff" * 16
+        else:
+            raw[info.byte_offset + info.size - 1] ^= 0xFF
+        (root / name).write_bytes(bytes(raw))
+    return root
+
+
+# Problems in block order, one per block; the kinds are fixed by the damage alone.
+DAMAGED = [("unreadable", "0001.h5"), ("data", "0002.h5"), ("checksum", "0004.h5")]
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["sync", "threads", pytest.param("processes", marks=pytest.mark.subprocess)],
+)
+def test_the_same_problems_on_every_local_scheduler(damaged: Path, scheduler: str) -> None:
+    problems = sd.verify(damaged, scheduler=scheduler)
+    assert _kinds(problems) == DAMAGED
+    assert [p.block for p in problems] == [(1, 0, 0), (2, 0, 0), (4, 0, 0)]
+    assert "chunk 0" in problems[1].message
+    assert "CRC32C mismatch" in problems[2].message
+    # Messages name the file, whichever process checked it.
+    assert all(
+        str(damaged / name) in p.message for p, (_, name) in zip(problems, DAMAGED, strict=True)
+    )
+    assert sd.verify(damaged, scheduler=scheduler) == sd.verify(damaged, scheduler="sync")
+
+
+@pytest.mark.cluster
+@pytest.mark.subprocess
+@pytest.mark.network
+def test_the_same_problems_on_a_distributed_cluster(damaged: Path, client) -> None:
+    problems = sd.verify(damaged, scheduler=client)
+    assert _kinds(problems) == DAMAGED
+    assert problems == sd.verify(damaged, scheduler="sync")
+    # The checks ran as the cluster's tasks, one per block (six blocks).
+    assert client.run_on_scheduler(_verify_tasks) == 6
+
+
+def _verify_tasks(dask_scheduler) -> int:
+    """Tasks of verify's checks the cluster's scheduler has seen."""
+    return len(
+        {
+            entry[0]
+            for entry in dask_scheduler.transition_log
+            if entry[2] == "memory" and str(entry[0]).startswith("('verify-blocks")
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "scheduler", ["sync", "threads", pytest.param("processes", marks=pytest.mark.subprocess)]
+)
+def test_cli_honours_the_scheduler(damaged: Path, scheduler: str, capsys) -> None:
+    assert main(["verify", "--scheduler", scheduler, "--no-progress", str(damaged)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [kind for kind, _ in DAMAGED]
+    assert lines[-1] == f"{damaged}: 3 problem(s)"
+    assert captured.err == ""
+
+
+def test_progress_goes_to_stderr_and_the_report_to_stdout(damaged: Path, capsys) -> None:
+    from splitds_dask._cli.schedulers import Runner
+    from splitds_dask._cli.verify import print_report
+
+    assert print_report(damaged, compute=Runner(None, True).compute) == 1
+    captured = capsys.readouterr()
+    assert "100% Completed" in captured.err
+    assert "Completed" not in captured.out
+    assert captured.out.splitlines()[-1] == f"{damaged}: 3 problem(s)"
+
+
+def _largest_task_bytes(folder: Path) -> tuple[int, int]:
+    """(pickled bytes of the largest check task, number of tasks) of ``folder``'s verify."""
+    import cloudpickle
+
+    from splitds_dask._verify import plan_verify
+
+    tasks = plan_verify(folder).tasks
+    sizes = []
+    for task in tasks:
+        graph = dict(task.__dask_graph__())
+        sizes.append(len(cloudpickle.dumps(graph[task.key])))
+    return max(sizes), len(tasks)
+
+
+def test_a_task_carries_the_same_bytes_at_100_or_20_000_blocks(
+    tmp_path: Path, hard_linked_dataset
+) -> None:
+    hard_linked_dataset(tmp_path / "small", 100)
+    hard_linked_dataset(tmp_path / "large", 20_000)
+    small, n_small = _largest_task_bytes(tmp_path / "small")
+    large, n_large = _largest_task_bytes(tmp_path / "large")
+    assert n_small == 100  # one block per task
+    assert n_large <= 1024  # groups of consecutive blocks
+    assert large <= small + 16, (small, large)  # a few more digits in the range, nothing more
+    assert sd.verify(tmp_path / "large", read_data=False) == []
+
+
+@pytest.mark.parametrize("max_tasks", [1, 2, 5])
+def test_groups_of_blocks_named_by_no_rule(tmp_path: Path, max_tasks: int) -> None:
+    """Names of mixed widths are carried as a list: each task gets its own slice of it."""
+    import dask
+
+    from splitds_dask._verify import plan_verify
+
+    root = tmp_path / "d"
+    sd.to_split_dataset(np.zeros((5, 4, 4), np.uint16), root, block_shape=1)
+    (root / "0002.h5").rename(root / "002.h5")
+    (root / "0003.h5").write_bytes(b"not hdf5")
+    plan = plan_verify(root, max_tasks=max_tasks)
+    assert len(plan.tasks) == max_tasks
+    problems = plan.finish(dask.compute(*plan.tasks, scheduler="sync")).problems
+    assert [(p.kind, p.path.name, p.block) for p in problems] == [
+        ("unreadable", "0003.h5", (3, 0, 0))
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_relative_path_is_named_as_given(
+    damaged: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(damaged.parent)
+    problems = sd.verify("d", scheduler=scheduler)
+    assert [p.path for p in problems] == [Path("d", name) for _, name in DAMAGED]
+    assert all(
+        p.message.startswith(f"d/{name}: ") for p, (_, name) in zip(problems, DAMAGED, strict=True)
+    )
+    assert str(damaged) not in "".join(p.message for p in problems)

@@ -286,3 +286,97 @@ def test_metadata_follows_each_block(tmp_path: Path) -> None:
                 assert meta["shape_full"] == [done, 2]
                 np.testing.assert_array_equal(sd.SplitDataset(folder)[:, 0], np.arange(done))
     assert sd.SplitDataset(folder).shape == (10, 2)
+
+
+# --- physical metadata --------------------------------------------------------------------------
+
+UM = "micrometer"
+
+
+@pytest.mark.parametrize(
+    ("options", "axes", "scale", "units"),
+    [
+        (
+            {"axes": "tzyx", "scale": (None, 7.0, 0.6, 0.6), "units": (None, UM, UM, UM)},
+            ("t", "z", "y", "x"),
+            (1.0, 7.0, 0.6, 0.6),
+            (None, UM, UM, UM),
+        ),
+        (
+            {
+                "axes": ("t", "z", "y", "x"),
+                "scale": (None, 7.0, 0.6, 0.6),
+                "units": (None, UM, UM, UM),
+                "time_step": 0.5,
+            },
+            ("t", "z", "y", "x"),
+            (0.5, 7.0, 0.6, 0.6),
+            ("second", UM, UM, UM),
+        ),
+        (
+            {"axes": ("time", "plane", "row", "col"), "scale": (2.0, 1.0, 0.25, 0.25)},
+            ("time", "plane", "row", "col"),
+            (2.0, 1.0, 0.25, 0.25),
+            (None, None, None, None),
+        ),
+    ],
+)
+def test_physical_metadata_reads_back(tmp_path: Path, options, axes, scale, units) -> None:
+    xr = pytest.importorskip("xarray")
+    data = np.arange(5 * 2 * 3 * 4, dtype=np.uint16).reshape(5, 2, 3, 4)
+    _write(tmp_path / "d", data, 2, [1, 0], **options)
+    ds = sd.SplitDataset(tmp_path / "d")
+    assert (ds.axes, ds.scale, ds.units) == (axes, scale, units)
+    np.testing.assert_array_equal(np.asarray(ds), data)
+    stored = json.loads((tmp_path / "d" / "stack_metadata.json").read_text())
+    assert (stored["axes"], stored["scale"], stored["units"]) == (
+        list(axes),
+        list(scale),
+        list(units),
+    )
+    assert stored["resolution"] == list(scale)  # the original's key, for its readers
+    array = xr.open_dataarray(tmp_path / "d", engine="splitds")
+    assert array.dims == axes
+    for axis, n, step, unit in zip(axes, data.shape, scale, units, strict=True):
+        np.testing.assert_allclose(array.coords[axis].values, np.arange(n) * step)
+        assert array.coords[axis].attrs.get("units") == unit
+    np.testing.assert_array_equal(array.values, data)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"axes": "zyx"}, ValueError, "axes"),
+        ({"scale": (1.0, 2.0)}, ValueError, "scale"),
+        ({"scale": (1.0, -2.0, 1.0, 1.0)}, ValueError, "scale"),
+        ({"units": (UM,)}, ValueError, "units"),
+        ({"axes": "czyx", "time_step": 0.5}, ValueError, "time_step needs an axis named 't'"),
+        ({"time_step": 0.5, "units": ("ms", UM, UM, UM)}, ValueError, "time_step is in seconds"),
+        ({"axes": "tzyx", "axis_order": "tcyx"}, ValueError, "disagrees"),
+        ({"axes": 4}, TypeError, "axes"),
+    ],
+)
+def test_bad_physical_metadata_is_refused_before_anything_is_written(
+    tmp_path: Path, options, error, match
+) -> None:
+    with pytest.raises(error, match=match):
+        sd.SplitDatasetWriter(
+            tmp_path / "d", frame_shape=(2, 3, 4), dtype="u2", block_length=2, **options
+        )
+    assert list(tmp_path.iterdir()) == []  # no folder, no lock file
+
+
+def test_append_keeps_the_physical_metadata_it_is_not_given(tmp_path: Path) -> None:
+    data = np.arange(6 * 2 * 3 * 4, dtype=np.uint16).reshape(6, 2, 3, 4)
+    physical = {"axes": "tzyx", "scale": (None, 7.0, 0.6, 0.6), "units": (None, UM, UM, UM)}
+    _write(tmp_path / "d", data[:3], 2, [], time_step=0.5, **physical)
+    with sd.SplitDatasetWriter(tmp_path / "d", append=True, time_step=0.25) as writer:
+        writer.append(data[3:])
+    ds = sd.SplitDataset(tmp_path / "d")
+    np.testing.assert_array_equal(np.asarray(ds), data)
+    assert ds.axes == ("t", "z", "y", "x")
+    assert ds.scale == (0.25, 7.0, 0.6, 0.6)  # the new time step, the recorded spacing
+    assert ds.units == ("second", UM, UM, UM)
+    with pytest.raises(ValueError, match="axes"):
+        sd.SplitDatasetWriter(tmp_path / "d", append=True, axes="zyx")
+    assert sd.SplitDataset(tmp_path / "d").scale == (0.25, 7.0, 0.6, 0.6)  # untouched

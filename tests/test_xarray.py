@@ -280,3 +280,22 @@ def movie_for_hypothesis(tmp_path_factory) -> tuple[np.ndarray, xr.DataArray]:
     root = tmp_path_factory.mktemp("hyp") / "movie"
     sd.to_split_dataset(data, root, block_shape=(4, 2, 3))
     return data, xr.open_dataarray(root, engine=SplitDatasetBackendEntrypoint)
+
+
+def test_to_xarray_without_xarray_names_the_install_command(
+    movie, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    _, ds = movie
+    # xarray not importable, and our integration module not yet imported.
+    monkeypatch.setitem(sys.modules, "xarray", None)
+    monkeypatch.delitem(sys.modules, "splitds_dask._integrations.xarray")
+    with pytest.raises(ModuleNotFoundError) as info:
+        ds.to_xarray()
+    assert str(info.value) == (
+        'SplitDataset.to_xarray needs xarray: pip install "splitds-dask[xarray]"'
+    )
+    assert info.value.name == "xarray"
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__  # one line: no chained traceback

@@ -646,8 +646,21 @@ class SplitDataset(BlocksOfDataset):
         Dims are :attr:`axes`; each has a coordinate ``index * scale`` whose ``units`` attribute
         is the axis' unit. Nothing is read until the array is computed. ``blocks_per_chunk`` and
         ``chunk_size`` group blocks into chunks as in :meth:`to_dask`.
+
+        Raises
+        ------
+        ModuleNotFoundError
+            xarray is not installed (the message names the install command).
         """
-        from splitds_dask._integrations.xarray import dataset_to_xarray
+        try:
+            from splitds_dask._integrations.xarray import dataset_to_xarray
+        except ModuleNotFoundError as exc:
+            if exc.name != "xarray":  # xarray is there, but something it imports is not
+                raise
+            raise ModuleNotFoundError(
+                'SplitDataset.to_xarray needs xarray: pip install "splitds-dask[xarray]"',
+                name="xarray",
+            ) from None
 
         return dataset_to_xarray(
             self, name=name, blocks_per_chunk=blocks_per_chunk, chunk_size=chunk_size

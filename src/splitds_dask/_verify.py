@@ -10,19 +10,24 @@ one run lists everything wrong with a dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import sys
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import Any, NamedTuple
 
+import dask
 import h5py
 import numpy as np
+from dask.delayed import Delayed, delayed
 
 from splitds_dask._errors import BlockError, SplitDatasetError
+from splitds_dask._format.files import BlockNames
+from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
 from splitds_dask._storage.blosc import (
     ChecksumMismatch,
@@ -35,13 +40,13 @@ from splitds_dask._storage.checksums import check_all
 from splitds_dask._storage.containment import OutsideFolderError, check_block_file
 from splitds_dask._storage.filters import missing_filters
 
-if TYPE_CHECKING:
-    from splitds_dask._dataset import SplitDataset
-
-__all__ = ["Problem", "verify"]
+__all__ = ["Problem", "VerifyPlan", "VerifyResult", "plan_verify", "verify"]
 
 # Bytes decompressed per read while checking a block (bounds memory for huge blocks).
 _CHECK_BYTES = 64 << 20
+# Check tasks at most: enough to keep every worker busy and the progress bar moving, few enough
+# that a million small blocks do not make a million tasks.
+_MAX_TASKS = 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,11 @@ class _Tally:
     chunks: int = 0  # chunks whose checksum was checked
     blocks: int = 0  # block files with checksums
     without: int = 0  # block files without checksums
+
+    def add(self, other: _Tally) -> None:
+        self.chunks += other.chunks
+        self.blocks += other.blocks
+        self.without += other.without
 
 
 def _check_checksums(
@@ -190,31 +200,31 @@ def _chunk_region(chunk_map: ChunkMap, number: int) -> tuple[slice, ...]:
 
 
 def _check_block(
-    ds: SplitDataset,
+    checks: _Checks,
     path: Path,
     block: tuple[int, ...],
     extent: tuple[int, ...],
     *,
-    locking: bool | str | None,
-    read_data: bool,
     tally: _Tally,
 ) -> list[Problem]:
     try:  # before anything opens it: a FIFO would block, a link may lead anywhere
-        check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
+        check_block_file(path, block=block, allow_external=checks.allow_external, missing_ok=True)
     except BlockError as exc:
         kind = "outside" if isinstance(exc, OutsideFolderError) else "unreadable"
         return [Problem(path, kind, str(exc), block)]
     if not path.is_file():
         return [Problem(path, "missing", f"{path}: block {block}: the file is missing", block)]
     try:
-        f = h5py.File(path, "r", locking=locking)
+        f = h5py.File(path, "r", locking=checks.locking)
     except Exception as exc:  # noqa: BLE001 - reported
         return [
-            Problem(path, "unreadable", f"{path}: block {block}: not a readable HDF5 file: {exc}")
+            Problem(
+                path, "unreadable", f"{path}: block {block}: not a readable HDF5 file: {exc}", block
+            )
         ]
     with f:
         try:
-            return _inspect(ds, f, path, block, extent, read_data=read_data, tally=tally)
+            return _inspect(checks, f, path, block, extent, tally=tally)
         except Exception as exc:  # noqa: BLE001 - a damaged file fails in any h5py call
             return [
                 Problem(
@@ -227,21 +237,20 @@ def _check_block(
 
 
 def _inspect(
-    ds: SplitDataset,
+    checks: _Checks,
     f: h5py.File,
     path: Path,
     block: tuple[int, ...],
     extent: tuple[int, ...],
     *,
-    read_data: bool,
     tally: _Tally,
 ) -> list[Problem]:
     # getlink: testing the name does not follow an external link.
-    has_key = f.get(ds.data_key, getlink=True) is not None
-    key = ds.data_key if has_key else find_data_key(f, len(extent))
+    has_key = f.get(checks.data_key, getlink=True) is not None
+    key = checks.data_key if has_key else find_data_key(f, len(extent))
     try:
         checked = (
-            checked_dataset(f, key, path=path, block=block, allow_external=ds.allow_external)
+            checked_dataset(f, key, path=path, block=block, allow_external=checks.allow_external)
             if key is not None
             else None
         )
@@ -255,7 +264,7 @@ def _inspect(
             Problem(
                 path,
                 "data-key",
-                f"{path}: block {block}: no array '{ds.data_key}' (the file holds: {keys})",
+                f"{path}: block {block}: no array '{checks.data_key}' (the file holds: {keys})",
                 block,
             )
         ]
@@ -272,16 +281,16 @@ def _inspect(
             )
         )
     found = stored_dtype(node)
-    if found != ds.dtype:
+    if found != checks.dtype:
         problems.append(
             Problem(
                 path,
                 "dtype",
-                f"{path}: block {block}: dtype {found} differs from the dataset's {ds.dtype}",
+                f"{path}: block {block}: dtype {found} differs from the dataset's {checks.dtype}",
                 block,
             )
         )
-    if read_data:
+    if checks.read_data:
         return problems + _check_stored(node, path, block, tally)
     missing = missing_filters(node)
     if missing:
@@ -303,8 +312,12 @@ def verify(
     locking: bool | str | None = None,
     read_data: bool = True,
     allow_external: bool = False,
+    scheduler: Any = None,
 ) -> list[Problem]:
     """Check a split dataset block by block and list every problem found.
+
+    The blocks are checked in parallel, as dask tasks of a few blocks each; the problems come
+    back in block order whatever the scheduler.
 
     Parameters
     ----------
@@ -320,30 +333,129 @@ def verify(
     allow_external : bool, optional
         As for :class:`SplitDataset`: without it, a block reading data outside the folder is a
         problem of kind ``"outside"``.
+    scheduler : str or distributed.Client, optional
+        Where the checks run: ``"sync"``, ``"threads"``, ``"processes"`` or a
+        ``distributed.Client`` (its workers must see the folder at the same path). Default:
+        dask's current scheduler (a default ``Client`` if one is open, else threads).
 
     Returns
     -------
     list of Problem
-        Empty when the dataset is sound. Each problem names its file.
+        Empty when the dataset is sound. Each problem names its file; at most one per block.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from splitds_dask import to_split_dataset, verify
+    >>> _ = to_split_dataset(np.zeros((6, 4, 4), np.uint16), "checked", block_shape=2)
+    >>> verify("checked", scheduler="sync")
+    []
     """
-    return _verify(
+    plan = plan_verify(
         path, prefix=prefix, locking=locking, read_data=read_data, allow_external=allow_external
-    )[0]
+    )
+    return plan.finish(dask.compute(*plan.tasks, scheduler=scheduler)).problems
 
 
-def _verify(
+class _Checks(NamedTuple):
+    """What every check task needs besides its blocks (a few hundred bytes pickled)."""
+
+    root: str  # absolute: the tasks may run in other processes, other working directories
+    grid: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # shape, block shape, padding
+    dtype: np.dtype
+    data_key: str
+    locking: bool | str | None
+    read_data: bool
+    allow_external: bool
+
+
+class _Checked(NamedTuple):
+    """What one check task returns: its blocks' problems in block order, and its tally."""
+
+    problems: list[Problem]
+    tally: _Tally
+
+
+def _check_blocks(checks: _Checks, names: BlockNames, start: int, stop: int) -> _Checked:
+    """Check blocks ``start`` to ``stop - 1``; ``names`` holds their names from ``start`` on (a
+    naming rule holds them all: see :func:`_task_names`)."""
+    grid = BlockGrid(*checks.grid)
+    offset = 0 if names.explicit is None else start
+    tally = _Tally()
+    problems: list[Problem] = []
+    for index in range(start, stop):
+        block = tuple(int(k) for k in np.unravel_index(index, grid.grid))
+        extent = tuple(b - a for a, b in (grid.file_extent(i, k) for i, k in enumerate(block)))
+        path = Path(checks.root) / names[index - offset]
+        problems += _check_block(checks, path, block, extent, tally=tally)
+    return _Checked(problems, tally)
+
+
+def _task_names(names: BlockNames, start: int, stop: int) -> BlockNames:
+    """The names a task checking blocks ``start:stop`` needs: the rule, or its slice of a list."""
+    if names.explicit is None:
+        return names
+    return dataclasses.replace(names, count=stop - start, explicit=names.explicit[start:stop])
+
+
+@dataclass
+class VerifyPlan:
+    """A verification ready to compute: the dataset's own problems and one task per group of
+    blocks (see :func:`plan_verify`)."""
+
+    problems: list[Problem]
+    """Problems found on opening (``"dataset"``, ``"incomplete"``)."""
+    tasks: list[Delayed]
+    """Each computes a :class:`_Checked` for its blocks; in block order."""
+    root: str = ""
+    """The folder as the tasks name it (absolute)."""
+    shown: str = ""
+    """The folder as it was given, which the problems name."""
+
+    def finish(self, results: Sequence[_Checked]) -> VerifyResult:
+        """Every problem in block order, and the tally, from the results of :attr:`tasks`."""
+        problems = list(self.problems)
+        tally = _Tally()
+        for checked in results:
+            problems += map(self._as_given, checked.problems)
+            tally.add(checked.tally)
+        return VerifyResult(problems, tally)
+
+    def _as_given(self, problem: Problem) -> Problem:
+        """``problem`` naming its file under the folder as given (a relative path stays one)."""
+        if self.root == self.shown or not problem.path.is_relative_to(self.root):
+            return problem
+        path = Path(self.shown) / problem.path.relative_to(self.root)
+        message = problem.message.replace(self.root + os.sep, self.shown + os.sep)
+        return Problem(path, problem.kind, message, problem.block)
+
+
+class VerifyResult(NamedTuple):
+    """Every problem of a dataset in block order, and how much the checksums covered."""
+
+    problems: list[Problem]
+    tally: _Tally
+
+
+def plan_verify(
     path: str | os.PathLike[str],
     *,
     prefix: str | None = None,
     locking: bool | str | None = None,
     read_data: bool = True,
     allow_external: bool = False,
-) -> tuple[list[Problem], _Tally]:
+    max_tasks: int = _MAX_TASKS,
+) -> VerifyPlan:
+    """Open the dataset (its problems are found at once) and plan the block checks as tasks.
+
+    The options are :func:`verify`'s. Blocks are grouped into at most ``max_tasks`` tasks of
+    consecutive blocks; each carries a :class:`_Checks`, its range and the block names' rule, so
+    its pickled size does not grow with the number of blocks.
+    """
     from splitds_dask._dataset import IncompleteDatasetWarning, SplitDataset
 
     root = Path(path)
     problems: list[Problem] = []
-    tally = _Tally()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", IncompleteDatasetWarning)
@@ -355,38 +467,31 @@ def _verify(
     except SplitDatasetError as exc:
         where = getattr(exc, "path", None)
         problems.append(Problem(Path(where) if where else root, "dataset", str(exc)))
-        return problems, tally
+        return VerifyPlan(problems, [])
     grid = ds.grid
-    for index, block in enumerate(grid.blocks()):
-        extent = tuple(b - a for a, b in (grid.file_extent(i, k) for i, k in enumerate(block)))
-        file = root / ds.block_names[index]
-        problems += _check_block(
-            ds, file, block, extent, locking=locking, read_data=read_data, tally=tally
+    checks = _Checks(
+        root=os.path.abspath(root),
+        grid=(grid.shape, grid.block_shape, grid.padding),
+        dtype=ds.dtype,
+        data_key=ds.data_key,
+        locking=locking,
+        read_data=read_data,
+        allow_external=allow_external,
+    )
+    names = ds.block_naming
+    n = grid.n_blocks
+    per_task = -(-n // max(1, max_tasks))
+    # A new name every time: a file repaired since the last check must be checked again, never
+    # answered from a distributed cluster's memory.
+    name = f"verify-blocks-{uuid.uuid4().hex}"
+    tasks = [
+        delayed(_check_blocks)(
+            checks,
+            _task_names(names, start, min(n, start + per_task)),
+            start,
+            min(n, start + per_task),
+            dask_key_name=(name, start // per_task),
         )
-    return problems, tally
-
-
-def print_report(
-    path: str | os.PathLike[str],
-    *,
-    read_data: bool = True,
-    out: TextIO | None = None,
-    allow_external: bool = False,
-) -> int:
-    """``splitds verify``: print every problem (one line each) and return the exit status."""
-    out = out if out is not None else sys.stdout
-    problems, tally = _verify(path, read_data=read_data, allow_external=allow_external)
-    for problem in problems:
-        print(f"{problem.kind}: {' '.join(problem.message.splitlines())}", file=out)
-    if read_data and tally.blocks + tally.without:  # some block was examined
-        print(
-            f"{path}: checksums: {tally.chunks} chunk(s) checked in {tally.blocks} block(s); "
-            f"{tally.without} block(s) without checksums"
-            + (" (record them with 'splitds seal')" if tally.without else ""),
-            file=out,
-        )
-    if problems:
-        print(f"{path}: {len(problems)} problem(s)", file=out)
-        return 1
-    print(f"{path}: ok", file=out)
-    return 0
+        for start in range(0, n, per_task)
+    ]
+    return VerifyPlan(problems, tasks, root=checks.root, shown=str(root))

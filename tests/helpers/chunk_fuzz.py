@@ -198,7 +198,9 @@ def check_mutant(folder: str, *, threads: bool = True) -> int:
         except Exception as exc:  # noqa: BLE001 - reported as its own outcome
             print(f"{folder}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return OTHER
-    problems = sd.verify(folder)
+    # verify runs dask tasks: on threads only where the reads above may (a forked child would
+    # inherit the zygote's thread pool without its threads).
+    problems = sd.verify(folder, scheduler="threads" if threads else "sync")
     kinds = {kind for kind, _ in results}
     if kinds == {"data"}:
         if not all(np.array_equal(data, expected) for _, data in results):

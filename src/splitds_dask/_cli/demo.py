@@ -1,9 +1,12 @@
 """``splitds demo``: a synthetic movie written, reopened, averaged and pictured.
 
-:func:`run_demo` writes a synthetic calcium-imaging movie as a split dataset, reopens it,
-computes its mean over time with dask, saves that mean as a PNG (its z planes tiled by
+:func:`run_demo` writes a synthetic calcium-imaging movie as a split dataset, with the physical
+metadata of a zebrafish larva imaged with a light-sheet microscope (:data:`DEMO_SCALE`), reopens
+it, computes its mean over time with dask, saves that mean as a PNG (its z planes tiled by
 :func:`~splitds_dask._cli.images.mosaic`, contrast-stretched by
-:func:`~splitds_dask._cli.images.to_uint8`) and reports sizes and throughputs.
+:func:`~splitds_dask._cli.images.to_uint8`) and reports sizes and throughputs. The files are kept,
+to open in napari or xarray afterwards: the report ends with where they are, their size and the
+command that removes them.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SIZE",
+    "DEMO_AXES",
     "DEMO_DATASET",
     "DEMO_MARKER",
+    "DEMO_SCALE",
+    "DEMO_UNITS",
     "PNG_NAME",
     "DemoResult",
     "add_parser",
@@ -54,6 +60,14 @@ DEFAULT_SIZE = "400MB"
 DEMO_DATASET = "demo"
 PNG_NAME = "mean_projection.png"
 DEMO_MARKER = "splitds_demo.json"
+
+#: Physical metadata of the demo movie, that of a larval zebrafish brain under a light-sheet
+#: microscope: 5 volumes per second (8 planes each, 40 planes/s), planes 7 µm apart, 0.6 µm
+#: pixels (the synthetic cells, 6 to 9 pixels across, are then 4 to 6 µm somata; their calcium
+#: transients decay over 3 to 10 frames, 0.6 to 2 s, as GCaMP6s does).
+DEMO_AXES = ("t", "z", "y", "x")
+DEMO_SCALE = (0.2, 7.0, 0.6, 0.6)
+DEMO_UNITS = ("second", "micrometer", "micrometer", "micrometer")
 
 
 def _plural(n: int, noun: str) -> str:
@@ -114,7 +128,7 @@ def _progress(show: bool) -> Iterator[None]:
     if show:
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=sys.stdout):
+        with ProgressBar(out=sys.stderr):  # stdout is for the report, as in every command
             yield
     else:
         yield
@@ -135,6 +149,10 @@ def _write_movie(
             block_shape=(block_frames, *FRAME_SHAPE),
             compression="blosc",
             overwrite=_is_demo_output(target),
+            axes=DEMO_AXES,
+            scale=(None, *DEMO_SCALE[1:]),
+            units=(None, *DEMO_UNITS[1:]),
+            time_step=DEMO_SCALE[0],
         )
     seconds = time.perf_counter() - t0
     marker = {"written_by": "splitds demo", "seed": seed, "n_frames": n_frames}
@@ -161,6 +179,12 @@ def _report(say: Callable[[str, str], None], result: DemoResult) -> None:
     mb = ds.nbytes / 1e6
     last = ds.shape[0] - (ds.grid.grid[0] - 1) * ds.shape_block[0]
     say("shape", f"{ds.shape} (t, z, y, x), dtype {ds.dtype}")
+    t, z, y, x = ds.scale
+    say(
+        "scale",
+        f"{t:g} s per volume, {z:g} µm between planes, {y:g} x {x:g} µm pixels "
+        "(a zebrafish larva under a light-sheet; recorded for napari and xarray)",
+    )
     say(
         "blocks",
         f"grid {ds.grid.grid} of block shape {ds.shape_block}"
@@ -188,6 +212,18 @@ def _report(say: Callable[[str, str], None], result: DemoResult) -> None:
     say("png", f"{result.png} (the mean, z planes tiled left to right, top to bottom)")
 
 
+def _report_files(say: Callable[[str, str], None], folder: Path, *, temporary: bool) -> None:
+    """Where the demo's files are, how much they take, and the command that removes them."""
+    import shlex
+
+    ours = [folder] if temporary else [folder / DEMO_DATASET, folder / PNG_NAME]
+    files = (p for top in ours for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file())
+    usage = bytes_on_disk(files)
+    where = f"{folder} (a new temporary folder)" if temporary else " and ".join(map(str, ours))
+    say("kept", f"{where}: {format_bytes(usage.nbytes)} on disk")
+    say("remove", "rm -r " + " ".join(shlex.quote(str(p)) for p in ours))
+
+
 def run_demo(
     folder: str | os.PathLike[str],
     *,
@@ -197,6 +233,7 @@ def run_demo(
     seed: int = 0,
     progress: bool = False,
     out: TextIO | None = None,
+    temporary: bool = False,
 ) -> DemoResult:
     """Write a synthetic movie as a split dataset in ``folder/demo``, average it, save a PNG.
 
@@ -215,9 +252,12 @@ def run_demo(
     seed : int, optional
         Seed of the synthetic data.
     progress : bool, optional
-        Show dask progress bars on stdout.
+        Show dask progress bars on stderr.
     out : file, optional
         Where to print the report (default: stdout).
+    temporary : bool, optional
+        ``folder`` was made for the demo: the report's removal command removes it whole
+        (otherwise only the dataset and the image).
 
     Returns
     -------
@@ -272,6 +312,7 @@ def run_demo(
         bytes_on_disk=bytes_on_disk(ds.files.flat).nbytes,
     )
     _report(say, result)
+    _report_files(say, folder, temporary=temporary)
     return result
 
 
@@ -307,7 +348,9 @@ def add_parser(commands: Commands) -> None:
         "folder",
         nargs="?",
         metavar="FOLDER",
-        help="where to write (created if needed; default: a new temporary folder)",
+        help="where to write (created if needed; default: a new temporary folder). The files "
+        "are kept, to open in napari or xarray; the report ends with the command that removes "
+        "them",
     )
     demo.add_argument(
         "--size",
@@ -336,12 +379,15 @@ def add_parser(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo in ``args.folder`` (a new temporary folder if none)."""
-    if args.folder is None:
+    temporary = args.folder is None
+    if temporary:
         folder = Path(tempfile.mkdtemp(prefix="splitds-demo-"))
         print(f"folder    {folder} (new temporary folder)", flush=True)
     else:
         folder = Path(args.folder)
-    progress = not args.no_progress and sys.stdout.isatty()
+    from splitds_dask._cli.schedulers import show_progress
+
+    progress = show_progress(args)
     with use_scheduler(args.scheduler) as client:
         run_demo(
             folder,
@@ -350,5 +396,6 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler if client is None else client,
             seed=args.seed,
             progress=progress and client is None,
+            temporary=temporary,
         )
     return 0

@@ -54,6 +54,11 @@ from splitds_dask._format.metadata import (
     read_metadata_json,
     write_metadata_json,
 )
+from splitds_dask._format.physical import (
+    add_physical_metadata,
+    physical_metadata_kwargs,
+    resolve_physical_metadata,
+)
 from splitds_dask._storage.atomic import (
     check_not_symlink,
     check_replaceable,
@@ -75,6 +80,8 @@ __all__ = ["SplitDatasetWriter"]
 
 # The lock file earlier versions kept inside the folder: a killed writer's leftover.
 _LEGACY_LOCK = ".splitds-writer.lock"
+# The physical metadata options (resolution and axis_order alone keep the original's keys only).
+_PHYSICAL = ("axes", "scale", "units", "time_step")
 _STAGED = re.compile(r"^\.(?P<name>[0-9]+\.h5)\.staged$")
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.partial$")
 
@@ -85,6 +92,7 @@ class _Resumed(NamedTuple):
     metadata: dict[str, Any]  # its metadata keys, kept in the rewritten file
     rest: np.ndarray  # the frames of its short last block, rewritten with the next frames
     rewrite_metadata: bool  # its metadata declares other frames than its files hold
+    physical: dict[str, Any]  # its axes, scale and units (physical_metadata_kwargs)
 
 
 class SplitDatasetWriter:
@@ -115,6 +123,13 @@ class SplitDatasetWriter:
         Written to the metadata (default ``tzyx`` for 4-D data).
     data_key : str, optional
         Name of the array in each block file (default ``stack_{ndim}D``).
+    axes, scale, units : sequence, optional
+        Physical metadata, as for :func:`to_split_dataset` (see "Physical metadata" in the
+        README): axis names (or a string of one letter per axis, e.g. ``"tzyx"``), the spacing
+        along each axis and its unit (None where unknown). With ``append=True``, given ones
+        replace the dataset's, others are kept.
+    time_step : float, optional
+        Seconds between frames: the scale of the ``t`` axis, with unit ``"second"``.
     overwrite : bool, optional
         Replace an existing split dataset at ``path``; a folder that is not a split dataset is
         never replaced. The old dataset stays whole at ``path`` until the first block of the new
@@ -136,7 +151,8 @@ class SplitDatasetWriter:
     splitds_dask._storage.lock.WriterLockedError
         A ``BlockingIOError``: another writer is writing ``path``.
     ValueError, TypeError
-        An option is invalid (shapes, compression name or level, data key...).
+        An option is invalid (shapes, compression name or level, data key, physical metadata
+        that does not fit the frames...); nothing was written.
 
     Notes
     -----
@@ -159,6 +175,16 @@ class SplitDatasetWriter:
     >>> ds = SplitDataset("run/original")
     >>> ds.shape, ds.n_blocks, int(ds[44, 0, 0, 0])
     ((45, 30, 64, 64), 3, 44)
+
+    With physical metadata (here 2 volumes per second, planes 7 µm apart, 0.6 µm pixels):
+
+    >>> with SplitDatasetWriter("run/physical", frame_shape=(30, 64, 64), dtype="uint16",
+    ...                         block_length=20, axes="tzyx", scale=(None, 7.0, 0.6, 0.6),
+    ...                         units=(None, "micrometer", "micrometer", "micrometer"),
+    ...                         time_step=0.5) as writer:
+    ...     writer.append(np.zeros((3, 30, 64, 64), np.uint16))
+    >>> SplitDataset("run/physical").scale
+    (0.5, 7.0, 0.6, 0.6)
     """
 
     def __init__(
@@ -173,6 +199,10 @@ class SplitDatasetWriter:
         resolution: Sequence[float] | None = None,
         axis_order: str | None = None,
         data_key: str | None = None,
+        axes: Sequence[str] | str | None = None,
+        scale: Sequence[float | None] | None = None,
+        units: Sequence[str | None] | None = None,
+        time_step: float | None = None,
         overwrite: bool = False,
         append: bool = False,
         max_pending: int = 2,
@@ -191,9 +221,19 @@ class SplitDatasetWriter:
         check_positive_int("max_pending", max_pending)
         if append and overwrite:
             raise ValueError("append=True and overwrite=True exclude each other")
+        physical: dict[str, Any] = {
+            "axes": axes,
+            "scale": scale,
+            "units": units,
+            "time_step": time_step,
+        }
+        physical.update(resolution=resolution, axis_order=axis_order)
         if not (append and is_split_dataset(self._path)):
             if not append or None not in (frame_shape, dtype, block_length):
                 self._start_new(frame_shape, dtype, block_length, data_key)
+                if any(physical[name] is not None for name in _PHYSICAL):
+                    # Refused now, not when the first block is written (nor in the writer thread).
+                    resolve_physical_metadata(len(self._frame_shape) + 1, **physical)
             self._precheck_target(overwrite=overwrite)
         # The staging folder of a replacement, until its first block is swapped in.
         self._staging: Path | None = None
@@ -209,7 +249,7 @@ class SplitDatasetWriter:
             else:
                 self._start_new(frame_shape, dtype, block_length, data_key)
                 self._prepare_target(overwrite=overwrite)
-            self._metadata = self._base_metadata(existing, resolution, axis_order)
+            self._metadata = self._base_metadata(existing, physical)
             self._start_buffer(existing)
         except BaseException:
             if self._staging is not None:
@@ -340,6 +380,7 @@ class SplitDatasetWriter:
             metadata=ds.metadata,
             rest=ds[self._n_committed : n],
             rewrite_metadata=tuple(declared.shape) != tuple(ds.shape),
+            physical=physical_metadata_kwargs(ds),
         )
 
     def _check_same(self, name: str, given: object, found: object) -> None:
@@ -379,13 +420,11 @@ class SplitDatasetWriter:
         remove_temporaries(self._path)
         fsync_dir(self._path)
 
-    def _base_metadata(
-        self,
-        existing: _Resumed | None,
-        resolution: Sequence[float] | None,
-        axis_order: str | None,
-    ) -> dict[str, Any]:
+    def _base_metadata(self, existing: _Resumed | None, physical: dict[str, Any]) -> dict[str, Any]:
+        """The metadata keys every rewrite of the metadata file holds, physical ones included
+        (checked here, before the first block, for an appended dataset's frame shape)."""
         ndim = len(self._frame_shape) + 1
+        resolution, axis_order = physical["resolution"], physical["axis_order"]
         metadata = original_metadata_dict(
             (0, *self._frame_shape),
             (self._block_length, *self._frame_shape),
@@ -404,7 +443,9 @@ class SplitDatasetWriter:
         # Shorter is what the original reports for 4-D data without the key: (1, 1, 1).
         if len(metadata.get("resolution") or [0] * ndim) > ndim:
             raise ValueError(f"resolution {metadata['resolution']} has more than {ndim} entries")
-        return metadata
+        if existing is not None:
+            physical = _continued(existing.physical, physical)
+        return add_physical_metadata(metadata, physical)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -597,6 +638,28 @@ class SplitDatasetWriter:
             f"frame_shape={self._frame_shape} dtype={self._dtype} "
             f"block_length={self._block_length}>"
         )
+
+
+def _continued(found: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The physical options of a writer continuing a dataset that records ``found``: those
+    given replace the dataset's, the others are kept (none given: the metadata is kept as is)."""
+    if all(given[name] is None for name in _PHYSICAL):
+        return given
+    out = {**given}
+    axes = given["axes"] or given["axis_order"] or found["axes"]
+    out["axes"] = tuple(axes)
+    if given["scale"] is None and given["resolution"] is None:
+        scale = list(found["scale"])
+        units = list(given["units"] or found["units"])
+        if given["time_step"] is not None and "t" in out["axes"]:
+            # The new time step replaces the recorded one.
+            t = out["axes"].index("t")
+            scale[t] = None
+            units[t] = None if given["units"] is None else units[t]
+        out["scale"], out["units"] = tuple(scale), tuple(units)
+    elif given["units"] is None:
+        out["units"] = found["units"]
+    return out
 
 
 def _drop_frames(exc: BaseException) -> None:
