@@ -1,4 +1,5 @@
-"""MkDocs hook: the repository files that the README links to become part of the site.
+"""MkDocs hooks: the repository files that the README links to become part of the site, and the
+docstrings' Sphinx roles are shown as the names they mark.
 
 The README is the site's home page (``docs/index.md`` includes it), and its links to
 ``LICENSE`` and to the benchmark and stress-test READMEs are relative to the repository root.
@@ -8,6 +9,7 @@ still fails on any other link to a file that does not exist.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +31,14 @@ def on_files(files: Files, config: Any) -> Files:
             )
         )
     return files
+
+
+# The docstrings mark names the Sphinx way (:class:`~pkg.mod.Name`), which mkdocstrings renders as
+# the role's text followed by the name in code. The role goes, and a leading ``~`` keeps only the
+# last component of the dotted name, as Sphinx shows it.
+_ROLE = re.compile(r":(?:py:)?(?:attr|class|data|exc|func|meth|mod|obj):(<code>)")
+_TILDE = re.compile(r"<code>~(?:[\w.]+\.)?(\w+)</code>")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Files) -> str:
+    return _TILDE.sub(r"<code>\1</code>", _ROLE.sub(r"\1", html))

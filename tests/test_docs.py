@@ -1,4 +1,5 @@
-"""The documentation's own checks: every docstring example is collected as a test.
+"""The documentation's own checks: every docstring example is collected as a test, and the API
+reference shows every public name.
 
 ``pytest`` runs the library's docstring examples with ``--doctest-modules``, which collects a
 docstring from the module that ``__module__`` names. The public objects are renamed into
@@ -11,6 +12,8 @@ import doctest
 import importlib
 import inspect
 import pkgutil
+import re
+from pathlib import Path
 from types import ModuleType
 
 import splitds_dask
@@ -63,3 +66,22 @@ def test_every_docstring_example_is_collected() -> None:
     missing = sorted(name for doc, name in expected.items() if doc not in collected)
     assert not missing, f"docstring examples that pytest --doctest-modules never runs: {missing}"
     assert len(expected) >= 5
+
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def test_api_reference_shows_every_public_name() -> None:
+    """Each name of ``splitds_dask.__all__`` has its entry (``::: splitds_dask.NAME``) on a page
+    of the API reference, and each page is in the navigation of mkdocs.yml."""
+    pages = sorted((DOCS / "api").glob("*.md"))
+    shown = {
+        name
+        for page in pages
+        for name in re.findall(r"^::: splitds_dask\.(\w+)$", page.read_text(), flags=re.MULTILINE)
+    }
+    public = set(splitds_dask.__all__) - {"__version__"}
+    assert public <= shown, sorted(public - shown)
+    assert shown <= public, sorted(shown - public)
+    nav = (DOCS.parent / "mkdocs.yml").read_text()
+    assert all(f"api/{page.name}" in nav for page in pages)
