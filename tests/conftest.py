@@ -28,10 +28,55 @@ pytest_plugins = ["tests.helpers.hang_guard"]
 collect_ignore = ["fixtures/make_legacy_fixtures.py", "fixtures/check_legacy_with_oldpkg.py"]
 
 
+# What a test calls to use the old package's virtualenv (tests/helpers/oldpkg.py), which is built
+# from the package index on first use.
+_OLDPKG_HELPERS = frozenset({"old_python", "old_venv_dir", "run_old", "run_old_checked"})
+
+
+def _calls_oldpkg(function: Any, seen: set[int] | None = None) -> bool:
+    """Whether ``function``, or a function of the tests it names (followed through the names its
+    code uses, its nested functions included), calls one of the old-package helpers."""
+    seen = set() if seen is None else seen
+    code = getattr(function, "__code__", None)
+    if code is None or id(code) in seen:
+        return False
+    seen.add(id(code))
+    namespace = getattr(function, "__globals__", {})
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        if _OLDPKG_HELPERS & set(current.co_names):
+            return True
+        codes += [c for c in current.co_consts if hasattr(c, "co_names") and id(c) not in seen]
+        seen.update(id(c) for c in current.co_consts if hasattr(c, "co_names"))
+        for name in current.co_names:
+            value = namespace.get(name)
+            if getattr(value, "__module__", "").startswith("tests.") and _calls_oldpkg(value, seen):
+                return True
+    return False
+
+
+def _uses_oldpkg(item: pytest.Item) -> bool:
+    """Whether the test, or any fixture it requests (directly or not), uses the old package."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        for fixturedef in info.name2fixturedefs.get(name, ()) if info else ():
+            functions.append(fixturedef.func)
+    return any(_calls_oldpkg(f) for f in functions if f is not None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers that a test's own fixtures and parameters imply must be on it: the fast tier
-    (``-m "not slow and not cluster and not subprocess"``) relies on them."""
+    (``-m "not slow and not cluster and not subprocess"``) relies on them.
+
+    ``index`` is added, not required: every test that uses the old package's virtualenv gets it,
+    so that ``-m "not index"`` leaves out whatever needs the package index (offline runs).
+    """
     for item in items:
+        if _uses_oldpkg(item):
+            item.add_marker(pytest.mark.index)
         marks = {mark.name for mark in item.iter_markers()}
         needed = set()
         if "client" in getattr(item, "fixturenames", ()):  # a LocalCluster of worker processes

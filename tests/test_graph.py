@@ -19,6 +19,7 @@ from dask.array.utils import assert_eq
 from dask.local import get_sync
 
 import splitds_dask as sd
+from splitds_dask._daskmodes import array_expr_enabled  # dask < 2025.7 has no public one
 
 
 def _tasks(array):
@@ -29,7 +30,7 @@ def _tasks(array):
 
 def _culled_tasks(array):
     # dask.optimize leaves an array-expr collection as it is; compute() simplifies it first.
-    (optimized,) = (array.optimize(),) if da.array_expr_enabled() else dask.optimize(array)
+    (optimized,) = (array.optimize(),) if array_expr_enabled() else dask.optimize(array)
     return _tasks(optimized)
 
 

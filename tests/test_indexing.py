@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import splitds_dask as sd
+from splitds_dask._daskmodes import array_expr_enabled  # dask < 2025.7 has no public one
 from splitds_dask._indexing import normalize_index
 
 INT_TYPES = [np.int8, np.int16, np.int32, np.int64, np.intp, np.uint8, np.uint16, np.uint64]
@@ -213,7 +214,7 @@ def assert_dask_getitem(x, a, index):
     itself fails or differs from numpy, ``x`` must do exactly what dask does there.
     """
     expected = a[index]
-    if da.array_expr_enabled():
+    if array_expr_enabled():
         plain = da.from_array(a, chunks=x.chunks)
         try:
             by_dask = plain[index].compute()

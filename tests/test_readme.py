@@ -34,6 +34,54 @@ def test_readme_has_examples() -> None:
     assert len(SESSIONS) >= 1
 
 
+def test_setup_commands_come_first() -> None:
+    """The first code block is the two set-up commands, as CI (.ci/run) runs them."""
+    first = re.search(r"```(\w*)\n(.*?)```", TEXT, flags=re.DOTALL)
+    assert first is not None
+    assert first.group(2) == 'pip install -e ".[dev]" && splitds demo\npytest\n'
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert '\npip install -e ".[dev]" && splitds demo\n' in ci
+    assert "\npytest\n" in ci
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but ``-`` and ``_`` dropped,
+    each space a ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _section_headings(text: str) -> list[str]:
+    """The ``##`` headings, outside fenced code blocks."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    return re.findall(r"^## (.+)$", prose, flags=re.MULTILINE)
+
+
+def test_contents_lists_every_section_in_order() -> None:
+    contents = TEXT.split("**Contents**\n\n", 1)[1].split("\n\n", 1)[0]
+    entries = re.findall(r"^- \[(.+)\]\(#(.+)\)$", contents, flags=re.MULTILINE)
+    assert len(entries) == len(contents.splitlines()), contents
+    headings = _section_headings(TEXT)
+    assert [title for title, _ in entries] == headings
+    assert [anchor for _, anchor in entries] == [_github_anchor(h) for h in headings]
+    # The contents come before the first section.
+    assert TEXT.index("**Contents**") < TEXT.index("\n## ")
+
+
+def test_github_anchor() -> None:
+    assert _github_anchor("dask's array-expr mode") == "dasks-array-expr-mode"
+    assert _github_anchor("Differences from split_dataset 0.4.4") == (
+        "differences-from-split_dataset-044"
+    )
+
+
+def test_links_within_the_readme_point_to_headings() -> None:
+    prose = re.sub(r"^```.*?^```", "", TEXT, flags=re.DOTALL | re.MULTILINE)
+    anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", prose, flags=re.MULTILINE)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", prose))
+    assert links, "no internal links found"
+    assert links <= anchors, sorted(links - anchors)
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.subprocess

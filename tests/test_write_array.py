@@ -16,6 +16,7 @@ from dask.core import get_dependencies
 from dask.delayed import Delayed
 
 import splitds_dask as sd
+from splitds_dask._daskmodes import array_expr_enabled  # dask < 2025.7 has no public one
 from splitds_dask._write.array import block_file_name
 from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
 
@@ -277,7 +278,7 @@ def test_compute_false_returns_delayed(tmp_path, random_array):
     used = _reachable(graph, delayed.key)
     # dask's array-expr mode has no store: the writer's map_blocks tasks take the block_info,
     # and dask names those pass_extra_kwargs-... whatever name it is given.
-    prefix = "pass_extra_kwargs" if da.array_expr_enabled() else "store-map"
+    prefix = "pass_extra_kwargs" if array_expr_enabled() else "store-map"
     stores = [k for k in used if _name(k).startswith(prefix) and type(graph[k]).__name__ != "Alias"]
     assert len(stores) == 8
     assert len({k[1:] for k in stores}) == 8

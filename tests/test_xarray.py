@@ -11,7 +11,6 @@ import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
-import dask.array as da
 import h5py
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from xarray.backends import plugins
 
 import splitds_dask as sd
+from splitds_dask._daskmodes import array_expr_enabled  # dask < 2025.7 has no public one
 from splitds_dask._integrations.xarray import SplitDatasetBackendEntrypoint
 from tests.helpers.entry_points import ensure_entry_points
 
@@ -32,7 +32,7 @@ SHAPE = (9, 3, 8, 10)
 # functions, and that mode's Array has neither __array__ (np.asarray wraps it in an object array)
 # nor __array_function__ (np.nanmean raises NotImplementedError). There, dask-backed arrays are
 # computed with xarray's compute (which runs our graph) before they are converted or reduced.
-EXPR = da.array_expr_enabled()
+EXPR = array_expr_enabled()
 
 
 def _values(array: xr.DataArray) -> np.ndarray:

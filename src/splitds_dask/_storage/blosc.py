@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
+from h5py._objects import phil
 from numcodecs import blosc
 
 from splitds_dask._format.geometry import split_slice
@@ -747,7 +748,10 @@ def write_blosc_chunks(
         stored = blosc.compress(
             np.ascontiguousarray(part), options.cname.encode(), options.clevel, options.shuffle
         )
-        dsid.write_direct_chunk(origin, stored)
+        # Older h5py (3.8 to 3.11 seen) does not take its global lock here: two threads writing
+        # at once crash HDF5 or fail in H5DOwrite_chunk. The lock is reentrant.
+        with phil:
+            dsid.write_direct_chunk(origin, stored)
         if checksums is not None:
             checksums.append(checksum(stored))
     return True

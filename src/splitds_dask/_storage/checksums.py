@@ -66,6 +66,7 @@ import crc32c as _crc32c
 import dask.config
 import h5py
 import numpy as np
+from h5py._objects import phil
 
 from splitds_dask._errors import BlockError, SplitDatasetError
 
@@ -256,7 +257,8 @@ def stored_chunks(dset: h5py.Dataset) -> Iterator[StoredChunk]:
     strides = [math.prod(grid[axis + 1 :]) for axis in range(len(grid))]
     for origin, offset, size in _chunk_offsets(dset):
         number = sum(o // c * s for o, c, s in zip(origin, chunk_shape, strides, strict=True))
-        _, data = dsid.read_direct_chunk(origin)
+        with phil:  # older h5py does not take its global lock in read_direct_chunk
+            _, data = dsid.read_direct_chunk(origin)
         yield StoredChunk(number, offset, size, checksum(data))
 
 

@@ -489,12 +489,13 @@ class SplitDatasetWriter:
                     self._commit(*item)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 _drop_frames(exc)
-                note = getattr(exc, "add_note", None)  # Python 3.11+
-                if note is not None:
-                    note(
-                        f"{self._path}: writing block {item[0]} failed in the background "
-                        "writer; the dataset holds the blocks before it"
-                    )
+                note = (
+                    f"{self._path}: writing block {item[0]} failed in the background "
+                    "writer; the dataset holds the blocks before it"
+                )
+                # add_note is Python 3.11+; on 3.10 the same list is set by hand (PEP 678).
+                notes = [*getattr(exc, "__notes__", ()), note]
+                setattr(exc, "__notes__", notes)  # noqa: B010 - 3.10's BaseException lacks it
                 self._error = exc
             finally:
                 self._queue.task_done()
