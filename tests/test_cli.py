@@ -172,12 +172,23 @@ def test_info_compression(compression, description, filter_ids, tmp_path: Path) 
 
 def test_every_command_takes_a_scheduler() -> None:
     run = run_main("--help")
-    # info computes nothing and takes none (tests/test_cli_info.py).
-    for command in ("convert", "project", "demo"):
+    for command in ("convert", "project", "verify", "demo"):
         assert command in run.out
         sub = run_main(command, "--help")
         assert sub.code == 0
         assert "--scheduler" in sub.out
+
+
+def test_commands_that_compute_nothing_take_no_scheduler() -> None:
+    # info reads metadata, seal reads the files in this process: an option they would ignore is
+    # refused instead.
+    for command in ("info", "seal"):
+        sub = run_main(command, "--help")
+        assert sub.code == 0
+        assert "--scheduler" not in sub.out
+        refused = run_main(command, "somewhere", "--scheduler", "sync")
+        assert refused.code == 2
+        assert "--scheduler" in refused.err
 
 
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:

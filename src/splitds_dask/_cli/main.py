@@ -10,7 +10,8 @@
 
 Each command is one module (:mod:`~splitds_dask._cli.info`, ...) with an ``add_parser``
 function (its arguments) and a ``run`` function (what it does), registered in ``_COMMANDS``.
-Every command takes ``--scheduler`` (see :mod:`splitds_dask._cli.schedulers`).
+Every command that computes (convert, project, verify, demo) takes ``--scheduler`` (see
+:mod:`splitds_dask._cli.schedulers`); info and seal take none rather than ignore one.
 
 Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitds_dask._cli.arguments import Commands, add_scheduler
+from splitds_dask._cli.arguments import Commands
 
 __all__ = ["add_parser", "run"]
 
@@ -26,7 +26,6 @@ def add_parser(commands: Commands) -> None:
         "modifying any block file. Reads and 'splitds verify' then check them.",
     )
     seal.add_argument("path", metavar="PATH", help="the dataset folder")
-    add_scheduler(seal, note="; seal reads the files one by one in this process")
 
 
 def run(args: argparse.Namespace) -> int:
