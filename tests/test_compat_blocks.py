@@ -27,28 +27,15 @@ from hypothesis import strategies as st
 
 from splitds_dask import BlockIndexError, Blocks
 from splitds_dask._compat import blocks as _blocks
-from tests.helpers.oldpkg import run_old_checked
+from tests.helpers.oldpkg import JSONABLE, run_old_checked
 from tests.helpers.timeouts import TIMEOUT
 
 # --------------------------------------------------------------------------------------------
 # Extraction code run identically by this package and by the original (in the old venv).
 
-EXTRACT = r'''
-import numpy as np
-
-
-def _j(x):
-    """A JSON-able copy: numpy scalars to Python, tuples to lists, slices tagged."""
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (list, tuple)):
-        return [_j(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, slice):
-        return ["slice", _j(x.start), _j(x.stop), _j(x.step)]
-    return x
-
+EXTRACT = (
+    JSONABLE
+    + r"""
 
 def _arg(v):
     if isinstance(v, list):
@@ -111,7 +98,8 @@ def extract(Blocks, c):
         out["after_set"].append(state(b))
         out["after_set"].append(_j(list(b.slices(as_tuples=True))))
     return out
-'''
+"""
+)
 
 OLD_RUNNER = (
     "import json, sys, warnings\n"

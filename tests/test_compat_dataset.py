@@ -14,26 +14,14 @@ from pathlib import Path
 import pytest
 
 from splitds_dask import SplitDataset
-from tests.helpers.oldpkg import run_old_checked
+from tests.helpers.oldpkg import JSONABLE, run_old_checked
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 FIXTURES = ["s2sd_3d", "s2sd_4d", "fimpy_aligned/aligned", "fimpy_stacksaver/original"]
 
-EXTRACT = r"""
-import numpy as np
-
-
-def _j(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (list, tuple)):
-        return [_j(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, slice):
-        return ["slice", _j(x.start), _j(x.stop), _j(x.step)]
-    return x
-
+EXTRACT = (
+    JSONABLE
+    + r"""
 
 def extract(ds):
     n = int(np.prod(ds.block_starts.shape[:-1]))
@@ -54,6 +42,7 @@ def extract(ds):
     }
     return out
 """
+)
 
 OLD_RUNNER = (
     "import json, sys, warnings\n"

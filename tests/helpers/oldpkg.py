@@ -40,6 +40,7 @@ from pathlib import Path
 from tests.helpers.timeouts import TIMEOUT
 
 __all__ = [
+    "JSONABLE",
     "OLD_REQUIREMENTS",
     "old_python",
     "old_venv_dir",
@@ -56,6 +57,24 @@ OLD_REQUIREMENTS = ("numpy<2", "split-dataset==0.4.4")
 _CACHE_VERSION = "v1"
 _MARKER_NAME = ".splitds-oldpkg-ready.json"
 _BUILD_TIMEOUT = 1800  # seconds, for venv creation + pip install
+
+# The head of scripts that run identically here and in the old venv: ``_j`` makes a JSON-able
+# copy of what an API returns (numpy scalars to Python, tuples to lists, slices tagged).
+JSONABLE = r"""
+import numpy as np
+
+
+def _j(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [_j(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, slice):
+        return ["slice", _j(x.start), _j(x.stop), _j(x.step)]
+    return x
+"""
 
 _VERIFY_SCRIPT = """
 import json, sys
