@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from splitds_dask import NotASplitDatasetError, SplitDataset
 from tests.helpers.cli import assert_one_line_error, run_main
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -194,3 +195,15 @@ def test_info_says_when_the_search_stopped_early(tmp_path: Path) -> None:
     assert run.code == 0, run
     assert "(the search stopped early: it looks 3 folders deep at most" in run.out
     assert json.loads(run_main("info", str(tmp_path), "--json").out)["complete"] is False
+
+
+def test_a_dataset_that_fails_to_open_is_not_listed_as_holding_itself(tmp_path: Path) -> None:
+    # A far-out block number makes the dataset itself fail to open: the error is that one, not
+    # "a folder holding 1 split dataset: ." (the folder's own metadata found by the search).
+    root = _copy("fimpy_stacksaver/original", tmp_path / "original")
+    shutil.copy(root / "000.h5", root / "999999999999.h5")
+    assert_one_line_error(run_main("info", str(root)), 1, "999999999999.h5")
+    assert_one_line_error(run_main("info", str(root), "--json"), 1, "999999999999.h5")
+    with pytest.raises(NotASplitDatasetError, match=r"999999999999\.h5") as caught:
+        SplitDataset(root)
+    assert "holds" not in str(caught.value)

@@ -82,7 +82,8 @@ def _not_a_dataset(root: Path, reason: str) -> NotASplitDatasetError:
     """
     found = survey(root, max_depth=_SEARCH_DEPTH, limit=_COUNTED)
     inside, unreadable = found.datasets, found.unreadable
-    if not inside and not unreadable:
+    # A dataset that failed to open (a stray block number, say) is not an experiment folder.
+    if found.is_dataset or (not inside and not unreadable):
         return NotASplitDatasetError(reason)
     parts = []
     if inside:

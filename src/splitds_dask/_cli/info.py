@@ -155,10 +155,11 @@ def folder_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         ``message`` of each folder whose metadata cannot be read), ``channels`` (the names of
         a brunoise two-channel run's datasets, else None) and ``complete`` (False when the
         search stopped at a bound: 3 folders deep, 4,096 folders, 200,000 entries, 256
-        datasets). None when the folder holds neither.
+        datasets). None when the folder holds neither, or is itself a dataset (one that failed
+        to open).
     """
     found = survey(path, max_depth=_DEPTH, limit=_LIMIT)
-    if not found.datasets and not found.unreadable:
+    if found.is_dataset or (not found.datasets and not found.unreadable):
         return None
     channels = channel_datasets(path)
     prefix = "original/" if channels is not None and Path(path, "original").is_dir() else ""

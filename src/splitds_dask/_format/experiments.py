@@ -110,6 +110,11 @@ class FolderSurvey(NamedTuple):
     unreadable: tuple[Unreadable, ...]
     complete: bool
 
+    @property
+    def is_dataset(self) -> bool:
+        """Whether the searched folder is itself a dataset (found as ``"."``), maybe damaged."""
+        return any(found.name == "." for found in (*self.datasets, *self.unreadable))
+
 
 class _Listing(NamedTuple):
     """One pass over a folder's entries (``entries`` of them; cut short if ``truncated``)."""
