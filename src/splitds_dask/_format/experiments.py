@@ -113,7 +113,8 @@ class FolderSurvey(NamedTuple):
     @property
     def is_dataset(self) -> bool:
         """Whether the searched folder is itself a dataset (found as ``"."``), maybe damaged."""
-        return any(found.name == "." for found in (*self.datasets, *self.unreadable))
+        names = [found.name for found in self.datasets] + [bad.name for bad in self.unreadable]
+        return "." in names
 
 
 class _Listing(NamedTuple):
