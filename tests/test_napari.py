@@ -670,7 +670,9 @@ def test_the_demo_movie_is_sample_data(plugin, sample_tmp) -> None:
     assert layer.name == "demo movie"
     assert layer.data.shape == (32, 8, 256, 256)
     assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
-    np.testing.assert_allclose(layer.scale, (0.5, 7, 0.6, 0.6))
+    # As `splitds demo` records it: 5 volumes per second, planes 7 µm apart, 0.6 µm pixels.
+    np.testing.assert_allclose(layer.scale, (0.2, 7, 0.6, 0.6))
+    assert [str(unit) for unit in layer.units] == ["second", *["micrometer"] * 3]
     (folder,) = sample_tmp.iterdir()  # written once, into the temporary folder
     assert folder.name.startswith("splitds-dask-sample-")
     dataset = SplitDataset(folder / "demo")

@@ -16,6 +16,9 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_BLOCK_FRAMES",
+    "MOVIE_AXES",
+    "MOVIE_SCALE",
+    "MOVIE_UNITS",
     "FRAME_BYTES",
     "FRAME_SHAPE",
     "N_CELLS",
@@ -30,6 +33,15 @@ FRAME_BYTES = math.prod(FRAME_SHAPE) * 2
 DEFAULT_BLOCK_FRAMES = 32
 #: Number of simulated cells.
 N_CELLS = 64
+
+#: Physical metadata of the movie, that of a larval zebrafish brain under a light-sheet
+#: microscope: 5 volumes per second (8 planes each, 40 planes/s), planes 7 µm apart, 0.6 µm
+#: pixels (the synthetic cells, 6 to 9 pixels across, are then 4 to 6 µm somata; their calcium
+#: transients decay over 3 to 10 frames, 0.6 to 2 s, as GCaMP6s does). The demo and napari's
+#: sample both record it.
+MOVIE_AXES = ("t", "z", "y", "x")
+MOVIE_SCALE = (0.2, 7.0, 0.6, 0.6)
+MOVIE_UNITS = ("second", "micrometer", "micrometer", "micrometer")
 
 _CAMERA_OFFSET = 100.0  # camera counts added to every pixel, as sCMOS cameras do
 _KERNEL_FRAMES = 48  # frames a calcium transient lasts (its tail is negligible after that)

@@ -1,7 +1,7 @@
 """``splitds demo``: a synthetic movie written, reopened, averaged and pictured.
 
 :func:`run_demo` writes a synthetic calcium-imaging movie as a split dataset, with the physical
-metadata of a zebrafish larva imaged with a light-sheet microscope (:data:`DEMO_SCALE`), reopens
+metadata of a zebrafish larva imaged with a light-sheet microscope (:data:`~splitds_dask._synthetic.MOVIE_SCALE`), reopens
 it, computes its mean over time with dask, saves that mean as a PNG (its z planes tiled by
 :func:`~splitds_dask._cli.images.mosaic`, contrast-stretched by
 :func:`~splitds_dask._cli.images.to_uint8`) and reports sizes and throughputs. The files are kept,
@@ -33,6 +33,9 @@ from splitds_dask._synthetic import (
     DEFAULT_BLOCK_FRAMES,
     FRAME_BYTES,
     FRAME_SHAPE,
+    MOVIE_AXES,
+    MOVIE_SCALE,
+    MOVIE_UNITS,
     synthetic_movie,
 )
 
@@ -41,11 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SIZE",
-    "DEMO_AXES",
     "DEMO_DATASET",
     "DEMO_MARKER",
-    "DEMO_SCALE",
-    "DEMO_UNITS",
     "PNG_NAME",
     "DemoResult",
     "add_parser",
@@ -60,14 +60,6 @@ DEFAULT_SIZE = "400MB"
 DEMO_DATASET = "demo"
 PNG_NAME = "mean_projection.png"
 DEMO_MARKER = "splitds_demo.json"
-
-#: Physical metadata of the demo movie, that of a larval zebrafish brain under a light-sheet
-#: microscope: 5 volumes per second (8 planes each, 40 planes/s), planes 7 µm apart, 0.6 µm
-#: pixels (the synthetic cells, 6 to 9 pixels across, are then 4 to 6 µm somata; their calcium
-#: transients decay over 3 to 10 frames, 0.6 to 2 s, as GCaMP6s does).
-DEMO_AXES = ("t", "z", "y", "x")
-DEMO_SCALE = (0.2, 7.0, 0.6, 0.6)
-DEMO_UNITS = ("second", "micrometer", "micrometer", "micrometer")
 
 
 def _plural(n: int, noun: str) -> str:
@@ -149,10 +141,10 @@ def _write_movie(
             block_shape=(block_frames, *FRAME_SHAPE),
             compression="blosc",
             overwrite=_is_demo_output(target),
-            axes=DEMO_AXES,
-            scale=(None, *DEMO_SCALE[1:]),
-            units=(None, *DEMO_UNITS[1:]),
-            time_step=DEMO_SCALE[0],
+            axes=MOVIE_AXES,
+            scale=(None, *MOVIE_SCALE[1:]),
+            units=(None, *MOVIE_UNITS[1:]),
+            time_step=MOVIE_SCALE[0],
         )
     seconds = time.perf_counter() - t0
     marker = {"written_by": "splitds demo", "seed": seed, "n_frames": n_frames}

@@ -390,8 +390,6 @@ def napari_get_reader(path: str | os.PathLike[str] | Sequence[str]) -> ReaderFun
 # second, the first time a process opens the sample.
 _SAMPLE_FRAMES = 32
 _SAMPLE_BLOCK_FRAMES = 4
-_SAMPLE_SCALE = (0.5, 7.0, 0.6, 0.6)
-_SAMPLE_UNITS = ("s", "micrometer", "micrometer", "micrometer")
 _sample_lock = threading.Lock()
 _sample_folder: list[Path] = []  # the temporary folder of this process, once written
 
@@ -403,7 +401,13 @@ def _remove_sample(folder: Path) -> None:
 def sample_folder() -> Path:
     """The demo movie's split dataset, written on first use into a temporary folder of this
     process and removed when it exits."""
-    from splitds_dask._synthetic import FRAME_SHAPE, synthetic_movie
+    from splitds_dask._synthetic import (
+        FRAME_SHAPE,
+        MOVIE_AXES,
+        MOVIE_SCALE,
+        MOVIE_UNITS,
+        synthetic_movie,
+    )
     from splitds_dask._write.array import to_split_dataset
 
     with _sample_lock:
@@ -416,9 +420,10 @@ def sample_folder() -> Path:
             movie,
             folder / "demo",
             block_shape=(_SAMPLE_BLOCK_FRAMES, *FRAME_SHAPE),
-            axes=("t", "z", "y", "x"),
-            scale=_SAMPLE_SCALE,
-            units=_SAMPLE_UNITS,
+            axes=MOVIE_AXES,
+            scale=(None, *MOVIE_SCALE[1:]),
+            units=(None, *MOVIE_UNITS[1:]),
+            time_step=MOVIE_SCALE[0],
             durable=False,
         )
         _sample_folder[:] = [folder]
