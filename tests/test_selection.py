@@ -20,6 +20,7 @@ from splitds_dask._cli.messages import UsageError
 from splitds_dask._cli.selection import parse_selection
 from splitds_dask._cli.sources import open_source
 from tests.helpers.cli import assert_one_line_error, run_main
+from tests.helpers.damage import spoil_chunks
 
 SHAPE = (9, 3, 6, 5)
 BLOCK = (2, 3, 6, 5)  # five blocks along t: 0-1, 2-3, 4-5, 6-7, 8
@@ -188,14 +189,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
 
 def _corrupt(paths: list[Path]) -> None:
     """Overwrite the stored chunks of these block files: reading their data fails."""
-    for path in paths:
-        with h5py.File(path, "r") as f:
-            dset = next(f[k] for k in f if isinstance(f[k], h5py.Dataset))
-            chunks = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
-        with open(path, "r+b") as fh:
-            for chunk in chunks:
-                fh.seek(chunk.byte_offset)
-                fh.write(b"\xff" * chunk.size)
+    spoil_chunks(paths)
 
 
 @pytest.mark.parametrize(

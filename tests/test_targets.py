@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from dask.callbacks import Callback
@@ -16,6 +15,7 @@ import splitds_dask._reader
 from splitds_dask._cli.images import MAX_PNG_PLANES, mosaic_layout
 from splitds_dask._cli.targets import parse_target
 from tests.helpers.cli import assert_one_line_error, run_main
+from tests.helpers.damage import spoil_chunks
 from tests.helpers.png import png_size
 
 SHAPE = (6, 2, 4, 3)
@@ -55,14 +55,7 @@ def source(tmp_path: Path, random_array) -> tuple[Path, np.ndarray]:
 
 def _corrupt(folder: Path) -> None:
     """Overwrite every stored chunk of every block file: any read of data fails."""
-    for path in sorted(folder.glob("*.h5")):
-        with h5py.File(path, "r") as f:
-            dset = next(f[k] for k in f if isinstance(f[k], h5py.Dataset))
-            chunks = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
-        with open(path, "r+b") as fh:
-            for chunk in chunks:
-                fh.seek(chunk.byte_offset)
-                fh.write(b"\xff" * chunk.size)
+    spoil_chunks(sorted(folder.glob("*.h5")))
 
 
 # --- an existing output is refused before anything is read -----------------------------------
