@@ -11,6 +11,8 @@ import base64
 import json
 import pickle
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import crc32c
@@ -227,6 +229,30 @@ def test_the_manifest_is_parsed_once_per_process_and_not_carried_by_tasks(tmp_pa
     np.testing.assert_array_equal(ds[...], data)
     assert parsed == [root / MANIFEST]
     assert pickled() == unsealed
+
+
+def test_threads_that_meet_an_unparsed_manifest_parse_it_once(tmp_path, monkeypatch):
+    # A scheduler's threads all start on blocks of the same folder: the first parses, the
+    # others wait for it (a slow parse makes them all arrive while it runs).
+    root = tmp_path / "d"
+    _foreign(root, n_blocks=4)
+    assert main(["seal", str(root)]) == 0
+    parsed = []
+    real = checksums._parse_manifest
+
+    def slow(*args):
+        parsed.append(args[0])
+        time.sleep(0.2)
+        return real(*args)
+
+    monkeypatch.setattr(checksums, "_parse_manifest", slow)
+    checksums._MANIFESTS.clear()
+    names = [f"{i:04d}.h5" for i in range(4)] * 2
+    with ThreadPoolExecutor(len(names)) as pool:
+        found = list(pool.map(lambda n: checksums.sealed_block(root / n), names))
+    assert parsed == [root / MANIFEST]
+    assert all(f is not None for f in found)
+    assert len({id(f) for f in found}) == 4
 
 
 def test_a_sealed_block_that_is_missing_the_data_key_is_reported(tmp_path, capsys):

@@ -508,18 +508,19 @@ def _load_manifest(folder: Path) -> dict[str, SealedBlock] | None:
     try:
         stat = os.fstat(fd)
         key = (os.fspath(path), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        # Parsing under the lock: the threads of one scheduler all start by reading blocks of
+        # the same folder, and each would otherwise parse the manifest itself.
         with _MANIFESTS_LOCK:
             found = _MANIFESTS.get(key)
-        if found is not None:
-            return found
-        with os.fdopen(os.dup(fd), "rb") as f:
-            blocks = _parse_manifest(path, f.read())
+            if found is not None:
+                return found
+            with os.fdopen(os.dup(fd), "rb") as f:
+                blocks = _parse_manifest(path, f.read())
+            _MANIFESTS[key] = blocks
+            while len(_MANIFESTS) > _MAX_MANIFESTS:
+                _MANIFESTS.popitem(last=False)
     finally:
         os.close(fd)
-    with _MANIFESTS_LOCK:
-        _MANIFESTS[key] = blocks
-        while len(_MANIFESTS) > _MAX_MANIFESTS:
-            _MANIFESTS.popitem(last=False)
     return blocks
 
 
