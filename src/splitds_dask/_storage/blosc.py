@@ -65,10 +65,12 @@ __all__ = [
     "ChecksumMismatch",
     "ChunkError",
     "ChunkIndexError",
+    "ByteRange",
     "ChunkMap",
     "check_chunk",
     "blosc_filter_options",
     "read_chunks",
+    "read_chunks_by_ranges",
     "write_blosc_chunks",
 ]
 
@@ -372,7 +374,7 @@ def _grid_strides(grid: Sequence[int]) -> tuple[int, ...]:
 def _file_size(dset: h5py.Dataset) -> int:
     try:
         return os.fstat(dset.file.id.get_vfd_handle()).st_size
-    except (OSError, TypeError, ValueError):  # a driver without a file descriptor
+    except (OSError, RuntimeError, TypeError, ValueError):  # a driver without a descriptor
         return int(dset.file.id.get_filesize())
 
 
@@ -520,6 +522,10 @@ _buffers = threading.local()
 _HAVE_PREADV = hasattr(os, "preadv")
 
 
+def _error_at(chunk: StoredChunk, problem: str) -> ChunkError:
+    return ChunkError(number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem)
+
+
 def _read_run(fd: int, run: list[StoredChunk]) -> memoryview:
     """The bytes of ``run``'s chunks, in this thread's reused buffer."""
     start = run[0].offset
@@ -529,17 +535,13 @@ def _read_run(fd: int, run: list[StoredChunk]) -> memoryview:
         buffer = _buffers.buffer = bytearray(max(length, _MAX_RUN))
     view = memoryview(buffer)[:length]
     if os.preadv(fd, [view], start) != length:
-        chunk = run[-1]
-        raise ChunkError(
-            number=chunk.number,
-            offset=chunk.offset,
-            size=chunk.size,
-            problem="the file ends before the chunk does",
-        )
+        raise _error_at(run[-1], "the file ends before the chunk does")
     return view
 
 
-def _runs(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
+def _runs(
+    stored: list[StoredChunk], *, max_gap: int = _MAX_GAP, max_run: int = _MAX_RUN
+) -> list[list[StoredChunk]]:
     """Group the chunks by nearness in the file, in file order."""
     runs: list[list[StoredChunk]] = []
     for chunk in sorted(stored):
@@ -547,13 +549,57 @@ def _runs(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
             first, last = runs[-1][0], runs[-1][-1]
             end = last.offset + last.size
             if (
-                chunk.offset - end <= _MAX_GAP
-                and chunk.offset + chunk.size - first.offset <= _MAX_RUN
+                chunk.offset - end <= max_gap
+                and chunk.offset + chunk.size - first.offset <= max_run
             ):
                 runs[-1].append(chunk)
                 continue
         runs.append([chunk])
     return runs
+
+
+class _Planned(NamedTuple):
+    """What a read needs: the chunks' parts of the output, and the stored ones among them."""
+
+    plan: list[_Part]
+    stored: list[StoredChunk]
+    complete: bool  # every chunk of the region is stored
+    target: np.ndarray  # the output, viewed as the stored items
+    codec: BloscCodec
+    sums: Checksums | None
+
+
+def _planned(
+    chunk_map: ChunkMap, source: tuple[slice, ...], out: np.ndarray, dest: tuple[slice, ...]
+) -> _Planned | None:
+    """The plan of reading ``source`` into ``out[dest]``; None where the map cannot serve it."""
+    target = _native_view(chunk_map.dtype, out)
+    if target is None:
+        return None
+    strides = chunk_map.strides
+    stored = []
+    complete = True
+    plan = _plan(source, dest, chunk_map.chunk_shape)
+    for i, part in enumerate(plan):
+        number = sum(a.chunk * stride for a, stride in zip(part.axes, strides, strict=True))
+        index = chunk_map.find(number)
+        if index < 0:
+            # Never written: HDF5 supplies the fill value. The stored chunks are still read
+            # here, so that h5py never meets one that is damaged.
+            complete = False
+            continue
+        stored.append(
+            StoredChunk(
+                int(chunk_map.offsets[index]),
+                int(chunk_map.sizes[index]),
+                int(chunk_map.masks[index]),
+                i,
+                number,
+            )
+        )
+    codec = chunk_map.codec or BloscCodec(chunk_map.dtype.itemsize, None, None)
+    sums = chunk_map.checksums if chunk_map.checksums is not None and verifying() else None
+    return _Planned(plan, stored, complete, target, codec, sums)
 
 
 def read_chunks(
@@ -578,50 +624,60 @@ def read_chunks(
     ChunkError
         A chunk of the region is inconsistent: nothing may read it.
     """
-    target = _native_view(chunk_map.dtype, out)
-    if target is None or not _HAVE_PREADV:
+    planned = _planned(chunk_map, source, out, dest) if _HAVE_PREADV else None
+    if planned is None:
         return False
-    chunk_shape = chunk_map.chunk_shape
-    strides = chunk_map.strides
-    stored = []
-    complete = True
-    plan = _plan(source, dest, chunk_shape)
-    for i, part in enumerate(plan):
-        number = sum(a.chunk * stride for a, stride in zip(part.axes, strides, strict=True))
-        index = chunk_map.find(number)
-        if index < 0:
-            # Never written: HDF5 supplies the fill value. The stored chunks are still read
-            # here, so that h5py never meets one that is damaged.
-            complete = False
-            continue
-        stored.append(
-            StoredChunk(
-                int(chunk_map.offsets[index]),
-                int(chunk_map.sizes[index]),
-                int(chunk_map.masks[index]),
-                i,
-                number,
-            )
-        )
-    if not stored:
-        return complete
-    codec = chunk_map.codec or BloscCodec(chunk_map.dtype.itemsize, None, None)
-    sums = chunk_map.checksums if chunk_map.checksums is not None and verifying() else None
-    groups = _groups(stored)
-    if len(groups) == 1:
-        return _read_group(fd, groups[0], plan, target, chunk_shape, codec, sums) and complete
+    if not planned.stored:
+        return planned.complete
+    groups = _groups(planned.stored)
     n = len(groups)
-    done = map_in_pool(
-        _read_group,
-        [fd] * n,
-        groups,
-        [plan] * n,
-        [target] * n,
-        [chunk_shape] * n,
-        [codec] * n,
-        [sums] * n,
-    )
-    return all(done) and complete
+    if n == 1:
+        done = [_read_group(fd, groups[0], planned, chunk_map.chunk_shape)]
+    else:
+        done = map_in_pool(
+            _read_group, [fd] * n, groups, [planned] * n, [chunk_map.chunk_shape] * n
+        )
+    return all(done) and planned.complete
+
+
+class ByteRange(NamedTuple):
+    """Bytes ``start`` to ``stop`` (excluded) of a file."""
+
+    start: int
+    stop: int
+
+
+def read_chunks_by_ranges(
+    fetch: Callable[[list[ByteRange]], Sequence[bytes]],
+    chunk_map: ChunkMap,
+    source: tuple[slice, ...],
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+    *,
+    max_gap: int,
+    max_run: int,
+) -> bool:
+    """:func:`read_chunks` for a file read by byte ranges (object storage, HTTP).
+
+    The chunks are grouped into runs of neighbours (at most ``max_gap`` bytes apart, at most
+    ``max_run`` bytes long), and ``fetch`` is called once with every run's range, so that it can
+    have them all in flight at once; it returns their bytes in the same order.
+    """
+    planned = _planned(chunk_map, source, out, dest)
+    if planned is None:
+        return False
+    if not planned.stored:
+        return planned.complete
+    runs = _runs(planned.stored, max_gap=max_gap, max_run=max_run)
+    fetched = fetch([ByteRange(run[0].offset, run[-1].offset + run[-1].size) for run in runs])
+    complete = planned.complete
+    scratch = _Scratch(chunk_map.chunk_shape, planned.target.dtype)
+    for run, data in zip(runs, fetched, strict=True):
+        length = run[-1].offset + run[-1].size - run[0].offset
+        if len(data) != length:
+            raise _error_at(run[-1], "the file ends before the chunk does")
+        complete &= _decode_run(memoryview(data), run, planned, scratch)
+    return complete
 
 
 # A read of at least this many compressed bytes, made by the main thread, is shared among the
@@ -646,45 +702,59 @@ def _groups(stored: list[StoredChunk]) -> list[list[StoredChunk]]:
     return [ordered[i : i + step] for i in range(0, len(ordered), step)]
 
 
-def _read_group(
-    fd: int,
-    stored: list[StoredChunk],
-    plan: list[_Part],
-    target: np.ndarray,
-    chunk_shape: tuple[int, ...],
-    codec: BloscCodec,
-    sums: Checksums | None = None,
-) -> bool:
-    """Read and decompress the chunks of ``stored`` into their regions of ``target``.
+class _Scratch:
+    """A chunk-sized buffer, allocated when a chunk first needs one (not C-contiguous where it
+    goes, or only partly selected)."""
 
-    Returns whether all were; every one is checked (with ``sums``, against its CRC32C first),
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._shape, self._dtype = shape, dtype
+        self._array: np.ndarray | None = None
+
+    def get(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.empty(self._shape, dtype=self._dtype)
+        return self._array
+
+
+def _read_group(
+    fd: int, stored: list[StoredChunk], planned: _Planned, chunk_shape: tuple[int, ...]
+) -> bool:
+    """Read and decompress the chunks of ``stored`` into their regions of the output.
+
+    Returns whether all were; every one is checked (against its CRC32C first, when recorded),
     so that h5py, reading what was not, never meets a damaged chunk.
     """
-    scratch: np.ndarray | None = None
+    scratch = _Scratch(chunk_shape, planned.target.dtype)
     complete = True
     for run in _runs(stored):
-        data = _read_run(fd, run)
-        start = run[0].offset
-        for chunk in run:
-            raw = data[chunk.offset - start : chunk.offset - start + chunk.size]
-            check_sum = None if sums is None else partial(_check_checksum, sums, chunk, raw)
-            _, region, local = plan[chunk.part]
-            view = target[region]
-            try:
-                if local is None and view.flags.c_contiguous:
-                    _decompress_chunk(raw, chunk.filter_mask, view, codec, check_sum)
-                    continue
-                if scratch is None:
-                    scratch = np.empty(chunk_shape, dtype=target.dtype)
-                _decompress_chunk(raw, chunk.filter_mask, scratch, codec, check_sum)
-            except _NotHandled:
-                complete = False
+        complete &= _decode_run(_read_run(fd, run), run, planned, scratch)
+    return complete
+
+
+def _decode_run(
+    data: memoryview, run: list[StoredChunk], planned: _Planned, scratch: _Scratch
+) -> bool:
+    """Decompress the chunks of ``run``, whose bytes are ``data``, into the output."""
+    complete = True
+    start = run[0].offset
+    for chunk in run:
+        raw = data[chunk.offset - start : chunk.offset - start + chunk.size]
+        sums = planned.sums
+        check_sum = None if sums is None else partial(_check_checksum, sums, chunk, raw)
+        _, region, local = planned.plan[chunk.part]
+        view = planned.target[region]
+        try:
+            if local is None and view.flags.c_contiguous:
+                _decompress_chunk(raw, chunk.filter_mask, view, planned.codec, check_sum)
                 continue
-            except _Damaged as exc:
-                raise ChunkError(
-                    number=chunk.number, offset=chunk.offset, size=chunk.size, problem=exc.problem
-                ) from None
-            view[...] = scratch if local is None else scratch[local]
+            buffer = scratch.get()
+            _decompress_chunk(raw, chunk.filter_mask, buffer, planned.codec, check_sum)
+        except _NotHandled:
+            complete = False
+            continue
+        except _Damaged as exc:
+            raise _error_at(chunk, exc.problem) from None
+        view[...] = buffer if local is None else buffer[local]
     return complete
 
 
