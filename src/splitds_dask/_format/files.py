@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,8 +133,8 @@ class BlockFiles:
 
     Attributes
     ----------
-    root : Path
-        The folder.
+    root : Path or str
+        The folder (its URL, for a remote dataset).
     names : BlockNames
         ``names[i]`` is the file name of block ``i`` (C order), for ``i`` from 0 to the highest
         block found. A block whose file is absent gets the name it would have, so that errors can
@@ -143,7 +144,7 @@ class BlockFiles:
         Whether each of ``names`` exists.
     """
 
-    root: Path
+    root: Path | str
     names: BlockNames
     present: tuple[bool, ...]
 
@@ -154,13 +155,16 @@ class BlockFiles:
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        return tuple(self.root / name for name in self.names.as_tuple())
+        return tuple(Path(self.root) / name for name in self.names.as_tuple())
 
 
-def _families(root: Path) -> dict[str, list[str]]:
+def _families(root: Path | str, listing: Iterable[str] | None) -> dict[str, list[str]]:
     """The numbers of the folder's ``<stem><number>.h5`` files (not folders), by stem."""
-    with os.scandir(root) as entries:
-        names = "/".join([entry.name for entry in entries if not entry.is_dir()])
+    if listing is None:
+        with os.scandir(root) as entries:
+            names = "/".join([entry.name for entry in entries if not entry.is_dir()])
+    else:
+        names = "/".join(listing)
     families: dict[str, list[str]] = defaultdict(list)
     for stem, number in _BLOCK_NAMES.findall(names):
         families[stem].append(number)
@@ -207,7 +211,7 @@ def _highest_allowed(present: int) -> int:
     return present + _MISSING_FLOOR + _MISSING_PER_FILE * present
 
 
-def _check_spread(root: Path, stem: str, digits: list[str]) -> np.ndarray:
+def _check_spread(root: Path | str, stem: str, digits: list[str]) -> np.ndarray:
     """The numbers of ``digits``, unless so spread out that most blocks between them would be
     missing (then a :class:`NotASplitDatasetError` naming the strays).
 
@@ -258,19 +262,26 @@ def _check_spread(root: Path, stem: str, digits: list[str]) -> np.ndarray:
 
 
 def find_block_files(
-    root: Path, *, prefix: str | None = None, expected: int | None = None
+    root: Path | str,
+    *,
+    prefix: str | None = None,
+    expected: int | None = None,
+    listing: Iterable[str] | None = None,
 ) -> BlockFiles:
     """List the block files of ``root`` without opening any of them.
 
     Parameters
     ----------
     root
-        The dataset folder.
+        The dataset folder (for a remote one, its URL: only named in errors then).
     prefix
         Only use files named ``<prefix>_<number>.h5`` (or ``<prefix><number>.h5``).
     expected
         The number of blocks the metadata declares; used to pick the block files among several
         families of numbered names.
+    listing
+        The names of the files in ``root``, when they were listed another way (a remote store);
+        by default ``root`` is listed here.
 
     Raises
     ------
@@ -280,7 +291,7 @@ def find_block_files(
         Two files claim the same block number, or numbers jump so far that more than 4,096 +
         16 per file present would be missing (naming the stray files).
     """
-    families = _families(root)
+    families = _families(root, listing)
     stem = _choose_family(families, prefix, expected)
     if stem is None:
         what = f"named '{prefix}_<number>.h5'" if prefix is not None else "(<number>.h5)"

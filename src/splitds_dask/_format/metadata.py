@@ -22,6 +22,7 @@ from splitds_dask._errors import MetadataError, NotASplitDatasetError, SplitData
 from splitds_dask._storage.atomic import atomic_file
 
 __all__ = [
+    "MAX_METADATA_BYTES",
     "METADATA_NAME",
     "DatasetMetadata",
     "default_axis_order",
@@ -29,6 +30,7 @@ __all__ = [
     "is_split_dataset",
     "original_metadata_dict",
     "parse_metadata",
+    "parse_metadata_json",
     "read_legacy_metadata",
     "read_metadata_json",
     "write_metadata_json",
@@ -39,7 +41,7 @@ _METADATA_SUFFIX = "stack_metadata.json"
 # Refuse metadata far larger or deeper than any real one before parsing it (a real file is a
 # few hundred bytes, or about a megabyte with fimpy's list of 100,000 file names, and nests 2
 # deep): parsing costs memory in proportion to the text and stack in proportion to its depth.
-_MAX_METADATA_BYTES = 16 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024 * 1024
 _MAX_DEPTH = 100
 # numpy arrays have at most 64 axes; lengths must fit the int64 that numpy and dask count in.
 _MAX_AXES = 64
@@ -64,8 +66,8 @@ class DatasetMetadata:
         The ``resolution`` key, if present.
     axis_order : str or None
         The ``axis_order`` key, if present.
-    source : Path or None
-        The file the metadata was read from.
+    source : Path, str or None
+        The file the metadata was read from (its URL, for a remote dataset).
     raw : dict
         Everything that was parsed, in file order.
     """
@@ -75,7 +77,7 @@ class DatasetMetadata:
     padding: tuple[int, ...]
     resolution: tuple[float, ...] | None = None
     axis_order: str | None = None
-    source: Path | None = None
+    source: Path | str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -214,9 +216,15 @@ def parse_metadata(raw: Mapping[str, Any], *, source: object = "<metadata>") -> 
         padding=tuple(padding),
         resolution=resolution,
         axis_order=axis_order,
-        source=Path(source) if isinstance(source, (str, os.PathLike)) else None,
+        source=_source(source),
         raw=dict(raw),
     )
+
+
+def _source(source: object) -> Path | str | None:
+    if isinstance(source, str) and "://" in source:  # a URL: a Path would fold its "//"
+        return source
+    return Path(source) if isinstance(source, (str, os.PathLike)) else None
 
 
 def find_metadata_file(root: Path) -> Path | None:
@@ -262,12 +270,21 @@ def read_metadata_json(path: Path) -> DatasetMetadata:
     """
     try:
         with open(path, "rb") as f:
-            text = f.read(_MAX_METADATA_BYTES + 1)
+            text = f.read(MAX_METADATA_BYTES + 1)
     except OSError as exc:
         raise MetadataError(f"{path}: cannot read the metadata json: {exc}") from exc
-    if len(text) > _MAX_METADATA_BYTES:
+    return parse_metadata_json(text, source=path)
+
+
+def parse_metadata_json(text: bytes, *, source: object) -> DatasetMetadata:
+    """Validate the bytes of a metadata json file (see :func:`read_metadata_json`).
+
+    ``source`` names the file in errors (a path, or a URL for a remote dataset).
+    """
+    path = source
+    if len(text) > MAX_METADATA_BYTES:
         raise MetadataError(
-            f"{path}: larger than {_MAX_METADATA_BYTES >> 20} MiB, too large for a metadata file"
+            f"{path}: larger than {MAX_METADATA_BYTES >> 20} MiB, too large for a metadata file"
         )
     try:
         raw = json.loads(text.decode("utf-8"))
