@@ -24,6 +24,7 @@ from splitds_dask._format.metadata import (
 )
 from splitds_dask._format.physical import PhysicalMetadata, read_physical_metadata
 from splitds_dask._reader import BlockReader
+from splitds_dask._remote.location import is_url
 from splitds_dask._storage.block_file import (
     checked_dataset,
     find_data_key,
@@ -151,7 +152,8 @@ class SplitDataset(BlocksOfDataset):
     Parameters
     ----------
     root : str or Path
-        The dataset folder.
+        The dataset folder, or its URL on object storage or a web server (``s3://``, ``gs://``,
+        ``https://``, any protocol fsspec reads; see the README's "Remote storage").
     prefix : str, optional
         Only use block files named ``<prefix>_<number>.h5``.
     locking : bool or str, optional
@@ -163,7 +165,10 @@ class SplitDataset(BlocksOfDataset):
         dataset or stored in external files, is refused with a :class:`BlockError` naming it
         and where it points (as is a metadata file linking outside). With ``True`` these are
         read, through h5py; FIFOs and devices are refused either way, and a virtual dataset
-        whose source file is missing is an error instead of its fill value.
+        whose source file is missing is an error instead of its fill value. Not for URLs: a
+        remote dataset is read from its own folder only.
+    storage_options : dict, optional
+        For a URL: the options of its fsspec filesystem (credentials, ``endpoint_url``...).
 
     Raises
     ------
@@ -193,6 +198,14 @@ class SplitDataset(BlocksOfDataset):
     (4, 64, 64)
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> SplitDataset:  # noqa: PYI034 - a URL makes a subclass
+        root = args[0] if args else kwargs.get("root")
+        if cls is SplitDataset and is_url(root):
+            from splitds_dask._remote.dataset import RemoteSplitDataset
+
+            return super().__new__(RemoteSplitDataset)
+        return super().__new__(cls)
+
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -200,7 +213,10 @@ class SplitDataset(BlocksOfDataset):
         *,
         locking: bool | str | None = None,
         allow_external: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
+        if storage_options is not None:
+            raise ValueError(f"{root}: storage_options are for URLs (s3://...), not local folders")
         root = Path(root)
         _check_folder(root)
         self._root = root
@@ -277,28 +293,33 @@ class SplitDataset(BlocksOfDataset):
         Also fails early when that file's compression filter is not available.
         """
         last_row = (grid.grid[0] - 1,) + (0,) * (grid.ndim - 1)
-        path = self._root / names[grid.cartesian_to_linear(last_row)]
-        shape = self._stored_shape(path, last_row, grid.ndim)
+        name = names[grid.cartesian_to_linear(last_row)]
+        shape = self._stored_shape(name, last_row, grid.ndim)
         if shape is None:
             return grid
-        self._check_block_extents(grid, path, shape)
+        self._check_block_extents(grid, name, shape)
         start, stop = grid.file_extent(0, last_row[0])
         held = shape[0]
         if start + held >= stop:
             return grid
         if held == 0:
             if last_row[0] == 0:
-                raise MetadataError(f"{path}: the first block holds no data along axis 0")
+                raise MetadataError(
+                    f"{self._block_location(name)}: the first block holds no data along axis 0"
+                )
             return self._regrid(grid, start)
         return self._regrid(grid, start + held)
 
-    def _stored_shape(
-        self, path: Path, block: tuple[int, ...], ndim: int
-    ) -> tuple[int, ...] | None:
-        """The shape of the array in the block file ``path``; None if it cannot tell.
+    def _block_location(self, name: str) -> Path | str:
+        """The block file ``name`` as errors name it."""
+        return self._root / name
+
+    def _stored_shape(self, name: str, block: tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
+        """The shape of the array in the block file ``name``; None if it cannot tell.
 
         Raises BlockError when the file's compression filter is not available.
         """
+        path = self._root / name
         try:
             check_block_file(path, block=block, allow_external=self._allow_external)
             with open_h5(path, locking=self._locking) as f:
@@ -323,8 +344,8 @@ class SplitDataset(BlocksOfDataset):
             )
         return shape
 
-    def _check_block_extents(self, grid: BlockGrid, path: Path, shape: tuple[int, ...]) -> None:
-        """Fail unless the block file ``path`` holds ``grid``'s first block extent on axes 1..."""
+    def _check_block_extents(self, grid: BlockGrid, name: str, shape: tuple[int, ...]) -> None:
+        """Fail unless the block file ``name`` holds ``grid``'s first block extent on axes 1..."""
         for axis in range(1, grid.ndim):
             # Metadata declaring more than the files hold (absurd shapes from a damaged or
             # hostile file) fails here, before any read allocates for it.
@@ -332,7 +353,7 @@ class SplitDataset(BlocksOfDataset):
             if shape[axis] < need:
                 raise MetadataError(
                     f"{self._metadata.source or self._root}: the metadata declares blocks of "
-                    f"{grid.block_shape} for shape {grid.shape}, but {path.name} holds "
+                    f"{grid.block_shape} for shape {grid.shape}, but {name} holds "
                     f"{tuple(shape)}"
                 )
 
@@ -483,6 +504,14 @@ class SplitDataset(BlocksOfDataset):
 
     def _block_path(self, index: int) -> str:
         return os.path.join(self._abs_root, self._names[index])
+
+    def _identity(self) -> tuple[Any, ...]:
+        """What a dask token needs to tell versions of this dataset apart: the folder, and
+        the times and sizes of (up to a thousand of) its block files."""
+        from splitds_dask._graph import local_stamps
+
+        root = os.path.realpath(self._root)
+        return (root, local_stamps(self, root))
 
     @property
     def resolution(self) -> tuple[float, ...]:

@@ -34,7 +34,7 @@ from splitds_dask._format.geometry import BlockGrid
 if TYPE_CHECKING:
     from splitds_dask._dataset import SplitDataset
 
-__all__ = ["dataset_to_dask", "dataset_token", "group_blocks", "grouped_chunks"]
+__all__ = ["dataset_to_dask", "dataset_token", "group_blocks", "grouped_chunks", "local_stamps"]
 
 # Stat at most this many block files for the token: a few milliseconds, whatever the block count.
 _STAMPED_FILES = 1024
@@ -48,7 +48,7 @@ def _stamp(path: str) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _stamps(dataset: SplitDataset, root: str) -> list[tuple[int, int]]:
+def local_stamps(dataset: SplitDataset, root: str) -> list[tuple[int, int]]:
     """Modification time and size of the folder and of up to ``_STAMPED_FILES`` block files.
 
     Adding, removing or replacing (renaming over) a block file changes the folder's time, so
@@ -64,11 +64,11 @@ def _stamps(dataset: SplitDataset, root: str) -> list[tuple[int, int]]:
 def dataset_token(dataset: SplitDataset) -> str:
     """A deterministic token: the same for the same folder, metadata and block files.
 
-    Block files are compared by their times and sizes (see :func:`_stamps`).
+    Block files are compared by their times and sizes (see :func:`local_stamps`), those of a
+    remote dataset by the version of its metadata.
     """
-    root = os.path.realpath(dataset.root)
     return tokenize(
-        root,
+        dataset._identity(),
         json.dumps(dataset.metadata, sort_keys=True, default=str),
         dataset.shape,
         dataset.shape_block,
@@ -76,7 +76,6 @@ def dataset_token(dataset: SplitDataset) -> str:
         str(dataset.dtype),
         dataset.data_key,
         dataset.block_naming,
-        _stamps(dataset, root),
     )
 
 

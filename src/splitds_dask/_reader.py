@@ -204,7 +204,32 @@ class BlockReader:
                 tuple(len(range(s.start, s.stop, s.step)) for s in source), self.dtype
             )
             target_dest = tuple(slice(0, n) for n in target.shape)
-        path = self.block_path(self.grid.cartesian_to_linear(block))
+        self._read_block(
+            self.grid.cartesian_to_linear(block),
+            block=block,
+            extent=extent,
+            source=source,
+            out=target,
+            dest=target_dest,
+        )
+        if target is not out:
+            for axis, take in enumerate(takes):
+                if take is not None:
+                    target = np.take(target, take, axis=axis)
+            out[dest] = target
+
+    def _read_block(
+        self,
+        index: int,
+        *,
+        block: tuple[int, ...],
+        extent: tuple[int, ...],
+        source: tuple[slice, ...],
+        out: np.ndarray,
+        dest: tuple[slice, ...],
+    ) -> None:
+        """Read ``source`` of block file number ``index`` (at ``block``) into ``out[dest]``."""
+        path = self.block_path(index)
         with damaged_block(path, block):
             read_block_region(
                 path,
@@ -213,16 +238,11 @@ class BlockReader:
                 dtype=self.dtype,
                 extent=extent,
                 source=source,
-                out=target,
-                dest=target_dest,
+                out=out,
+                dest=dest,
                 locking=self.locking,
                 allow_external=self.allow_external,
             )
-        if target is not out:
-            for axis, take in enumerate(takes):
-                if take is not None:
-                    target = np.take(target, take, axis=axis)
-            out[dest] = target
 
     def _axis_pieces(self, axis: int, selection: slice | np.ndarray) -> list[_AxisPiece]:
         """Split one axis' selection by the blocks that own its elements."""

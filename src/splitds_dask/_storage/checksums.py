@@ -197,6 +197,8 @@ def expected_checksums(dset: h5py.Dataset) -> Checksums | None:
                 f"shape {attr.shape}, for {n} chunks)",
             )
         return Checksums(np.asarray(dset.attrs[ATTRIBUTE]).astype(np.uint32))
+    if dset.file.driver == "fileobj":  # a remote file: its name is no path to look beside
+        return None
     path = Path(dset.file.filename)
     try:
         sealed = sealed_block(path)

@@ -1,0 +1,142 @@
+"""Reading a region of a remote block file: its chunk map once, then byte ranges.
+
+The first read of a block file (of one version of the dataset) opens it with h5py over an
+fsspec file, whose cache fetches the HDF5 index in a few large requests, and keeps its
+:class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk maps. Every read
+after that costs only the data: one range request per run of neighbouring chunks, all of a
+read's runs in flight together, each chunk checked and decompressed by the same code as a local
+read (and checked against its recorded CRC32C). Arrays the map cannot serve (other codecs,
+unwritten chunks) are read by h5py over the fsspec file.
+
+A remote block never reads outside itself: external links, virtual datasets and external
+storage are refused whatever ``allow_external`` says for local folders (they would name files
+on the reading machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+
+import h5py
+import numpy as np
+
+from splitds_dask._errors import BlockError, damaged_block
+from splitds_dask._remote.location import FileVersion, RemoteFolder
+from splitds_dask._storage.block_file import (
+    _check_block,
+    _checked,
+    _dataset,
+    _is_empty,
+    _read_with_h5py,
+    stored_dtype,
+)
+from splitds_dask._storage.blosc import CHUNK_MAPS, ByteRange, ChunkMap, read_chunks_by_ranges
+
+__all__ = ["REMOTE_MAX_GAP", "REMOTE_MAX_RUN", "open_remote_block", "read_remote_region"]
+
+# A request costs tens of milliseconds on object storage, in which 1 MiB more arrives: chunks
+# closer than that are fetched by one request. Runs stop at 64 MiB, so that a read of a whole
+# block still has several requests in flight.
+REMOTE_MAX_GAP = 1 << 20
+REMOTE_MAX_RUN = 1 << 26
+# The fsspec file under h5py reads in blocks of this size, cached: the HDF5 superblock, object
+# headers and chunk index of a block file take a few of them.
+_INDEX_BLOCK_SIZE = 1 << 18
+
+
+@contextmanager
+def open_remote_block(
+    folder: RemoteFolder, name: str, *, block: tuple[int, ...]
+) -> Iterator[h5py.File]:
+    """Open the block file ``name`` of ``folder`` read-only, with h5py over fsspec.
+
+    A missing or unreadable file is a :class:`BlockError` naming its URL.
+    """
+    url = folder.file_url(name)
+    try:
+        handle = folder.filesystem.open(
+            folder.path(name), "rb", block_size=_INDEX_BLOCK_SIZE, cache_type="blockcache"
+        )
+    except FileNotFoundError as exc:
+        raise BlockError(f"block {block}: file {url} is missing", path=url, block=block) from exc
+    except OSError as exc:
+        raise BlockError(f"block {block}: cannot open {url}: {exc}", path=url, block=block) from exc
+    try:
+        with damaged_block(url, block):
+            f = h5py.File(handle, "r")
+        try:
+            yield f
+        finally:
+            f.close()
+    finally:
+        handle.close()
+
+
+def _fetch(folder: RemoteFolder, name: str, ranges: list[ByteRange]) -> Sequence[bytes]:
+    """The bytes of ``ranges`` of the file ``name``, all requested at once."""
+    path = folder.path(name)
+    return folder.filesystem.cat_ranges(
+        [path] * len(ranges),
+        [r.start for r in ranges],
+        [r.stop for r in ranges],
+        on_error="raise",
+    )
+
+
+def read_remote_region(
+    folder: RemoteFolder,
+    name: str,
+    *,
+    version: FileVersion,
+    key: str,
+    block: tuple[int, ...],
+    dtype: np.dtype,
+    extent: Sequence[int],
+    source: tuple[slice, ...],
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+) -> None:
+    """Read ``source`` of the remote block file ``name`` into ``out[dest]``.
+
+    Parameters as :func:`splitds_dask._storage.block_file.read_block_region`; ``version`` is the
+    version of the dataset's metadata when it was opened, under which the block's chunk map is
+    kept: a dataset committed again (new blocks, or replaced) is mapped afresh.
+    """
+    url = folder.file_url(name)
+    cache_key = ("remote", url, key, version)
+    chunk_map = CHUNK_MAPS.get(cache_key)
+    if chunk_map is None:
+        with open_remote_block(folder, name, block=block) as f, damaged_block(url, block):
+            dset = _dataset(f, key, url, block, len(extent), False).dataset
+            found = stored_dtype(dset)
+            _check_block(dset.name[1:], dset.shape, found, extent, dtype, url, block)
+            chunk_map = _checked(ChunkMap.of, url, block, dset.name[1:], dset, found)
+            if chunk_map is None:  # not Blosc alone: h5py decodes it
+                if not _is_empty(out, dest):
+                    _read_with_h5py(dset, source, out, dest)
+                return
+            CHUNK_MAPS.put(cache_key, chunk_map)
+    _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, url, block)
+    if _is_empty(out, dest):
+        return
+    with damaged_block(url, block):
+        read = _checked(
+            partial(read_chunks_by_ranges, max_gap=REMOTE_MAX_GAP, max_run=REMOTE_MAX_RUN),
+            url,
+            block,
+            chunk_map.name,
+            partial(_fetch, folder, name),
+            chunk_map,
+            source,
+            out,
+            dest,
+        )
+    if read:
+        return
+    # Unwritten chunks (the fill value), or a codec this Blosc lacks: every stored chunk of the
+    # region was checked above, so HDF5's own filter only meets sound ones.
+    with open_remote_block(folder, name, block=block) as f, damaged_block(url, block):
+        dset = _dataset(f, chunk_map.name, url, block, len(extent), False).dataset
+        _read_with_h5py(dset, source, out, dest)

@@ -1,0 +1,210 @@
+"""Opening a split dataset from a URL: the facade of :class:`~splitds_dask.SplitDataset` over a
+:class:`~splitds_dask._remote.location.RemoteFolder`.
+
+Opening costs a bounded number of requests whatever the number of blocks: one listing (where
+the store lists), the metadata and its version, and the index of two block files (the first,
+for the dtype, and the first of the last block row, for a short last block). Where the store
+cannot list (plain HTTP), the block files are named by the metadata's ``files`` list (fimpy)
+or by the writers' numbering (``0000.h5`` on, or from ``0001.h5`` where there is no
+``0000.h5``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from splitds_dask._dataset import SplitDataset
+from splitds_dask._errors import BlockError, NotASplitDatasetError, damaged_block
+from splitds_dask._format.files import BlockFiles, BlockNames, find_block_files
+from splitds_dask._format.geometry import BlockGrid
+from splitds_dask._format.metadata import (
+    MAX_METADATA_BYTES,
+    METADATA_NAME,
+    DatasetMetadata,
+    parse_metadata_json,
+)
+from splitds_dask._format.physical import read_physical_metadata
+from splitds_dask._remote.block_file import open_remote_block
+from splitds_dask._remote.location import FileVersion, RemoteFolder
+from splitds_dask._remote.reader import RemoteBlockReader
+from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
+from splitds_dask._storage.filters import missing_filters
+
+__all__ = ["RemoteSplitDataset"]
+
+
+def _metadata_name(folder: RemoteFolder, listing: list[str] | None) -> str:
+    if listing is None or METADATA_NAME in listing:
+        return METADATA_NAME
+    found = sorted(n for n in listing if n.endswith(METADATA_NAME))
+    if found:
+        return found[0]
+    raise NotASplitDatasetError(
+        f"{folder.url}: not a split dataset (no *{METADATA_NAME}; remote datasets whose metadata "
+        "lives only inside the block files are not read: open a local copy)"
+    )
+
+
+def _numbered(folder: RemoteFolder, metadata: DatasetMetadata, grid: BlockGrid) -> BlockFiles:
+    """The block files of a folder that cannot be listed, named as their writers name them."""
+    files = metadata.raw.get("files")
+    if isinstance(files, list) and files and all("/" not in name for name in files):
+        return find_block_files(folder.url, expected=grid.n_blocks, listing=files)
+    count = grid.n_blocks
+    zero_based = BlockNames("", 0, max(4, len(str(count - 1))), count)
+    try:
+        folder.version(zero_based[0])
+    except FileNotFoundError:
+        one_based = BlockNames("", 1, max(4, len(str(count))), count)
+        return BlockFiles(folder.url, one_based, (True,) * count)
+    return BlockFiles(folder.url, zero_based, (True,) * count)
+
+
+class RemoteSplitDataset(SplitDataset):
+    """A split dataset read from a URL (``SplitDataset("s3://...")`` makes one)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        prefix: str | None = None,
+        *,
+        locking: bool | str | None = None,
+        allow_external: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        url = os.fspath(root)
+        if allow_external:
+            raise ValueError(
+                f"{url}: allow_external is for local folders; a remote dataset is only ever "
+                "read from its own folder"
+            )
+        folder = self._remote = RemoteFolder(url, storage_options)
+        self._root = folder.url  # type: ignore[assignment]
+        self._abs_root = folder.url
+        self._folder = None  # type: ignore[assignment]
+        self._allow_external = False
+        self._locking = locking
+        listing = folder.listing()
+        name = _metadata_name(folder, listing)
+        try:
+            text = folder.read_small(name, MAX_METADATA_BYTES)
+            self._version = folder.version(name)
+        except FileNotFoundError:
+            raise NotASplitDatasetError(
+                f"{folder.url}: not a split dataset (no {name} at {folder.file_url(name)})"
+            ) from None
+        except OSError as exc:
+            raise NotASplitDatasetError(f"{folder.file_url(name)}: cannot read: {exc}") from exc
+        metadata = self._metadata = parse_metadata_json(text, source=folder.file_url(name))
+        declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
+        if listing is None:
+            files = _numbered(folder, metadata, declared)
+        else:
+            files = find_block_files(
+                folder.url, prefix=prefix, expected=declared.n_blocks, listing=listing
+            )
+        self._physical = read_physical_metadata(
+            metadata.raw, metadata.ndim, source=folder.file_url(name)
+        )
+        self._grid, self._names = self._match_files(declared, files)
+        self._files = None
+        self._data_key = None
+        self._dtype = None
+        self._reader = None
+        self._dask = {}
+        self._blocks = None
+
+    @property
+    def root(self) -> str:  # type: ignore[override]
+        """The dataset folder's URL."""
+        return self._remote.url
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options the dataset was opened with."""
+        return dict(self._remote.options)
+
+    @property
+    def version(self) -> FileVersion:
+        """The version of the metadata file opened (its ETag or time, and size)."""
+        return self._version
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<SplitDataset", "<SplitDataset (remote)", 1)
+
+    def _block_location(self, name: str) -> str:
+        return self._remote.file_url(name)
+
+    def _block_path(self, index: int) -> str:
+        return self._remote.file_url(self._names[index])
+
+    @property
+    def files(self) -> Any:
+        """The block files' URLs, as an object array shaped like the block grid."""
+        import numpy as np
+
+        if self._files is None:
+            out = np.empty(len(self._names), dtype=object)
+            out[:] = [self._remote.file_url(n) for n in self._names.as_tuple()]
+            self._files = out.reshape(self._grid.grid)
+        return self._files.copy()
+
+    def _stored_shape(self, name: str, block: tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
+        try:
+            with open_remote_block(self._remote, name, block=block) as f:
+                key = find_data_key(f, ndim)
+                checked = None
+                if key is not None:
+                    checked = checked_dataset(f, key, path=self._remote.file_url(name), block=block)
+                if checked is None or checked.dataset.ndim != ndim:
+                    return None
+                shape = tuple(checked.dataset.shape)
+                missing = missing_filters(checked.dataset)
+        except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
+            return None
+        if missing:
+            url = self._remote.file_url(name)
+            raise BlockError(
+                f"block {block} ({url}): cannot decompress, missing {'; '.join(missing)}",
+                path=url,
+                block=block,
+            )
+        return shape
+
+    def _probe(self) -> None:
+        name = self._names[0]
+        url = self._remote.file_url(name)
+        block = (0,) * self.ndim
+        with open_remote_block(self._remote, name, block=block) as f, damaged_block(url, block):
+            key = find_data_key(f, self.ndim)
+            checked = None
+            if key is not None:
+                checked = checked_dataset(f, key, path=url, block=block)
+            if key is None or checked is None:
+                keys = ", ".join(sorted(f.keys())) or "nothing"
+                raise BlockError(
+                    f"block {block} ({url}): no array named like 'stack' (the file holds: {keys})",
+                    path=url,
+                    block=block,
+                )
+            self._data_key = key
+            self._dtype = stored_dtype(checked.dataset)
+
+    @property
+    def reader(self) -> RemoteBlockReader:
+        if self._reader is None:
+            self._reader = RemoteBlockReader(
+                remote=self._remote,
+                version=self._version,
+                names=self._names,
+                grid=self._grid,
+                dtype=self.dtype,
+                data_key=self.data_key,
+            )
+        assert isinstance(self._reader, RemoteBlockReader)
+        return self._reader
+
+    def _identity(self) -> tuple[Any, ...]:
+        """What a dask token needs to tell versions of this dataset apart."""
+        return (self._remote.__dask_tokenize__(), tuple(self._version))
