@@ -275,3 +275,53 @@ def test_a_local_folder_never_imports_fsspec(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- the tools, given a URL --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def file_url_movie(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tools") / "movie"
+    data = np.random.default_rng(5).integers(0, 4000, (9, 2, 12, 14)).astype(np.uint16)
+    _write(root, data, (4, 2, 12, 14))
+    return root.resolve().as_uri(), data
+
+
+def test_xarray_engine_reads_a_url(file_url_movie):
+    xr = pytest.importorskip("xarray")
+    url, data = file_url_movie
+    lazy = xr.open_dataarray(url, engine="splitds")
+    assert lazy.name == "movie"
+    np.testing.assert_array_equal(lazy[2:5, 1].values, data[2:5, 1])
+    chunked = xr.open_dataarray(url, engine="splitds", chunks={})
+    assert chunked.data.numblocks == (3, 1, 1, 1)
+    np.testing.assert_allclose(chunked.data.mean(axis=0).compute(), data.mean(axis=0))
+
+
+def test_napari_reader_opens_a_url_and_its_metadata_file(file_url_movie):
+    from splitds_dask._integrations.napari import napari_get_reader
+
+    url, data = file_url_movie
+    for opened in (url, f"{url}/stack_metadata.json"):
+        reader = napari_get_reader(opened)
+        assert reader is not None
+        [(layer, kwargs, kind)] = reader(opened)
+        assert (kwargs["name"], kind) == ("movie", "image")
+        np.testing.assert_array_equal(np.asarray(layer[3, 1]), data[3, 1])
+
+
+def test_cli_info_and_project_take_a_url(file_url_movie, tmp_path, capsys):
+    from splitds_dask._cli.main import main
+
+    url, data = file_url_movie
+    assert main(["info", "--json", url]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == url
+    assert info["shape"] == list(data.shape)
+    assert info["metadata_file"] == f"{url}/stack_metadata.json"
+    local = Path(url.removeprefix("file://"))
+    assert info["bytes_on_disk"] == sum(p.stat().st_size for p in local.glob("*.h5"))
+    assert main(["project", url, str(tmp_path / "max.npy"), "--stat", "max", "--no-progress"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "max.npy"), data.max(axis=0))
+    assert main(["info", "--storage-options", "[1]", url]) == 2

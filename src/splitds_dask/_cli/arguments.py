@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -16,6 +17,7 @@ __all__ = [
     "add_progress",
     "add_scheduler",
     "add_select",
+    "add_storage_options",
     "int_at_least",
 ]
 
@@ -23,8 +25,9 @@ __all__ = [
 Commands: TypeAlias = "argparse._SubParsersAction[Any]"  # argparse has no public name for it
 
 FORMATS_HELP = (
-    "a split dataset folder, FILE.npy, FILE.tif (a multi-page TIFF; as a source also a folder or "
-    "glob pattern of TIFF files), FILE.h5:/DATASET, FOLDER.zarr or FOLDER.ome.zarr"
+    "a split dataset folder or URL (s3://, https://...), FILE.npy, FILE.tif (a multi-page TIFF; "
+    "as a source also a folder or glob pattern of TIFF files), FILE.h5:/DATASET, FOLDER.zarr or "
+    "FOLDER.ome.zarr"
 )
 
 
@@ -62,6 +65,29 @@ def add_allow_external(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read block data outside the dataset folder (links to other files, HDF5 external "
         "links, virtual datasets, external storage); refused by default",
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """``--storage-options`` (see ``storage_options`` of :class:`splitds_dask.SplitDataset`)."""
+    parser.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="for a URL (s3://, gs://, https://...): the fsspec filesystem's options as a JSON "
+        'object, e.g. \'{"anon": true}\' or \'{"endpoint_url": "https://s3.example.org"}\'; '
+        "fsspec also reads them from FSSPEC_<PROTOCOL>_<OPTION> environment variables",
     )
 
 

@@ -16,6 +16,7 @@ from splitds_dask._cli.arguments import (
     add_progress,
     add_scheduler,
     add_select,
+    add_storage_options,
     int_at_least,
 )
 from splitds_dask._cli.messages import PROG, UsageError
@@ -87,6 +88,7 @@ def add_parser(commands: Commands) -> None:
     )
     add_select(convert)
     add_allow_external(convert)
+    add_storage_options(convert)
     add_scheduler(convert)
     add_progress(convert)
 
@@ -110,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     target = parse_target(args.target)
     check_target(target, overwrite=args.overwrite)
-    source = open_source(args.source, allow_external=args.allow_external)
+    source = open_source(
+        args.source, allow_external=args.allow_external, storage_options=args.storage_options
+    )
     read = f"read     {source.description}: {source.shape} {source.dtype}"
     if args.select is not None:
         source = source.select(args.select)

@@ -19,11 +19,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from splitds_dask._cli.arguments import Commands, add_allow_external
+from splitds_dask._cli.arguments import Commands, add_allow_external, add_storage_options
 from splitds_dask._cli.messages import PROG, one_line
 from splitds_dask._cli.sizes import bytes_on_disk, format_bytes
 from splitds_dask._errors import NotASplitDatasetError
 from splitds_dask._format.experiments import MAX_ENTRIES, MAX_FOLDERS, channel_datasets, survey
+from splitds_dask._remote.location import is_url
 from splitds_dask._storage.filters import describe_filter, filter_name
 
 __all__ = ["add_parser", "block_compression", "dataset_info", "folder_info", "run"]
@@ -57,12 +58,26 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
 
     try:
         with open_h5(Path(path)) as f:
-            dset = f[key]
-            plist = dset.id.get_create_plist()
-            filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
-            chunks = dset.chunks
+            return _compression(f[key])
     except (OSError, KeyError):
         return None
+
+
+def _remote_compression(dataset: Any, key: str) -> dict[str, Any] | None:
+    from splitds_dask._errors import SplitDatasetError
+    from splitds_dask._remote.block_file import open_remote_block
+
+    try:
+        with open_remote_block(dataset._remote, dataset.block_names[0], block=(0,)) as f:
+            return _compression(f[key])
+    except (OSError, KeyError, SplitDatasetError):
+        return None
+
+
+def _compression(dset: Any) -> dict[str, Any]:
+    plist = dset.id.get_create_plist()
+    filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
+    chunks = dset.chunks
     shown = [describe_filter(fid, tuple(values)) for fid, _, values in filters if fid != 2]
     if any(fid == 2 for fid, _, _ in filters):
         shown = [f"{text}, byte shuffle" for text in shown] or ["byte shuffle"]
@@ -80,15 +95,36 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
     }
 
 
-def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) -> dict[str, Any]:
+def _storage(ds: Any) -> tuple[dict[str, Any] | None, int | None, int]:
+    """Compression of the first block present, bytes stored (None if unknown), files missing."""
+    if is_url(str(ds.root)):
+        sizes = ds.stored_sizes()
+        compression = _remote_compression(ds, ds.data_key)
+        if sizes is None:  # a store that cannot list: sizes unknown, nothing counted missing
+            return compression, None, 0
+        return compression, sum(sizes.values()), len(ds.block_names) - len(sizes)
+    usage = bytes_on_disk(ds.files.flat)
+    present = next((p for p in ds.files.flat if p.is_file()), None)
+    compression = block_compression(present, ds.data_key) if present else None
+    return compression, usage.nbytes, usage.missing
+
+
+def dataset_info(
+    path: str | os.PathLike[str],
+    *,
+    allow_external: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A summary of the split dataset at ``path``, as JSON-serialisable values.
 
     Parameters
     ----------
     path : str or Path
-        The dataset folder.
+        The dataset folder, or its URL.
     allow_external : bool, default False
         As for :class:`~splitds_dask.SplitDataset`.
+    storage_options : dict, optional
+        For a URL, as for :class:`~splitds_dask.SplitDataset`.
 
     Returns
     -------
@@ -101,7 +137,8 @@ def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) 
         the original package's ``resolution`` reads), ``axis_order`` (the axis names as one
         string, None when a name is longer than a letter), ``nbytes`` (uncompressed),
         ``bytes_on_disk`` (block files), ``compression_ratio`` and ``block_bytes``
-        (uncompressed bytes of one full block).
+        (uncompressed bytes of one full block). ``bytes_on_disk`` is None for a store that
+        cannot list (plain HTTP).
 
     Raises
     ------
@@ -110,11 +147,13 @@ def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) 
     """
     from splitds_dask._dataset import SplitDataset
 
-    ds = SplitDataset(Path(path), allow_external=allow_external)
-    usage = bytes_on_disk(ds.files.flat)
+    if is_url(str(path)):
+        ds = SplitDataset(str(path), storage_options=storage_options)
+    else:
+        ds = SplitDataset(Path(path), allow_external=allow_external)
+    compression, stored, missing = _storage(ds)
     metadata = ds.metadata
     source = ds.parsed_metadata.source
-    present = next((p for p in ds.files.flat if p.is_file()), None)
     axes = list(ds.axes)
     return {
         "kind": "dataset",
@@ -125,9 +164,9 @@ def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) 
         "grid": list(ds.grid.grid),
         "padding": list(ds.padding),
         "n_files": int(ds.files.size),
-        "missing_files": usage.missing,
+        "missing_files": missing,
         "data_key": ds.data_key,
-        "compression": block_compression(present, ds.data_key) if present else None,
+        "compression": compression,
         "metadata_file": str(source) if source is not None else None,
         "metadata_keys": list(metadata),
         "metadata": json.loads(json.dumps(metadata, default=_jsonable)),
@@ -139,8 +178,8 @@ def dataset_info(path: str | os.PathLike[str], *, allow_external: bool = False) 
         "axis_order": "".join(axes) if all(len(a) == 1 for a in axes) else None,
         "nbytes": int(ds.nbytes),
         "block_bytes": math.prod(ds.shape_block) * ds.dtype.itemsize,  # no int64 overflow
-        "bytes_on_disk": usage.nbytes,
-        "compression_ratio": round(ds.nbytes / usage.nbytes, 3) if usage.nbytes else None,
+        "bytes_on_disk": stored,
+        "compression_ratio": round(ds.nbytes / stored, 3) if stored else None,
     }
 
 
@@ -246,7 +285,9 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
             compression["description"] + (f" (HDF5 chunks {tup(chunks)})" if chunks else ""),
         )
     metadata_file = info["metadata_file"]
-    where = Path(metadata_file).name if metadata_file else "(legacy, inside the block files)"
+    where = (
+        metadata_file.rsplit("/", 1)[-1] if metadata_file else "(legacy, inside the block files)"
+    )
     say("metadata", f"{where}: {', '.join(info['metadata_keys'])}")
     say("scale", _scale_text(info))
     if "t" in info["axes"]:
@@ -259,9 +300,12 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
         )
     say("uncompressed", f"{format_bytes(info['nbytes'])} ({info['nbytes']:,} bytes)")
     ratio = info["compression_ratio"]
+    stored = info["bytes_on_disk"]
     say(
         "on disk",
-        f"{format_bytes(info['bytes_on_disk'])} ({info['bytes_on_disk']:,} bytes)"
+        "unknown (the store cannot list its files)"
+        if stored is None
+        else f"{format_bytes(stored)} ({stored:,} bytes)"
         + (f", compression ratio {ratio:.2f}" if ratio else ""),
     )
 
@@ -276,9 +320,12 @@ def add_parser(commands: Commands) -> None:
         "experiment folder), list them with their shapes. Reads metadata and one block file's "
         "header only.",
     )
-    info.add_argument("path", metavar="PATH", help="the dataset folder, or a folder holding some")
+    info.add_argument(
+        "path", metavar="PATH", help="the dataset folder or URL, or a folder holding datasets"
+    )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_allow_external(info)
+    add_storage_options(info)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,9 +333,17 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            info = dataset_info(args.path, allow_external=args.allow_external)
+            info = dataset_info(
+                args.path,
+                allow_external=args.allow_external,
+                storage_options=args.storage_options,
+            )
         except NotASplitDatasetError:
-            listing = folder_info(args.path) if Path(args.path).is_dir() else None
+            listing = (
+                folder_info(args.path)
+                if not is_url(args.path) and Path(args.path).is_dir()
+                else None
+            )
             if listing is None:
                 raise
             info = listing

@@ -13,6 +13,7 @@ from splitds_dask._cli.arguments import (
     add_progress,
     add_scheduler,
     add_select,
+    add_storage_options,
     int_at_least,
 )
 from splitds_dask._cli.images import MAX_PNG_PIXELS, MAX_PNG_PLANES
@@ -60,6 +61,7 @@ def add_parser(commands: Commands) -> None:
         "pays on a cluster when blocks are small; default: 1)",
     )
     add_allow_external(project)
+    add_storage_options(project)
     add_scheduler(project)
     add_progress(project)
 
@@ -98,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     target = parse_target(args.output, kinds=PROJECTION_KINDS, what="OUTPUT")
     # Before the source is opened: a refused output costs no read of the data.
     check_target(target, overwrite=args.overwrite)
-    source = open_source(args.source, allow_external=args.allow_external)
+    source = open_source(
+        args.source, allow_external=args.allow_external, storage_options=args.storage_options
+    )
     read = f"read     {source.description}: {source.shape} {source.dtype}"
     if args.select is not None:
         source = source.select(args.select)

@@ -366,26 +366,35 @@ def _tiff_files(text: str) -> tuple[str, ...] | None:
     return None
 
 
-def open_source(text: str, *, allow_external: bool = False) -> Source:
+def open_source(
+    text: str, *, allow_external: bool = False, storage_options: dict[str, Any] | None = None
+) -> Source:
     """Open what ``text`` names, by its form: see the module docstring.
 
-    ``allow_external`` is passed to a split dataset (see :class:`SplitDataset`).
+    ``allow_external`` is passed to a split dataset (see :class:`SplitDataset`); a URL is a
+    remote split dataset, opened with ``storage_options``.
 
     Raises
     ------
     FormatError, SplitDatasetError, OSError
         Nothing readable is there, or what is there is not an array of numbers.
     """
-    source = _open_source(text, allow_external)
+    source = _open_source(text, allow_external, storage_options)
     if source.dtype.kind not in "biufc":
         raise FormatError(f"{text}: holds {source.dtype} data, not numbers")
     return source
 
 
-def _open_source(text: str, allow_external: bool) -> Source:
+def _open_source(text: str, allow_external: bool, storage_options: dict[str, Any] | None) -> Source:
     from splitds_dask._dataset import SplitDataset
     from splitds_dask._format.metadata import is_split_dataset
+    from splitds_dask._remote.location import is_url
 
+    if is_url(text):
+        dataset = SplitDataset(text, storage_options=storage_options)
+        return Source(
+            f"split dataset {text}", _DatasetReader(dataset), _carry_metadata(dataset), dataset
+        )
     h5 = split_h5_path(text)
     if h5 is not None:
         if not Path(h5[0]).is_file():

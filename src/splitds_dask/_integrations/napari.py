@@ -45,6 +45,7 @@ import numpy as np
 from splitds_dask._daskmodes import numpy_convertible, to_numpy
 from splitds_dask._errors import BlockError, SplitDatasetError
 from splitds_dask._format.metadata import METADATA_NAME
+from splitds_dask._remote.location import is_url
 from splitds_dask._storage.block_file import (
     checked_dataset,
     find_data_key,
@@ -184,7 +185,10 @@ def _dataset_kwargs(dataset: _SplitDataset) -> dict[str, Any]:
 
 
 def _dataset_layer(dataset: _SplitDataset, name: str | None = None) -> LayerData:
-    kwargs = {"name": Path(dataset.root).resolve().name if name is None else name}
+    if name is None:
+        root = str(dataset.root)
+        name = root.rstrip("/").rsplit("/", 1)[-1] if is_url(root) else Path(root).resolve().name
+    kwargs = {"name": name}
     kwargs.update(_dataset_kwargs(dataset))
     # napari shows a plane with np.asarray(data[index]).
     return numpy_convertible(dataset.to_dask()), kwargs, "image"
@@ -280,8 +284,9 @@ def _h5_layer(path: Path, key: str) -> LayerData:
     return data, kwargs, "image"
 
 
-def _open_dataset(path: Path) -> _SplitDataset | None:
-    """The split dataset in folder ``path``, or None if it is none this package can read."""
+def _open_dataset(path: Path | str) -> _SplitDataset | None:
+    """The split dataset in folder ``path`` (or at the URL), or None if it is none this package
+    can read."""
     from splitds_dask._dataset import SplitDataset
 
     try:
@@ -339,6 +344,14 @@ def _folder_reader(path: Path) -> list[Callable[[], LayerData]] | None:
     return _experiment_layers(path) or None
 
 
+def _url_reader(url: str) -> list[Callable[[], LayerData]] | None:
+    """The layer of the remote dataset at ``url`` (its folder, or its metadata file's URL)."""
+    if url.rstrip("/").endswith(METADATA_NAME):
+        url = url.rstrip("/").rsplit("/", 1)[0]
+    dataset = _open_dataset(url)
+    return None if dataset is None else [functools.partial(_dataset_layer, dataset)]
+
+
 def _layer_reader(path: Path) -> list[Callable[[], LayerData]] | None:
     """Functions that make the layers of ``path``, or None if this plugin cannot open it."""
     if path.is_dir():
@@ -361,7 +374,9 @@ def napari_get_reader(path: str | os.PathLike[str] | Sequence[str]) -> ReaderFun
     Parameters
     ----------
     path : str or list of str
-        A split-dataset folder or its ``*stack_metadata.json``, a folder of channel folders
+        A split-dataset folder or its ``*stack_metadata.json`` (either also as a URL, read
+        with the storage options fsspec finds in its ``FSSPEC_<PROTOCOL>_<OPTION>`` environment
+        variables), a folder of channel folders
         (each a split dataset, all of one shape), an experiment folder holding split datasets,
         or a block file (``<stem><number>.h5``); or a list of them.
 
@@ -372,7 +387,9 @@ def napari_get_reader(path: str | os.PathLike[str] | Sequence[str]) -> ReaderFun
         any path is none of these (so that napari can try other readers).
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    readers = [_layer_reader(Path(p)) for p in paths]
+    readers = [
+        _url_reader(os.fspath(p)) if is_url(os.fspath(p)) else _layer_reader(Path(p)) for p in paths
+    ]
     if not readers or any(r is None for r in readers):
         return None
     makers = [make for reader in readers if reader is not None for make in reader]

@@ -24,6 +24,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from splitds_dask._format.metadata import is_split_dataset
+from splitds_dask._remote.location import is_url
 
 if TYPE_CHECKING:
     from splitds_dask._dataset import SplitDataset
@@ -44,6 +45,8 @@ def _coords(dataset: SplitDataset) -> dict[str, xr.Variable]:
 
 def _name(dataset: SplitDataset) -> str:
     """The folder's name (``original``, ``dff``, ``aligned``... in imaging pipelines)."""
+    if is_url(str(dataset.root)):
+        return str(dataset.root).rstrip("/").rsplit("/", 1)[-1]
     return Path(os.path.abspath(dataset.root)).name
 
 
@@ -113,6 +116,7 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         "locking",
         "allow_external",
         "blocks_per_chunk",
+        "storage_options",
     )
 
     def open_dataset(
@@ -124,13 +128,17 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         locking: bool | str | None = None,
         allow_external: bool = False,
         blocks_per_chunk: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> xr.Dataset:
         from splitds_dask._dataset import SplitDataset
         from splitds_dask._graph import group_blocks
 
-        dataset = SplitDataset(
-            _as_path(filename_or_obj), prefix, locking=locking, allow_external=allow_external
-        )
+        if is_url(filename_or_obj):
+            dataset = SplitDataset(filename_or_obj, prefix, storage_options=storage_options)
+        else:
+            dataset = SplitDataset(
+                _as_path(filename_or_obj), prefix, locking=locking, allow_external=allow_external
+            )
         group = group_blocks(
             dataset.grid, dataset.dtype.itemsize, blocks_per_chunk=blocks_per_chunk
         )
@@ -149,7 +157,10 @@ class SplitDatasetBackendEntrypoint(BackendEntrypoint):
         return result
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """A folder with a ``*stack_metadata.json`` (legacy folders need ``engine="splitds"``)."""
+        """A folder with a ``*stack_metadata.json`` (legacy folders, and URLs, which are not
+        fetched to guess, need ``engine="splitds"``)."""
+        if is_url(filename_or_obj):
+            return False
         try:
             path = _as_path(filename_or_obj)
         except TypeError:

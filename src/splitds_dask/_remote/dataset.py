@@ -34,7 +34,7 @@ from splitds_dask._storage.filters import missing_filters
 __all__ = ["RemoteSplitDataset"]
 
 
-def _metadata_name(folder: RemoteFolder, listing: list[str] | None) -> str:
+def _metadata_name(folder: RemoteFolder, listing: dict[str, int] | None) -> str:
     if listing is None or METADATA_NAME in listing:
         return METADATA_NAME
     found = sorted(n for n in listing if n.endswith(METADATA_NAME))
@@ -102,7 +102,7 @@ class RemoteSplitDataset(SplitDataset):
             files = _numbered(folder, metadata, declared)
         else:
             files = find_block_files(
-                folder.url, prefix=prefix, expected=declared.n_blocks, listing=listing
+                folder.url, prefix=prefix, expected=declared.n_blocks, listing=list(listing)
             )
         self._physical = read_physical_metadata(
             metadata.raw, metadata.ndim, source=folder.file_url(name)
@@ -124,6 +124,14 @@ class RemoteSplitDataset(SplitDataset):
     def storage_options(self) -> dict[str, Any]:
         """The fsspec options the dataset was opened with."""
         return dict(self._remote.options)
+
+    def stored_sizes(self) -> dict[str, int] | None:
+        """The size of each block file present (by name), from one listing of the store; None
+        where the store cannot list."""
+        listing = self._remote.listing()
+        if listing is None:
+            return None
+        return {n: listing[n] for n in self._names.as_tuple() if n in listing}
 
     @property
     def version(self) -> FileVersion:

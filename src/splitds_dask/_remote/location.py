@@ -111,8 +111,9 @@ class RemoteFolder:
         """The version of the file ``name`` (one request)."""
         return FileVersion.of(self.filesystem.info(self.path(name)))
 
-    def listing(self) -> list[str] | None:
-        """The names of the folder's files, or None where the store cannot list (plain HTTP)."""
+    def listing(self) -> dict[str, int] | None:
+        """The folder's files and their sizes (one request), or None where the store cannot
+        list (plain HTTP)."""
         fs = self.filesystem
         if self.url.startswith(("http://", "https://")):
             return None  # an HTTP "listing" is whatever links a page holds, not the folder
@@ -120,11 +121,11 @@ class RemoteFolder:
             entries = fs.ls(self._fs_root, detail=True)
         except (FileNotFoundError, NotImplementedError):
             return None
-        return [
-            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+        return {
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
             for e in entries
             if e.get("type") != "directory"
-        ]
+        }
 
     def read_small(self, name: str, limit: int) -> bytes:
         """The whole file ``name``, refused beyond ``limit`` bytes (metadata, manifests).
