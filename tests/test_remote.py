@@ -325,3 +325,90 @@ def test_cli_info_and_project_take_a_url(file_url_movie, tmp_path, capsys):
     assert main(["project", url, str(tmp_path / "max.npy"), "--stat", "max", "--no-progress"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "max.npy"), data.max(axis=0))
     assert main(["info", "--storage-options", "[1]", url]) == 2
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _memory_url(name: str) -> str:
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/w-{name}"):
+        fs.rm(f"/w-{name}", recursive=True)
+    return f"memory://w-{name}"
+
+
+def _names(url: str) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(url)
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+@pytest.mark.parametrize("compute", [True, False])
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "int8"])
+def test_writing_to_a_url_reads_back_and_opens_with_h5py(tmp_path, compute, dtype):
+    data = np.random.default_rng(6).integers(0, 100, (11, 2, 9, 7)).astype(dtype)
+    url = (tmp_path / "out").resolve().as_uri()
+    written = sd.to_split_dataset(data, url, block_shape=(4, 2, 9, 7), compute=compute)
+    if not compute:
+        assert _names(url) == [".splitds-writing"]  # nothing a reader opens until computed
+        written = written.compute()
+    assert _names(url) == ["0000.h5", "0001.h5", "0002.h5", "stack_metadata.json"]
+    np.testing.assert_array_equal(written[...], data)
+    # The oracle: plain h5py and json on the files the store holds.
+    meta = json.loads((tmp_path / "out" / "stack_metadata.json").read_text())
+    assert meta["shape_full"] == list(data.shape)
+    assert meta["shape_block"] == [4, 2, 9, 7]
+    parts = []
+    for name in ("0000.h5", "0001.h5", "0002.h5"):
+        with h5py.File(tmp_path / "out" / name, "r") as f:
+            parts.append(f["stack_4D"][...])
+    np.testing.assert_array_equal(np.concatenate(parts), data)
+
+
+def test_an_existing_remote_dataset_is_never_replaced(tmp_path):
+    url = _memory_url("exists")
+    data = np.arange(12, dtype=np.uint8).reshape(6, 2)
+    sd.to_split_dataset(data, url, block_shape=(3, 2))
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="never replaced on an object store"):
+            sd.to_split_dataset(data + 1, url, block_shape=(2, 2), overwrite=overwrite)
+    np.testing.assert_array_equal(sd.SplitDataset(url)[...], data)
+    assert _names(url) == ["0000.h5", "0001.h5", "stack_metadata.json"]
+
+
+def test_other_files_at_the_url_are_never_touched(tmp_path):
+    url = _memory_url("other")
+    fsspec.filesystem("memory").pipe(url.removeprefix("memory://") + "/notes.txt", b"mine")
+    with pytest.raises(FileExistsError, match=r"not a split dataset \(notes\.txt\)"):
+        sd.to_split_dataset(np.zeros((2, 2)), url)
+    assert _names(url) == ["notes.txt"]
+
+
+def test_a_failed_write_leaves_nothing_and_a_killed_one_is_cleared_by_the_next(tmp_path):
+    url = _memory_url("failed")
+
+    def explode(block):
+        if block[0, 0] == 16:
+            raise RuntimeError("source failed")
+        return block
+
+    import dask.array as da
+
+    source = da.from_array(np.arange(24).reshape(6, 4), chunks=(2, 4)).map_blocks(explode)
+    with pytest.raises(RuntimeError, match="source failed"):
+        sd.to_split_dataset(source, url)
+    assert _names(url) == []
+    # What a killed write leaves: its marker and some blocks, no metadata.
+    fs = fsspec.filesystem("memory")
+    base = url.removeprefix("memory://")
+    fs.pipe(f"{base}/.splitds-writing", b"{}")
+    fs.pipe(f"{base}/0000.h5", b"partial")
+    with pytest.raises(sd.NotASplitDatasetError):
+        sd.SplitDataset(url)
+    data = np.arange(8, dtype=np.int16).reshape(4, 2)
+    np.testing.assert_array_equal(sd.to_split_dataset(data, url, block_shape=(2, 2))[...], data)
+    assert _names(url) == ["0000.h5", "0001.h5", "stack_metadata.json"]
+
+
+def test_storage_options_for_a_local_folder_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="storage_options are for URLs"):
+        sd.to_split_dataset(np.zeros((2, 2)), tmp_path / "d", storage_options={"anon": True})

@@ -28,6 +28,7 @@ __all__ = [
     "default_axis_order",
     "find_metadata_file",
     "is_split_dataset",
+    "metadata_json_bytes",
     "original_metadata_dict",
     "parse_metadata",
     "parse_metadata_json",
@@ -434,5 +435,10 @@ def write_metadata_json(
     folder = Path(folder)
     target = folder / name
     with atomic_file(target, durable=True) as tmp:
-        tmp.write_text(json.dumps(dict(metadata)), encoding="utf-8")
+        tmp.write_bytes(metadata_json_bytes(metadata))
     return target
+
+
+def metadata_json_bytes(metadata: Mapping[str, Any]) -> bytes:
+    """The text of a metadata json file holding ``metadata``, as every writer here writes it."""
+    return json.dumps(dict(metadata)).encode("utf-8")

@@ -37,6 +37,8 @@ __all__ = ["RemoteSplitDataset"]
 def _metadata_name(folder: RemoteFolder, listing: dict[str, int] | None) -> str:
     if listing is None or METADATA_NAME in listing:
         return METADATA_NAME
+    if not listing:
+        raise NotASplitDatasetError(f"{folder.url}: no such folder (no files are there)")
     found = sorted(n for n in listing if n.endswith(METADATA_NAME))
     if found:
         return found[0]

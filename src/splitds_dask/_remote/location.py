@@ -95,13 +95,18 @@ class RemoteFolder:
             self._fs_root = self._fs_root.rstrip("/")
         return self._fs
 
+    @property
+    def root_path(self) -> str:
+        """The folder's path on its filesystem."""
+        self.filesystem  # noqa: B018 - sets _fs_root
+        return self._fs_root
+
     def path(self, name: str) -> str:
         """The filesystem path of the file ``name`` in this folder."""
         if not _PLAIN_NAME.match(name):
             # Names come from the store's listing or the metadata: never a way out of the folder.
             raise NotASplitDatasetError(f"{self.url}: {name!r} is not a file name in the folder")
-        self.filesystem  # noqa: B018 - sets _fs_root
-        return f"{self._fs_root}/{name}"
+        return f"{self.root_path}/{name}"
 
     def file_url(self, name: str) -> str:
         """The URL of the file ``name`` in this folder (what errors name)."""
@@ -119,7 +124,9 @@ class RemoteFolder:
             return None  # an HTTP "listing" is whatever links a page holds, not the folder
         try:
             entries = fs.ls(self._fs_root, detail=True)
-        except (FileNotFoundError, NotImplementedError):
+        except FileNotFoundError:
+            return {}  # no such folder: nothing there (object stores have no empty folders)
+        except NotImplementedError:
             return None
         return {
             str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)

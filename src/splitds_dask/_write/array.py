@@ -31,6 +31,7 @@ from splitds_dask._format.metadata import (
     write_metadata_json,
 )
 from splitds_dask._format.physical import add_physical_metadata, writer_physical_options
+from splitds_dask._remote.location import is_url
 from splitds_dask._storage.atomic import (
     check_replaceable,
     discard,
@@ -81,11 +82,18 @@ class _BlockFileTarget:
         if tuple(region) != self.grid.owned_slices(block):
             raise ValueError(f"store region {region} is not exactly block {block}")
         index = self.grid.cartesian_to_linear(block)
-        path = self.folder / block_file_name(index, self.grid.n_blocks)
+        self.write(block_file_name(index, self.grid.n_blocks), np.asarray(value))
+
+    def write(self, name: str, value: np.ndarray) -> None:
+        """Write ``value`` as the block file ``name``."""
+        self.write_file(self.folder / name, value)
+
+    def write_file(self, path: Path, value: np.ndarray) -> None:
+        """Write ``value`` as a block file at ``path``."""
         with system_errors(path):  # a full disk stays an OSError with its errno
             write_block(
                 path,
-                np.asarray(value),
+                value,
                 key=self.key,
                 compression=self.compression,
                 compression_level=self.compression_level,
@@ -248,6 +256,7 @@ def to_split_dataset(
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     durable: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> SplitDataset: ...
 
 
@@ -269,6 +278,7 @@ def to_split_dataset(
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     durable: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> Delayed: ...
 
 
@@ -290,6 +300,7 @@ def to_split_dataset(
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     durable: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> SplitDataset | Delayed: ...
 
 
@@ -310,6 +321,7 @@ def to_split_dataset(
     units: Sequence[str | None] | None = None,
     time_step: float | None = None,
     durable: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> SplitDataset | Delayed:
     """Write an array as a split dataset, one block file per block, with ``dask.array.store``.
 
@@ -319,7 +331,11 @@ def to_split_dataset(
         A numpy array, dask array, :class:`SplitDataset` or any object with ``shape``, ``dtype``
         and numpy-style slicing.
     path : str or Path
-        The dataset folder to create.
+        The dataset folder to create, or its URL on a store fsspec writes (``s3://``,
+        ``gs://``...): each block is then built in a temporary file and uploaded, and the
+        metadata uploaded last, so that no reader sees the dataset before it is complete. An
+        existing dataset at a URL is never replaced (object stores cannot swap a folder in one
+        step); the files a killed write left there are removed by the next write.
     block_shape : int or sequence of int or None, optional
         Block shape; may be partial (missing or ``None`` entries take the whole axis, an int
         splits axis 0 only). Default: ``data.shape_block`` when ``data`` has one, a dask array's
@@ -353,6 +369,8 @@ def to_split_dataset(
         these options, ``time_step``, ``resolution`` or ``axis_order`` is given.
     time_step : float, optional
         Seconds between time points: the scale of the ``t`` axis, with unit ``"second"``.
+    storage_options : dict, optional
+        For a URL: the options of its fsspec filesystem (credentials, ``endpoint_url``...).
 
     Returns
     -------
@@ -364,8 +382,9 @@ def to_split_dataset(
         A ``BlockingIOError``: another writer (a :class:`SplitDatasetWriter`, a conversion...)
         is writing ``path``; nothing was changed.
     FileExistsError
-        ``path`` holds a split dataset and ``overwrite`` is false, something that is not a split
-        dataset, or a symbolic link (pass the path it names).
+        ``path`` holds a split dataset and ``overwrite`` is false (at a URL: any split
+        dataset), something that is not a split dataset, or a symbolic link (pass the path it
+        names).
     ValueError, TypeError
         An option is invalid (compression name or level, block shape, data key...).
     """
@@ -382,6 +401,21 @@ def to_split_dataset(
         "time_step": time_step,
         "durable": durable,
     }
+    if is_url(path):
+        from splitds_dask._remote.write import write_remote
+
+        del options["overwrite"], options["durable"]
+        prepared = prepare_write(data, block_shape, deferred=not compute, **options)
+        return write_remote(
+            prepared,
+            os.fspath(path),
+            storage_options=storage_options,
+            compression=compression,
+            compression_level=compression_level,
+            compute=compute,
+        )
+    if storage_options is not None:
+        raise ValueError(f"{path}: storage_options are for URLs (s3://...), not local folders")
     path = Path(os.path.abspath(path))
     # Refused at once, without a trace (the lock file would touch the parent folder); checked
     # again below, under the lock.
@@ -397,6 +431,66 @@ def to_split_dataset(
             discard(plan.staging, plan.path)
             raise
     return result
+
+
+class PreparedWrite(NamedTuple):
+    """A write's array, checked, and what its files will hold."""
+
+    array: da.Array
+    """The data, chunked by block."""
+    grid: BlockGrid
+    dtype: np.dtype
+    key: str
+    """The name of the array in each block file."""
+    metadata: dict[str, Any]
+    """The ``stack_metadata.json`` keys."""
+
+
+def prepare_write(
+    data: Any,
+    block_shape: int | Sequence[int | None] | None,
+    *,
+    deferred: bool,
+    compression: str | None,
+    compression_level: int | None,
+    resolution: Sequence[float] | None,
+    axis_order: str | None,
+    data_key: str | None,
+    axes: Sequence[str] | None,
+    scale: Sequence[float | None] | None,
+    units: Sequence[str | None] | None,
+    time_step: float | None,
+) -> PreparedWrite:
+    """Check a write's options and data (those of :func:`to_split_dataset`) and chunk the data
+    by block; ``deferred`` copies a numpy input into the graph."""
+    check_compression(compression, compression_level)
+    data_key = check_data_key(data_key)
+    block_shape = check_block_shape(block_shape)
+    if not hasattr(data, "shape"):
+        data = np.asarray(data)  # nested lists and other array-likes without a shape
+    if block_shape is None:
+        block_shape = _source_block_shape(data)
+    shape = tuple(int(n) for n in data.shape)
+    if not shape:
+        raise ValueError("cannot write a 0-d array as a split dataset")
+    grid = BlockGrid.from_spec(shape, block_shape)
+    array = _as_dask(data, grid, snapshot=deferred)
+    # np.dtype(): dask's array-expr map_blocks may report the scalar type it was given.
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biufc":
+        raise TypeError(f"cannot write {dtype} data to a split dataset")
+    physical = writer_physical_options(
+        data,
+        grid.ndim,
+        axes=axes,
+        scale=scale,
+        units=units,
+        time_step=time_step,
+        resolution=resolution,
+        axis_order=axis_order,
+    )
+    metadata = _dataset_metadata(grid, physical, resolution=resolution, axis_order=axis_order)
+    return PreparedWrite(array, grid, dtype, data_key or f"stack_{grid.ndim}D", metadata)
 
 
 class StorePlan(NamedTuple):
@@ -437,41 +531,30 @@ def plan_split_dataset(
     """
     # Absolute: the tasks may run after a chdir, or in worker processes started elsewhere.
     path = Path(os.path.abspath(path))
-    check_compression(compression, compression_level)
-    data_key = check_data_key(data_key)
-    block_shape = check_block_shape(block_shape)
-    if not hasattr(data, "shape"):
-        data = np.asarray(data)  # nested lists and other array-likes without a shape
-    if block_shape is None:
-        block_shape = _source_block_shape(data)
-    shape = tuple(int(n) for n in data.shape)
-    if not shape:
-        raise ValueError("cannot write a 0-d array as a split dataset")
-    grid = BlockGrid.from_spec(shape, block_shape)
-    array = _as_dask(data, grid, snapshot=deferred)
-    # np.dtype(): dask's array-expr map_blocks may report the scalar type it was given.
-    dtype = np.dtype(array.dtype)
-    if dtype.kind not in "biufc":
-        raise TypeError(f"cannot write {dtype} data to a split dataset")
-    physical = writer_physical_options(
+    prepared = prepare_write(
         data,
-        grid.ndim,
+        block_shape,
+        deferred=deferred,
+        compression=compression,
+        compression_level=compression_level,
+        resolution=resolution,
+        axis_order=axis_order,
+        data_key=data_key,
         axes=axes,
         scale=scale,
         units=units,
         time_step=time_step,
-        resolution=resolution,
-        axis_order=axis_order,
     )
+    array, grid, dtype = prepared.array, prepared.grid, prepared.dtype
     staging = _make_staging(path, overwrite=overwrite)
     target = _BlockFileTarget(
         staging,
         grid,
-        key=data_key or f"stack_{grid.ndim}D",
+        key=prepared.key,
         compression=compression,
         compression_level=compression_level,
     )
-    metadata = _dataset_metadata(grid, physical, resolution=resolution, axis_order=axis_order)
+    metadata = prepared.metadata
     try:
         if array.size == 0:
             _write_empty_blocks(target, dtype)

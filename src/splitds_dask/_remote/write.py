@@ -1,0 +1,142 @@
+"""Writing a split dataset to a store that fsspec writes (S3, GCS, a local ``file://`` URL).
+
+Each store task writes its block file to a local temporary file and uploads it, so blocks are
+built and uploaded in parallel, as many at a time as dask runs tasks. The metadata file is
+uploaded last, as one object: a reader, which opens a dataset by its metadata, never sees one
+before all its blocks are there.
+
+Object stores cannot rename a folder, so a dataset cannot be swapped for another in one step.
+An existing dataset is therefore never replaced, ``overwrite`` or not (a reader that opened it
+could read a mix of old and new blocks, and a crash would leave neither): write to a new URL, or
+remove the old dataset first. What a write leaves when it is killed is recognised by the marker
+it uploads first (:data:`WRITING_MARKER`): blocks without metadata, which no reader opens as a
+dataset, and which the next write to that URL removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dask
+import numpy as np
+
+from splitds_dask._daskmodes import store_chunks
+from splitds_dask._format.metadata import METADATA_NAME, metadata_json_bytes
+from splitds_dask._remote.location import RemoteFolder
+from splitds_dask._write.array import (
+    PreparedWrite,
+    _BlockFileTarget,
+    _write_empty_blocks,
+    block_file_name,
+)
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
+    from splitds_dask._dataset import SplitDataset
+
+__all__ = ["WRITING_MARKER", "check_remote_target", "write_remote"]
+
+#: Uploaded before the first block and removed after the metadata: a folder holding it and no
+#: metadata is what a killed write left.
+WRITING_MARKER = ".splitds-writing"
+
+
+class _UploadingTarget(_BlockFileTarget):
+    """A ``store`` target that writes each block to a temporary file and uploads it."""
+
+    def __init__(self, folder: RemoteFolder, prepared: PreparedWrite, **options: Any) -> None:
+        super().__init__(Path(), prepared.grid, key=prepared.key, **options)
+        self.remote = folder
+
+    def write(self, name: str, value: np.ndarray) -> None:
+        with tempfile.TemporaryDirectory(prefix="splitds-upload-") as scratch:
+            local = Path(scratch) / name
+            self.write_file(local, value)
+            self.remote.filesystem.put_file(os.fspath(local), self.remote.path(name))
+
+
+def check_remote_target(folder: RemoteFolder) -> list[str]:
+    """Refuse to write where a dataset or other files are; the leftovers of a killed write
+    (to remove before writing), else nothing.
+
+    Raises
+    ------
+    FileExistsError
+        The folder holds a split dataset, or files that are not a killed write's.
+    ValueError
+        The store cannot list (plain HTTP), so nothing can be written there safely.
+    """
+    listing = folder.listing()
+    if listing is None:
+        raise ValueError(f"{folder.url}: cannot write here (the store cannot list its files)")
+    if any(name.endswith(METADATA_NAME) for name in listing):
+        raise FileExistsError(
+            f"{folder.url}: holds a split dataset, which is never replaced on an object store "
+            "(it cannot be swapped in one step, so readers could see a mix of old and new blocks "
+            "and a crash would leave neither); remove it first, or write to another URL"
+        )
+    if listing and WRITING_MARKER not in listing:
+        shown = ", ".join(sorted(listing)[:3]) + (", ..." if len(listing) > 3 else "")
+        raise FileExistsError(f"{folder.url}: holds files that are not a split dataset ({shown})")
+    return sorted(listing)
+
+
+def _publish(_stored: Any, folder: RemoteFolder, metadata: dict[str, Any]) -> RemoteFolder:
+    fs = folder.filesystem
+    fs.pipe_file(folder.path(METADATA_NAME), metadata_json_bytes(metadata))
+    fs.rm_file(folder.path(WRITING_MARKER))
+    return folder
+
+
+def _open_published(folder: RemoteFolder) -> SplitDataset:
+    from splitds_dask._dataset import SplitDataset
+
+    return SplitDataset(folder.url, storage_options=folder.options)
+
+
+def _remove(folder: RemoteFolder, names: list[str]) -> None:
+    if names:
+        folder.filesystem.rm([folder.path(n) for n in names])
+
+
+def write_remote(
+    prepared: PreparedWrite,
+    url: str,
+    *,
+    storage_options: dict[str, Any] | None,
+    compression: str | None,
+    compression_level: int | None,
+    compute: bool,
+) -> SplitDataset | Delayed:
+    """Write ``prepared`` as a split dataset at ``url`` (see :func:`to_split_dataset`)."""
+    folder = RemoteFolder(url, storage_options)
+    leftovers = check_remote_target(folder)
+    _remove(folder, [n for n in leftovers if n != WRITING_MARKER])
+    folder.filesystem.makedirs(folder.root_path, exist_ok=True)  # for stores with folders
+    folder.filesystem.pipe_file(
+        folder.path(WRITING_MARKER), json.dumps({"blocks": prepared.grid.n_blocks}).encode()
+    )
+    target = _UploadingTarget(
+        folder, prepared, compression=compression, compression_level=compression_level
+    )
+    try:
+        if prepared.array.size == 0:
+            _write_empty_blocks(target, prepared.dtype)
+        stored = store_chunks(prepared.array, target)
+        published = dask.delayed(_publish, pure=False)(stored, folder, prepared.metadata)
+        result = dask.delayed(_open_published, pure=False)(published)
+        if not compute:
+            return result
+        opened: SplitDataset = result.compute()
+    except BaseException:
+        n = prepared.grid.n_blocks
+        written = set(folder.listing() or ())
+        ours = [block_file_name(i, n) for i in range(n)] + [WRITING_MARKER]
+        _remove(folder, [name for name in ours if name in written])
+        raise
+    return opened
