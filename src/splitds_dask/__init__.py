@@ -16,6 +16,7 @@ from splitds_dask._errors import (
     FormatError,
     MetadataError,
     NotASplitDatasetError,
+    NotReferenceableError,
     OutsideFolderError,
     SplitDatasetError,
     WriterLockedError,
@@ -27,6 +28,7 @@ from splitds_dask._integrations.cluster import (
     local_cluster,
     worker_environment,
 )
+from splitds_dask._integrations.kerchunk import kerchunk_references
 from splitds_dask._verify import Problem, verify
 from splitds_dask._write.array import to_split_dataset
 from splitds_dask._write.stream import SplitDatasetWriter
@@ -42,6 +44,7 @@ __all__ = [
     "IncompleteDatasetWarning",
     "MetadataError",
     "NotASplitDatasetError",
+    "NotReferenceableError",
     "OutsideFolderError",
     "PhysicalMetadata",
     "Problem",
@@ -53,6 +56,7 @@ __all__ = [
     "physical_metadata_kwargs",
     "connect",
     "distributed_config",
+    "kerchunk_references",
     "local_cluster",
     "save_to_split_dataset",
     "to_split_dataset",

@@ -17,6 +17,7 @@ __all__ = [
     "FormatError",
     "MetadataError",
     "NotASplitDatasetError",
+    "NotReferenceableError",
     "OutsideFolderError",
     "SplitDatasetError",
     "WriterLockedError",
@@ -64,6 +65,24 @@ class BlockIndexError(IndexError, SplitDatasetError):
 class FormatError(SplitDatasetError):
     """A file in another format (``.npy``, TIFF, HDF5, zarr, OME-Zarr, PNG) is missing,
     unreadable, or cannot hold the data: raised by the conversions of the command line."""
+
+
+class NotReferenceableError(SplitDatasetError):
+    """The dataset's layout cannot be described by Zarr chunk references (kerchunk).
+
+    Raised by :func:`~splitds_dask.kerchunk_references` for block files whose HDF5 chunks do
+    not form one regular grid over the whole array, or whose bytes a Zarr reader cannot decode
+    with one codec (another filter, a byte-swapped type, a chunk stored without Blosc...).
+
+    Attributes
+    ----------
+    path : str
+        The block file (or the dataset folder) the layout fails in.
+    """
+
+    def __init__(self, message: str, *, path: object) -> None:
+        super().__init__(message)
+        self.path = str(path)
 
 
 class OutsideFolderError(BlockError):
