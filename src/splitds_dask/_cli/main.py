@@ -6,12 +6,13 @@
 - ``splitds project`` writes the mean, max, min or std along an axis as ``.npy``, TIFF or PNG;
 - ``splitds verify`` checks every block file (see :func:`~splitds_dask.verify`);
 - ``splitds seal`` records checksums for block files written by other programs;
+- ``splitds refs`` writes kerchunk references: the dataset as a virtual Zarr store;
 - ``splitds demo`` writes a synthetic calcium-imaging movie, averages it and saves a PNG.
 
 Each command is one module (:mod:`~splitds_dask._cli.info`, ...) with an ``add_parser``
 function (its arguments) and a ``run`` function (what it does), registered in ``_COMMANDS``.
 Every command that computes (convert, project, verify, demo) takes ``--scheduler`` (see
-:mod:`splitds_dask._cli.schedulers`); info and seal take none rather than ignore one.
+:mod:`splitds_dask._cli.schedulers`); info, seal and refs take none rather than ignore one.
 
 Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
@@ -29,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from splitds_dask._cli import convert, demo, info, project, seal, verify
+from splitds_dask._cli import convert, demo, info, project, refs, seal, verify
 from splitds_dask._cli.arguments import Commands
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.messages import DEBUG_VARIABLE, PROG, UsageError, one_line
@@ -48,6 +49,7 @@ _COMMANDS = {
     "info": _Command(info.add_parser, info.run),
     "verify": _Command(verify.add_parser, verify.run),
     "seal": _Command(seal.add_parser, seal.run),
+    "refs": _Command(refs.add_parser, refs.run),
     "convert": _Command(convert.add_parser, convert.run),
     "project": _Command(project.add_parser, project.run),
     "demo": _Command(demo.add_parser, demo.run),
