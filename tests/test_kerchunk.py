@@ -440,6 +440,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str | No
 
 
 def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> None:
+    pytest.importorskip("aiohttp")  # fsspec's HTTP file system
     base, folder, requests = served
     data = (np.arange(6 * 8 * 8) % 97).astype(np.uint16).reshape(6, 8, 8)
     ds = sd.to_split_dataset(data, folder / "movie", block_shape=(2, 8, 8))
