@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     entries = refs["refs"]
     meta = next(key for key in entries if key.endswith("/.zarray"))
     zarray = json.loads(entries[meta])
-    chunks = sum(1 for key in entries if not key.rpartition("/")[2].startswith("."))
+    chunks = sum(1 for value in entries.values() if isinstance(value, list))
     print(
         f"{args.out}: {chunks} chunk references into {ds.grid.n_blocks} block file(s): array "
         f"'{meta.rpartition('/')[0]}' {tuple(zarray['shape'])} {zarray['dtype']} in chunks of "

@@ -32,6 +32,7 @@ bytes (that would read the whole dataset): ``splitds verify`` does.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -102,8 +103,11 @@ def kerchunk_references(
     -------
     dict
         ``{"version": 1, "refs": {...}}``: ``.zgroup``, ``<name>/.zarray`` and
-        ``<name>/.zattrs`` (``_ARRAY_DIMENSIONS``: the dataset's axis names) as JSON text, and
-        one ``[url, offset, length]`` per stored chunk. ``json.dump`` it to a file.
+        ``<name>/.zattrs`` (``_ARRAY_DIMENSIONS``: the dataset's axis names) as JSON text,
+        one ``[url, offset, length]`` per stored chunk, and one coordinate array per axis
+        (element index times spacing, with its ``units``, as
+        :meth:`~splitds_dask.SplitDataset.to_xarray` gives), stored inline. ``json.dump`` it
+        to a file.
 
     Raises
     ------
@@ -119,8 +123,8 @@ def kerchunk_references(
     --------
     >>> import json, splitds_dask as sd
     >>> refs = sd.kerchunk_references("experiment/original")  # 30 x 4 x 64 x 64, 3 blocks
-    >>> list(refs["refs"])  # doctest: +NORMALIZE_WHITESPACE
-    ['.zgroup', 'original/.zarray', 'original/.zattrs',
+    >>> [key for key in refs["refs"] if key.startswith("original/")]  # doctest: +NORMALIZE_WHITESPACE
+    ['original/.zarray', 'original/.zattrs',
      'original/0.0.0.0', 'original/1.0.0.0', 'original/2.0.0.0']
     >>> json.loads(refs["refs"]["original/.zarray"])["chunks"]
     [10, 4, 64, 64]
@@ -154,7 +158,39 @@ def kerchunk_references(
         f"{var}/.zattrs": json.dumps({"_ARRAY_DIMENSIONS": list(ds.axes)}),
     }
     refs.update(sorted(chunks.items(), key=lambda item: _chunk_order(item[0])))
+    refs.update(_coordinates(ds))
     return {"version": KERCHUNK_VERSION, "refs": refs}
+
+
+def _coordinates(ds: SplitDataset) -> dict[str, str]:
+    """One coordinate array per axis, as :meth:`SplitDataset.to_xarray` gives: element index
+    times spacing, with the unit as ``units``; its few bytes are stored in the references.
+
+    An axis whose name cannot name a Zarr array (``/`` in it, or a leading ``.``) gets none.
+    """
+    refs: dict[str, str] = {}
+    for axis, n, step, unit in zip(ds.axes, ds.shape, ds.scale, ds.units, strict=True):
+        if "/" in axis or axis.startswith("."):
+            continue
+        zarray = {
+            "zarr_format": 2,
+            "shape": [n],
+            "chunks": [max(n, 1)],
+            "dtype": "<f8",
+            "compressor": None,
+            "fill_value": None,
+            "order": "C",
+            "filters": None,
+        }
+        attrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": [axis]}
+        if unit is not None:
+            attrs["units"] = unit
+        refs[f"{axis}/.zarray"] = json.dumps(zarray)
+        refs[f"{axis}/.zattrs"] = json.dumps(attrs)
+        if n:
+            values = np.arange(n, dtype="<f8") * step
+            refs[f"{axis}/0"] = "base64:" + base64.b64encode(values.tobytes()).decode("ascii")
+    return refs
 
 
 def _chunk_order(key: str) -> tuple[int, ...]:
