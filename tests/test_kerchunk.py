@@ -346,6 +346,17 @@ def test_a_non_zero_fill_value_is_zarrs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(variable.values[0], data[0])
 
 
+def test_block_files_with_other_fill_values_are_refused(tmp_path: Path) -> None:
+    data = _compressible((2, 16, 32), "int16")
+    _write_sparse(tmp_path / "ds", data, [slice(0, 1)], fillvalue=3)
+    with h5py.File(tmp_path / "ds" / "0001.h5", "w") as f:
+        f.create_dataset("stack_3D", data=data, chunks=(1, 16, 32), **BLOSC)
+    (tmp_path / "ds" / "stack_metadata.json").write_text(
+        json.dumps({"shape_full": [4, 16, 32], "shape_block": [2, 16, 32]})
+    )
+    _refused(tmp_path / "ds", "0001.h5", "fill value 0, but 0000.h5 has 3")
+
+
 @pytest.mark.subprocess
 def test_reading_needs_no_h5py(tmp_path: Path) -> None:
     """A process in which h5py cannot be imported reads the array through the references."""

@@ -67,7 +67,8 @@ class _Layout(NamedTuple):
 
     chunk_shape: tuple[int, ...]
     options: BloscOptions
-    fill_value: Any
+    fill_value: Any  # as .zarray writes it
+    fill_text: str  # as HDF5 holds it, for messages
     first: Path  # the block file they were taken from, for messages
 
 
@@ -298,9 +299,13 @@ def _layout_of(ds: SplitDataset, dset: h5py.Dataset, path: Path, layout: _Layout
                 f"HDF5 chunks {chunk_shape} do not tile blocks {grid.block_shape}: along axis "
                 f"{axis} blocks of {b} are not a multiple of chunks of {c}",
             )
-    if layout is not None:
-        return layout
-    return _Layout(chunk_shape, options, _fill_value(dset, ds.dtype), path)
+    fill_value = _fill_value(dset, ds.dtype)
+    fill_text = str(np.asarray(dset.fillvalue).reshape(()).item())
+    if layout is None:
+        return _Layout(chunk_shape, options, fill_value, fill_text, path)
+    if fill_value != layout.fill_value:  # what their unwritten chunks read as
+        _refuse(path, f"fill value {fill_text}, but {layout.first.name} has {layout.fill_text}")
+    return layout
 
 
 def _blosc_options(dset: h5py.Dataset) -> BloscOptions:
