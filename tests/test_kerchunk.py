@@ -487,6 +487,15 @@ def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> N
     # Remote block files: the reference file system's targets must be asynchronous too.
     remote = {"remote_protocol": "http", "remote_options": {"asynchronous": True}}
     np.testing.assert_array_equal(read_zarr(refs, "movie", **remote), data)
+    refs_file = _write_refs(tmp_path, refs)
+    with xr.open_dataset(
+        "reference://",
+        engine="zarr",
+        backend_kwargs={"consolidated": False, "storage_options": {"fo": str(refs_file), **remote}},
+    ) as dataset:
+        np.testing.assert_array_equal(dataset["movie"].values, data)
+    requests.clear()
+    np.testing.assert_array_equal(read_zarr(refs, "movie", **remote), data)
     # One ranged request per chunk, for exactly its bytes: nothing else was fetched.
     ranges = sorted(r for _, r in requests)
     assert ranges == sorted(f"bytes={off}-{off + n - 1}" for _, off, n in chunk_refs)

@@ -95,7 +95,10 @@ def kerchunk_references(
     url : str, optional
         Where the block files will be read from: the references name ``<url>/<file name>``
         (e.g. ``"s3://bucket/experiment/original"``). Default: the absolute path of the
-        dataset folder on this machine.
+        dataset folder on this machine. Readers of remote files pass ``"remote_protocol":
+        "s3"`` (or ``"http"``...) and ``"remote_options": {"asynchronous": True}`` in the
+        ``storage_options`` beside ``"fo"``: zarr's store is asynchronous, and fsspec's
+        reference file system wants its targets alike.
     name : str, optional
         The array's name in the group (xarray's variable name). Default: the folder's name, as
         :meth:`~splitds_dask.SplitDataset.to_xarray` names it.
