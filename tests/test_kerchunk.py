@@ -450,6 +450,12 @@ class _RangeHandler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _range_length(header: str | None) -> int:
+    assert header is not None, "a whole file was fetched"
+    start, _, stop = header.removeprefix("bytes=").partition("-")
+    return int(stop) + 1 - int(start)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str | None]]]]:
     """A folder served over HTTP on 127.0.0.1: (base URL, folder, the requests made)."""
@@ -499,6 +505,36 @@ def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> N
     # One ranged request per chunk, for exactly its bytes: nothing else was fetched.
     ranges = sorted(r for _, r in requests)
     assert ranges == sorted(f"bytes={off}-{off + n - 1}" for _, off, n in chunk_refs)
+
+
+def test_references_of_a_dataset_opened_at_a_url(tmp_path: Path, served: Any) -> None:
+    """Built from the chunk indexes alone, read over HTTP: the references name the same URLs."""
+    pytest.importorskip("aiohttp")
+    base, folder, requests = served
+    # Blocks of 4 MiB in 1 MiB chunks of random values (stored as they are).
+    data = np.random.default_rng(1).integers(0, 1 << 16, (6, 1024, 2048), dtype=np.uint16)
+    sd.to_split_dataset(data, folder / "movie", block_shape=(2, 1024, 2048))
+    remote = sd.SplitDataset(f"{base}/movie")
+    requests.clear()
+    refs = sd.kerchunk_references(remote)
+    chunk_refs = [ref for ref in refs["refs"].values() if isinstance(ref, list)]
+    assert len(chunk_refs) == 3 * 8
+    assert {ref[0] for ref in chunk_refs} == {f"{base}/movie/000{i}.h5" for i in range(3)}
+    # Built from the files' indexes: a small part of the chunks' bytes was fetched.
+    fetched = sum(_range_length(r) for _, r in requests)
+    stored = sum(n for _, _, n in chunk_refs)
+    assert fetched < stored / 4, (fetched, stored)
+    options = {"remote_protocol": "http", "remote_options": {"asynchronous": True}}
+    np.testing.assert_array_equal(read_zarr(refs, "movie", **options), data)
+
+
+def test_references_of_a_dataset_opened_at_a_file_url(tmp_path: Path) -> None:
+    data = (np.arange(4 * 3 * 8) % 13).astype(np.float32).reshape(4, 3, 8)
+    sd.to_split_dataset(data, tmp_path / "movie", block_shape=(1, 3, 8))
+    url = (tmp_path / "movie").as_uri()
+    refs = sd.kerchunk_references(sd.SplitDataset(url), name="v")
+    assert refs["refs"]["v/3.0.0"][0] == f"{url}/0003.h5"
+    _check_reads(tmp_path, refs, "v", data, ("z", "y", "x"))
 
 
 # --- what one chunk grid cannot express ---------------------------------------------------------

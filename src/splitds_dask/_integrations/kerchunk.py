@@ -36,7 +36,8 @@ import base64
 import json
 import math
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, NoReturn
 
 import h5py
@@ -45,6 +46,7 @@ from numcodecs import blosc
 
 from splitds_dask._dataset import SplitDataset
 from splitds_dask._errors import BlockError, NotReferenceableError, damaged_block
+from splitds_dask._remote.block_file import open_remote_block
 from splitds_dask._storage.block_file import checked_dataset, open_block, stored_dtype
 from splitds_dask._storage.blosc import (
     BLOSC_FILTER,
@@ -69,7 +71,7 @@ class _Layout(NamedTuple):
     options: BloscOptions
     fill_value: Any  # as .zarray writes it
     fill_text: str  # as HDF5 holds it, for messages
-    first: Path  # the block file they were taken from, for messages
+    first: str  # the name of the block file they were taken from, for messages
 
 
 def kerchunk_references(
@@ -139,22 +141,22 @@ def kerchunk_references(
     ...     json.dump(refs, f)
     """
     ds = dataset if isinstance(dataset, SplitDataset) else SplitDataset(dataset)
-    folder = os.path.abspath(ds.root)
-    var = _variable_name(ds, name)
-    base = _base_url(folder, url)
+    source = _Source.of(ds)
+    var = _variable_name(ds, source.folder, name)
+    base = _base_url(source.folder, url)
     grid = ds.grid
     if any(grid.padding):
         raise NotReferenceableError(
-            f"{folder}: blocks overlap (padding {grid.padding}), which one Zarr chunk grid "
-            "cannot express",
-            path=folder,
+            f"{source.folder}: blocks overlap (padding {grid.padding}), which one Zarr chunk "
+            "grid cannot express",
+            path=source.folder,
         )
     layout: _Layout | None = None
     chunks: dict[str, list[Any]] = {}
     for index, block in enumerate(grid.blocks()):
         file_name = ds.block_names[index]
-        path = Path(folder) / file_name
-        layout = _block_chunks(ds, block, path, f"{base}/{file_name}", layout, var, chunks)
+        target = f"{base}/{file_name}"
+        layout = _block_chunks(ds, source, block, file_name, target, layout, var, chunks)
     assert layout is not None  # a grid has at least one block
     refs: dict[str, Any] = {
         ".zgroup": json.dumps({"zarr_format": 2}),
@@ -201,8 +203,44 @@ def _chunk_order(key: str) -> tuple[int, ...]:
     return tuple(int(i) for i in key.rpartition("/")[2].split("."))
 
 
-def _variable_name(ds: SplitDataset, name: str | None) -> str:
-    var = Path(os.path.abspath(ds.root)).name if name is None else name
+class _Source(NamedTuple):
+    """Where the block files are read from: a local folder, or a URL the dataset was opened at."""
+
+    folder: str  # the absolute path or the URL
+    where: Callable[[str], str]  # a block file's path or URL, for messages
+    open: Callable[[str, tuple[int, ...]], AbstractContextManager[h5py.File]]
+
+    @classmethod
+    def of(cls, ds: SplitDataset) -> _Source:
+        from splitds_dask._remote.dataset import RemoteSplitDataset
+
+        if isinstance(ds, RemoteSplitDataset):
+            remote = ds._remote
+
+            @contextmanager
+            def open_remote(name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
+                with open_remote_block(remote, name, block=block) as f:
+                    yield f
+
+            return cls(remote.url, remote.file_url, open_remote)
+        folder = os.path.abspath(ds.root)
+
+        @contextmanager
+        def open_local(name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
+            path = os.path.join(folder, name)
+            check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
+            with open_block(path, block=block) as f:
+                yield f
+
+        return cls(folder, lambda name: os.path.join(folder, name), open_local)
+
+
+def _variable_name(ds: SplitDataset, folder: str, name: str | None) -> str:
+    var = (
+        folder.rstrip("/" + os.sep).replace(os.sep, "/").rpartition("/")[2]
+        if name is None
+        else name
+    )
     if not var or "/" in var or var.startswith(".") or var in ds.axes:
         raise ValueError(
             f"{var!r} cannot name the array: it must be non-empty, without '/', not start with "
@@ -221,16 +259,17 @@ def _base_url(folder: str, url: str | None) -> str:
 
 def _block_chunks(
     ds: SplitDataset,
+    source: _Source,
     block: tuple[int, ...],
-    path: Path,
+    name: str,
     target: str,
     layout: _Layout | None,
     var: str,
     out: dict[str, list[Any]],
 ) -> _Layout:
     """Add the references of one block file's chunks to ``out``; return the layout it shares."""
-    check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
-    with damaged_block(path, block), open_block(path, block=block) as f:
+    path = source.where(name)
+    with damaged_block(path, block), source.open(name, block) as f:
         checked = checked_dataset(
             f, ds.data_key, path=path, block=block, allow_external=ds.allow_external
         )
@@ -252,7 +291,7 @@ def _block_chunks(
     return here
 
 
-def _refuse(path: Path, reason: str) -> NoReturn:
+def _refuse(path: str, reason: str) -> NoReturn:
     raise NotReferenceableError(f"{path}: cannot be referenced as Zarr chunks: {reason}", path=path)
 
 
@@ -266,7 +305,7 @@ def _filter_names(dset: h5py.Dataset) -> str:
     return " + ".join(names)
 
 
-def _layout_of(ds: SplitDataset, dset: h5py.Dataset, path: Path, layout: _Layout | None) -> _Layout:
+def _layout_of(ds: SplitDataset, dset: h5py.Dataset, path: str, layout: _Layout | None) -> _Layout:
     """The chunk shape, codec and fill value of one block file's array, checked against the
     dataset's geometry and the layout of the files before it."""
     if dset.ndim != ds.ndim:
@@ -291,7 +330,7 @@ def _layout_of(ds: SplitDataset, dset: h5py.Dataset, path: Path, layout: _Layout
     if layout is not None and chunk_shape != layout.chunk_shape:
         _refuse(
             path,
-            f"HDF5 chunks {chunk_shape}, but {layout.first.name} has {layout.chunk_shape} "
+            f"HDF5 chunks {chunk_shape}, but {layout.first} has {layout.chunk_shape} "
             "(one Zarr array has one chunk shape)",
         )
     grid = ds.grid
@@ -305,10 +344,14 @@ def _layout_of(ds: SplitDataset, dset: h5py.Dataset, path: Path, layout: _Layout
     fill_value = _fill_value(dset, ds.dtype)
     fill_text = str(np.asarray(dset.fillvalue).reshape(()).item())
     if layout is None:
-        return _Layout(chunk_shape, options, fill_value, fill_text, path)
+        return _Layout(chunk_shape, options, fill_value, fill_text, _name_of(path))
     if fill_value != layout.fill_value:  # what their unwritten chunks read as
-        _refuse(path, f"fill value {fill_text}, but {layout.first.name} has {layout.fill_text}")
+        _refuse(path, f"fill value {fill_text}, but {layout.first} has {layout.fill_text}")
     return layout
+
+
+def _name_of(path: str) -> str:
+    return path.replace(os.sep, "/").rpartition("/")[2]
 
 
 def _blosc_options(dset: h5py.Dataset) -> BloscOptions:
@@ -330,7 +373,7 @@ def _blosc_options(dset: h5py.Dataset) -> BloscOptions:
 def _add_chunks(
     ds: SplitDataset,
     block: tuple[int, ...],
-    path: Path,
+    path: str,
     target: str,
     chunk_shape: tuple[int, ...],
     chunk_map: ChunkMap,
