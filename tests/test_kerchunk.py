@@ -697,6 +697,18 @@ def test_cli_writes_references_xarray_reads(tmp_path: Path, random_array: Any) -
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_cli_takes_a_dataset_url(tmp_path: Path) -> None:
+    data = (np.arange(4 * 3 * 8) % 13).astype(np.uint16).reshape(4, 3, 8)
+    sd.to_split_dataset(data, tmp_path / "movie", block_shape=(2, 3, 8))
+    url = (tmp_path / "movie").as_uri()
+    out = tmp_path / "refs.json"
+    run = run_main("refs", url, str(out), "--storage-options", "{}")
+    assert run.code == 0, run
+    refs = json.loads(out.read_text())
+    assert refs["refs"]["movie/1.0.0"][0] == f"{url}/0001.h5"
+    np.testing.assert_array_equal(read_zarr(out, "movie"), data)
+
+
 def test_cli_replaces_only_reference_files(tmp_path: Path, random_array: Any) -> None:
     sd.to_split_dataset(random_array((4, 3, 5), "uint16"), tmp_path / "ds", (2, 3, 5))
     out = tmp_path / "refs.json"

@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from splitds_dask._cli.arguments import Commands, add_allow_external
+from splitds_dask._cli.arguments import Commands, add_allow_external, add_storage_options
 from splitds_dask._cli.messages import PROG, UsageError
 
 __all__ = ["add_parser", "is_reference_file", "run"]
@@ -37,13 +37,13 @@ def add_parser(commands: Commands) -> None:
         "for layouts one Zarr chunk grid cannot express (overlapping blocks, chunks that do not "
         "tile the blocks, codecs other than Blosc alone).",
     )
-    refs.add_argument("path", metavar="DATASET", help="the dataset folder")
+    refs.add_argument("path", metavar="DATASET", help="the dataset folder, or its URL")
     refs.add_argument("out", metavar="OUT.json", help="the reference file to write")
     refs.add_argument(
         "--url",
         metavar="BASE",
         help="where the block files will be read from, e.g. s3://bucket/experiment/original "
-        "(default: the dataset folder's absolute path on this machine)",
+        "(default: the dataset folder's absolute path on this machine, or DATASET's URL)",
     )
     refs.add_argument(
         "--name", metavar="NAME", help="the array's name (default: the folder's name)"
@@ -52,6 +52,7 @@ def add_parser(commands: Commands) -> None:
         "--overwrite", action="store_true", help="replace an earlier reference file at OUT.json"
     )
     add_allow_external(refs)
+    add_storage_options(refs)
 
 
 def is_reference_file(path: Path) -> bool:
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from splitds_dask._dataset import SplitDataset
     from splitds_dask._errors import SplitDatasetError
     from splitds_dask._integrations.kerchunk import kerchunk_references
+    from splitds_dask._remote.location import is_url
     from splitds_dask._storage.atomic import staged_file
 
     out = Path(args.out).absolute()
@@ -76,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UsageError(f"{PROG}: error: {args.out} is a folder; name a FILE.json")
     _check(out, overwrite=args.overwrite)
-    ds = SplitDataset(args.path, allow_external=args.allow_external)
+    if is_url(args.path):
+        ds = SplitDataset(args.path, storage_options=args.storage_options)
+    else:
+        ds = SplitDataset(args.path, allow_external=args.allow_external)
     try:
         refs = kerchunk_references(ds, url=args.url, name=args.name)
     except SplitDatasetError:

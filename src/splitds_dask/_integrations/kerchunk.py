@@ -23,8 +23,9 @@ is the HDF5 array's, as HDF5 does (written as ``null`` when it is 0, the usual c
 xarray does not take every 0 of the data for a missing value; zarr-python 3 reads 0 there). Chunks a block file holds beyond its part of the array (a
 last block written whole, then the dataset cut short) are left out too.
 
-The references point at the block files where they are (absolute paths), or under ``url``, the
-place the same files are served from (``s3://bucket/dataset``, ``https://host/dataset``).
+The references point at the block files where they are (absolute paths, or the URL of a dataset
+opened at one), or under ``url``, the place the same files are served from
+(``s3://bucket/dataset``, ``https://host/dataset``).
 Block files pass the same checks as a read first (see :mod:`splitds_dask._storage.containment`):
 without ``allow_external`` no reference leaves the dataset folder. Nothing checks the chunks'
 bytes (that would read the whole dataset): ``splitds verify`` does.
@@ -97,7 +98,8 @@ def kerchunk_references(
     url : str, optional
         Where the block files will be read from: the references name ``<url>/<file name>``
         (e.g. ``"s3://bucket/experiment/original"``). Default: the absolute path of the
-        dataset folder on this machine. Readers of remote files pass ``"remote_protocol":
+        dataset folder on this machine, or the URL of a dataset opened at one (its block files'
+        chunk indexes are then read over the store, not their chunks). Readers of remote files pass ``"remote_protocol":
         "s3"`` (or ``"http"``...) and ``"remote_options": {"asynchronous": True}`` in the
         ``storage_options`` beside ``"fo"``: zarr's store is asynchronous, and fsspec's
         reference file system wants its targets alike.
