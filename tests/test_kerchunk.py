@@ -17,17 +17,16 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import h5py
 import hdf5plugin
 import numpy as np
 import pytest
+import xarray as xr
+import zarr
 
 import splitds_dask as sd
 from tests.helpers.cli import assert_one_line_error, package_env, run_main
-
-zarr = pytest.importorskip("zarr")
-fsspec = pytest.importorskip("fsspec")
-xr = pytest.importorskip("xarray")
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 MANIFEST = json.loads((LEGACY / "manifest.json").read_text())
@@ -483,7 +482,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str | No
 
 
 def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> None:
-    pytest.importorskip("aiohttp")  # fsspec's HTTP file system
     base, folder, requests = served
     data = (np.arange(6 * 8 * 8) % 97).astype(np.uint16).reshape(6, 8, 8)
     ds = sd.to_split_dataset(data, folder / "movie", block_shape=(2, 8, 8))
@@ -509,7 +507,6 @@ def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> N
 
 def test_references_of_a_dataset_opened_at_a_url(tmp_path: Path, served: Any) -> None:
     """Built from the chunk indexes alone, read over HTTP: the references name the same URLs."""
-    pytest.importorskip("aiohttp")
     base, folder, requests = served
     # Blocks of 4 MiB in 1 MiB chunks of random values (stored as they are).
     data = np.random.default_rng(1).integers(0, 1 << 16, (6, 1024, 2048), dtype=np.uint16)

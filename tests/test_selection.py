@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -248,6 +247,8 @@ def _read_back(path: Path) -> np.ndarray:
     if path.suffix == ".tif":
         return tifffile.imread(path)
     if path.name.endswith(".ome.zarr"):
+        import zarr  # zarr 3 needs Python 3.11: the oldest-versions leg leaves these cases out
+
         return zarr.open_array(store=str(path), path="0", mode="r")[...]
     return sd.SplitDataset(path)[...]
 
@@ -347,6 +348,8 @@ def test_a_selection_in_other_blocks(target: str, movie, tmp_path: Path) -> None
         assert out.shape_block == (2, 1, 4, 5)
         got = out[...]
     elif target == "o.zarr":
+        import zarr
+
         array = zarr.open_array(store=str(tmp_path / target), mode="r")
         assert array.chunks == (2, 1, 4, 5)
         got = array[...]

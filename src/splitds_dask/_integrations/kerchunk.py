@@ -217,7 +217,7 @@ class _Source(NamedTuple):
         from splitds_dask._remote.dataset import RemoteSplitDataset
 
         if isinstance(ds, RemoteSplitDataset):
-            remote = ds._remote
+            remote = ds.remote
 
             @contextmanager
             def open_remote(name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:

@@ -123,6 +123,11 @@ class RemoteSplitDataset(SplitDataset):
         return self._remote.url
 
     @property
+    def remote(self) -> RemoteFolder:
+        """Where the dataset lives: its URL and storage options (picklable, no connection)."""
+        return self._remote
+
+    @property
     def storage_options(self) -> dict[str, Any]:
         """The fsspec options the dataset was opened with."""
         return dict(self._remote.options)
