@@ -127,40 +127,53 @@ class RequestLog:
 
 
 class _ClosesConnections(socketserver.ThreadingMixIn):
-    """A threading server that, on :meth:`close_connections`, shuts every open connection.
+    """A threading server that can end the threads of its open connections.
 
-    Keep-alive connections would otherwise keep their handler threads reading forever: shutting
-    their sockets ends those reads, so that ``server_close`` can join every thread.
+    A keep-alive connection, or a client that has not finished its request, keeps its handler
+    thread reading: :meth:`close_connections` shuts those sockets, which ends the reads, and
+    joins the threads.
     """
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = True  # never keeps the interpreter alive, whatever happens
 
-    def _open_connections(self) -> set[socket.socket]:
-        if not hasattr(self, "_connections"):
-            self._connections: set[socket.socket] = set()
-            self._connections_lock = threading.Lock()
-        return self._connections
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._handlers: dict[threading.Thread, socket.socket] = {}
+        self._handlers_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        self._open_connections()
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
+        # Registered before it starts, so that close_connections cannot miss a starting thread.
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"connection-{client_address[1]}",
+            daemon=True,
+        )
+        with self._handlers_lock:
+            self._handlers[thread] = request
+        thread.start()
 
-    def shutdown_request(self, request: Any) -> None:
-        self._open_connections()
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)  # type: ignore[misc]
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._handlers_lock:
+                self._handlers.pop(threading.current_thread(), None)
 
-    def close_connections(self) -> None:
-        self._open_connections()
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
+    def close_connections(self, *, timeout: float = 30.0) -> None:
+        """Shut every open connection and join its thread (RuntimeError past ``timeout``)."""
+        with self._handlers_lock:
+            handlers = dict(self._handlers)
+        for connection in handlers.values():
             with contextlib.suppress(OSError):  # already closed by its handler
                 connection.shutdown(socket.SHUT_RDWR)
+        for thread in handlers:
+            thread.join(timeout)
+        alive = [thread.name for thread in handlers if thread.is_alive()]
+        if alive:
+            raise RuntimeError(
+                f"threads still serving {timeout} s after their sockets shut: {alive}"
+            )
 
 
 class _ServerThread:
@@ -173,10 +186,10 @@ class _ServerThread:
 
     def close(self) -> None:
         self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
         if isinstance(self._server, _ClosesConnections):
             self._server.close_connections()
-        self._server.server_close()
-        self._thread.join()
 
 
 # --------------------------------------------------------------------------------------------
