@@ -72,7 +72,8 @@ class Request:
     status : int
         The status code of the answer.
     body_bytes : int
-        Bytes of body sent (0 for HEAD), from the answer's ``Content-Length``.
+        Bytes of body the answer announced (its ``Content-Length``; 0 for HEAD): a client that
+        hangs up early receives fewer.
     delay : float
         Seconds slept before answering.
     """
@@ -431,12 +432,18 @@ class _RangeHandler(BaseHTTPRequestHandler):
         with open(file, "rb") as fh:
             fh.seek(start)
             remaining = stop - start
-            while remaining:
-                data = fh.read(min(_CHUNK, remaining))
-                if not data:  # the file shrank meanwhile: the client sees a short body
-                    break
-                self.wfile.write(data)
-                remaining -= len(data)
+            try:
+                while remaining:
+                    data = fh.read(min(_CHUNK, remaining))
+                    if not data:  # the file shrank meanwhile: the client sees a short body
+                        self.close_connection = True
+                        break
+                    self.wfile.write(data)
+                    remaining -= len(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client hung up before the end (fsspec's exists() reads only the headers
+                # of a GET): not the server's error, and no traceback on stderr.
+                self.close_connection = True
 
     def _send_empty(self, status: HTTPStatus, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
