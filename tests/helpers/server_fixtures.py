@@ -10,10 +10,22 @@ afterwards; they also clear the environment of whatever could send a client else
 127.0.0.1 (AWS variables, the AWS config and credentials files, proxies). Every test that uses
 one of them must carry the ``network`` marker (tests/conftest.py checks it, and lists
 them: a new server fixture goes there too).
+
+Example::
+
+    @pytest.mark.network
+    def test_reads_remotely(s3_bucket, serve_http, tmp_path, write_plain):
+        write_plain(tmp_path / "ds", array, (10, None, None))
+        url = s3_bucket.upload(tmp_path / "ds", "ds")  # "s3://BUCKET/ds"; log cleared
+        ...  # open url with storage_options=s3_bucket.storage_options
+        gets = s3_bucket.log.of("GET")  # Request records: method, path, range, ...
+        base = serve_http(tmp_path / "ds")  # "http://127.0.0.1:PORT/NAME"
+        ...  # open base + "/0000.h5", or the folder URL base
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -111,8 +123,10 @@ def s3_bucket(
         fs=fs,
         log=s3_server.log,
     )
-    fs.rm(name, recursive=True)  # the objects live in the server's memory until removed
     _fresh(s3_server.log)
+    with contextlib.suppress(FileNotFoundError):  # unless the test removed it
+        fs.rm(name, recursive=True)  # the objects live in the server's memory until removed
+    s3_server.log.clear()
 
 
 @pytest.fixture(scope="session")
