@@ -123,7 +123,7 @@ def test_a_range_answers_the_slice_of_the_file(
         assert answer.headers["Content-Length"] == str(len(body))
         assert answer.headers["Content-Range"] == f"bytes {start}-{start + len(body) - 1}/{SIZE}"
     assert http_server.log.requests == [
-        Request("GET", path, "", header, status, len(answer.body), 0.0)
+        Request("GET", path, "", header, status, len(answer.body), 0.0, 1)
     ]
 
 
@@ -292,7 +292,7 @@ def test_fsspec_http_cat_file_is_one_ranged_get(
     url = serve_http(folder) + "/a.bin"
     path = url.removeprefix(http_server.url)
     assert http_fs.cat_file(url, 10, 20) == data[10:20]
-    assert http_server.log.requests == [Request("GET", path, "", "bytes=10-19", 206, 10, 0.0)]
+    assert http_server.log.requests == [Request("GET", path, "", "bytes=10-19", 206, 10, 0.0, 1)]
 
 
 def test_fsspec_http_cat_ranges_is_one_get_per_range(
@@ -312,6 +312,27 @@ def test_fsspec_http_cat_ranges_is_one_get_per_range(
     assert sorted(str(r.range) for r in requests) == sorted(
         f"bytes={a}-{b - 1}" for a, b in zip(starts, ends, strict=True)
     )
+
+
+def test_fsspec_http_cat_ranges_are_all_in_flight_at_once(
+    http_server: HTTPRangeServer,
+    serve_http: Callable[[Path], str],
+    data_folder: tuple[Path, bytes],
+    http_fs: Any,
+) -> None:
+    # The delay holds each answer long enough for every request of the burst to arrive; a
+    # backlog too small for the burst (socketserver's default of 5) drops connections, which
+    # the client retries only later, so that fewer are in flight at once.
+    folder, data = data_folder
+    url = serve_http(folder) + "/a.bin"
+    http_server.log.delay = 0.5
+    starts = list(range(0, 960, 30))
+    assert http_fs.cat_ranges([url] * 32, starts, [a + 5 for a in starts]) == [
+        data[a : a + 5] for a in starts
+    ]
+    requests = http_server.log.requests
+    assert len(requests) == 32
+    assert max(r.in_flight for r in requests) == 32
 
 
 def test_fsspec_http_info_is_one_head_and_open_reads_ranges(
@@ -380,7 +401,7 @@ def test_s3_range_get_is_one_request_with_the_range(s3_bucket: S3Bucket) -> None
     s3_bucket.fs.pipe_file(key, data)
     s3_bucket.log.clear()
     assert s3_bucket.fs.cat_file(key, start=10, end=20) == data[10:20]
-    assert s3_bucket.log.requests == [Request("GET", f"/{key}", "", "bytes=10-19", 206, 10, 0.0)]
+    assert s3_bucket.log.requests == [Request("GET", f"/{key}", "", "bytes=10-19", 206, 10, 0.0, 1)]
 
 
 def test_s3_info_cat_ranges_and_open_requests(s3_bucket: S3Bucket) -> None:

@@ -9,8 +9,8 @@ Two servers, both started in a thread of the test process and both bound to 127.
   like an object store: no directory listings, so a reader cannot lean on them.
 
 Each keeps a :class:`RequestLog` of :class:`Request` records (method, path, query, Range header,
-status, body bytes, delay) written *before* the answer goes out, so a client that has its answer
-finds its request in the log. ``delay`` (seconds, default 0) is slept before each answer, to
+status, body bytes, delay, requests in flight) written *before* the answer goes out, so a client
+that has its answer finds its request in the log. ``delay`` (seconds, default 0) is slept before each answer, to
 stand in for a real store's latency in benchmarks; each record says how long it was delayed.
 """
 
@@ -25,15 +25,16 @@ import socketserver
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "ACCESS_KEY",
+    "Arrival",
     "HOST",
     "REGION",
     "SECRET_KEY",
@@ -76,6 +77,9 @@ class Request:
         hangs up early receives fewer.
     delay : float
         Seconds slept before answering.
+    in_flight : int
+        Requests the server was answering when this one arrived, itself included: how many a
+        client keeps in flight at once.
     """
 
     method: str
@@ -85,6 +89,15 @@ class Request:
     status: int
     body_bytes: int
     delay: float
+    in_flight: int
+
+
+class Arrival(NamedTuple):
+    """What a request met on arrival: the delay it sleeps, and how many requests (itself
+    included) the server was answering at once."""
+
+    delay: float
+    in_flight: int
 
 
 class RequestLog:
@@ -93,14 +106,26 @@ class RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[Request] = []
+        self._in_flight = 0
         self.delay = 0.0
 
-    def wait(self) -> float:
-        """Sleep the configured delay (read once, so a record tells what was slept); return it."""
-        delay = self.delay
-        if delay > 0:
-            time.sleep(delay)
-        return delay
+    @contextlib.contextmanager
+    def arrival(self) -> Iterator[Arrival]:
+        """Count a request in flight while it is answered; sleep the delay first.
+
+        The delay is read once, so that the record tells what was slept.
+        """
+        with self._lock:
+            self._in_flight += 1
+            in_flight = self._in_flight
+        try:
+            delay = self.delay
+            if delay > 0:
+                time.sleep(delay)
+            yield Arrival(delay=delay, in_flight=in_flight)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def add(self, request: Request) -> None:
         """Append one record."""
@@ -207,7 +232,12 @@ class _Recorder:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        delay = self._log.wait()
+        with self._log.arrival() as arrival:
+            return self._app(environ, self._recording(environ, start_response, arrival))
+
+    def _recording(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], arrival: Arrival
+    ) -> Callable[..., Any]:
         method = environ["REQUEST_METHOD"]
 
         def recording_start_response(
@@ -222,12 +252,13 @@ class _Recorder:
                     range=environ.get("HTTP_RANGE"),
                     status=int(status.split()[0]),
                     body_bytes=0 if method == "HEAD" else length,
-                    delay=delay,
+                    delay=arrival.delay,
+                    in_flight=arrival.in_flight,
                 )
             )
             return start_response(status, headers, *args)
 
-        return self._app(environ, recording_start_response)
+        return recording_start_response
 
 
 def _wsgi_path(environ: dict[str, Any]) -> str:
@@ -382,7 +413,10 @@ class _RangeHandler(BaseHTTPRequestHandler):
         self._answer(head=True)
 
     def _answer(self, *, head: bool) -> None:
-        delay = self.server.log.wait()
+        with self.server.log.arrival() as arrival:
+            self._answer_arrived(arrival, head=head)
+
+    def _answer_arrived(self, arrival: Arrival, *, head: bool) -> None:
         split = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(split.path)
         range_header = self.headers.get("Range")
@@ -396,7 +430,8 @@ class _RangeHandler(BaseHTTPRequestHandler):
                     range=range_header,
                     status=int(status),
                     body_bytes=0 if head else body_bytes,
-                    delay=delay,
+                    delay=arrival.delay,
+                    in_flight=arrival.in_flight,
                 )
             )
 
@@ -455,6 +490,10 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
 class _HTTPServer(_ClosesConnections, ThreadingHTTPServer):
     """The HTTP server with its mounts (name -> folder) and its request log."""
+
+    # socketserver's default backlog of 5 drops the connections of a burst of parallel
+    # requests (fsspec's cat_ranges), which the clients retry only after a second.
+    request_queue_size = 128
 
     def __init__(self, port: int) -> None:
         self.log = RequestLog()
