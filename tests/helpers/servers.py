@@ -36,7 +36,6 @@ __all__ = [
     "ACCESS_KEY",
     "Arrival",
     "HOST",
-    "REGION",
     "SECRET_KEY",
     "HTTPRangeServer",
     "Request",
@@ -51,7 +50,6 @@ HOST = "127.0.0.1"
 # Credentials moto accepts (it checks none); the tests never hold real ones.
 ACCESS_KEY = "splitds-test-key"
 SECRET_KEY = "splitds-test-secret"
-REGION = "us-east-1"
 
 _CHUNK = 1 << 16
 
@@ -79,7 +77,8 @@ class Request:
         Seconds slept before answering.
     in_flight : int
         Requests the server was answering when this one arrived, itself included: how many a
-        client keeps in flight at once.
+        client keeps in flight at once. (Answering ends when the HTTP server has sent the body,
+        and when moto has made its answer, before werkzeug sends it.)
     """
 
     method: str
