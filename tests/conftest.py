@@ -21,12 +21,15 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter for files written h
 import numpy as np
 import pytest
 
-pytest_plugins = ["tests.helpers.hang_guard"]
+pytest_plugins = ["tests.helpers.hang_guard", "tests.helpers.server_fixtures"]
 
 # Scripts for the old package's virtualenv (they import split_dataset and flammkuchen), run there
 # (check_legacy_with_oldpkg.py by test_oldpkg_env): never imported here, not for --doctest-modules.
 collect_ignore = ["fixtures/make_legacy_fixtures.py", "fixtures/check_legacy_with_oldpkg.py"]
 
+
+# The fixtures of tests/helpers/server_fixtures.py: servers on 127.0.0.1 (the ``network`` marker).
+_SERVER_FIXTURES = frozenset({"s3_server", "s3_bucket", "http_server", "serve_http"})
 
 # What a test calls to use the old package's virtualenv (tests/helpers/oldpkg.py), which is built
 # from the package index on first use.
@@ -79,8 +82,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.index)
         marks = {mark.name for mark in item.iter_markers()}
         needed = set()
-        if "client" in getattr(item, "fixturenames", ()):  # a LocalCluster of worker processes
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "client" in fixtures:  # a LocalCluster of worker processes
             needed |= {"cluster", "subprocess", "network"}
+        if fixtures & _SERVER_FIXTURES:  # the object stores on 127.0.0.1
+            needed.add("network")
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("scheduler") == "processes":  # dask's process pool
             needed.add("subprocess")
