@@ -7,6 +7,7 @@ requests are counted in the servers' own logs.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import os
@@ -122,9 +123,11 @@ def test_a_range_answers_the_slice_of_the_file(
         assert answer.body == body
         assert answer.headers["Content-Length"] == str(len(body))
         assert answer.headers["Content-Range"] == f"bytes {start}-{start + len(body) - 1}/{SIZE}"
-    assert http_server.log.requests == [
-        Request("GET", path, "", header, status, len(answer.body), 0.0, 1)
-    ]
+    # in_flight left out: the previous example's answer may still be finishing.
+    [request] = http_server.log.requests
+    assert dataclasses.replace(request, in_flight=1) == Request(
+        "GET", path, "", header, status, len(answer.body), 0.0, 1
+    )
 
 
 @pytest.mark.parametrize(

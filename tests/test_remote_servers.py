@@ -1,0 +1,274 @@
+"""Remote split datasets on real servers on 127.0.0.1: moto's S3 API and an HTTP server with
+byte ranges and no listings (``tests/helpers/servers.py``), both counting the requests they
+answer. Every variant reads as its ``.expected.npy``; what a read costs is asserted in requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+
+import splitds_dask as sd
+
+pytestmark = pytest.mark.network
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+MANIFEST = json.loads((LEGACY / "manifest.json").read_text())
+WITH_JSON = [
+    c for c in MANIFEST if c["expected"] is not None and any((LEGACY / c["path"]).glob("*.json"))
+]
+
+
+def _numbered_by_writers(folder: Path) -> bool:
+    """Whether a plain HTTP server, which cannot list, serves the metadata as
+    ``stack_metadata.json`` and every block under a name the writers' numbering gives (0000.h5
+    on, or 0001.h5 on) or the metadata's ``files`` list: the oracle is the folder's listing."""
+    if not (folder / "stack_metadata.json").is_file():
+        return False  # fish1_stack_metadata.json: only a listing finds it
+    blocks = sorted(p.name for p in folder.glob("*.h5") if p.stem.isdigit())
+    meta = json.loads((folder / "stack_metadata.json").read_text())
+    if meta.get("files"):
+        return True
+    for first in (0, 1):
+        if blocks and blocks == [f"{first + i:04d}.h5" for i in range(len(blocks))]:
+            return True
+    return False
+
+
+def _open(url: str, case: dict, **options) -> sd.SplitDataset:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = sd.SplitDataset(url, prefix=case["prefix"], **options)
+    incomplete = [w for w in caught if issubclass(w.category, sd.IncompleteDatasetWarning)]
+    assert bool(incomplete) == case["warns"], [str(w.message) for w in caught]
+    return ds
+
+
+def _check(ds: sd.SplitDataset, expected: np.ndarray) -> None:
+    assert ds.shape == expected.shape
+    assert ds.dtype == expected.dtype
+    np.testing.assert_array_equal(ds[...], expected)
+    np.testing.assert_array_equal(ds.to_dask().compute(), expected)
+    for index, slices in ds.slices():
+        np.testing.assert_array_equal(ds[slices], expected[slices], err_msg=str(index))
+
+
+@pytest.mark.parametrize("case", WITH_JSON, ids=[c["name"] for c in WITH_JSON])
+def test_every_variant_reads_back_exactly_from_s3(case, s3_bucket):
+    url = s3_bucket.upload(LEGACY / case["path"], case["name"])
+    ds = _open(url, case, storage_options=s3_bucket.storage_options)
+    _check(ds, np.load(LEGACY / case["expected"]))
+    assert not [r for r in s3_bucket.log.requests if r.method not in ("GET", "HEAD")]
+
+
+HTTP_READABLE = [c for c in WITH_JSON if _numbered_by_writers(LEGACY / c["path"])]
+HTTP_UNNAMED = [c for c in WITH_JSON if c not in HTTP_READABLE]
+
+
+@pytest.mark.parametrize("case", HTTP_READABLE, ids=[c["name"] for c in HTTP_READABLE])
+def test_every_variant_numbered_by_its_writer_reads_back_over_http(case, serve_http):
+    url = serve_http(LEGACY / case["path"])
+    _check(_open(url, case), np.load(LEGACY / case["expected"]))
+
+
+@pytest.mark.parametrize("case", HTTP_UNNAMED, ids=[c["name"] for c in HTTP_UNNAMED])
+def test_blocks_no_numbering_names_are_an_error_over_http(case, serve_http):
+    # Prefixed or metadata-named files cannot be found without a listing: said, not guessed.
+    url = serve_http(LEGACY / case["path"])
+    with pytest.raises(sd.NotASplitDatasetError, match="cannot list") as raised:
+        sd.SplitDataset(url, prefix=case["prefix"])[...]
+    assert "\n" not in str(raised.value)
+
+
+def test_a_stopped_acquisition_opens_over_http_as_from_a_listing(tmp_path, serve_http):
+    # 10 block rows declared, 6 written: found by bisection, without a request per block.
+    data = np.arange(60 * 4, dtype=np.uint16).reshape(60, 4)
+    root = tmp_path / "d"
+    sd.to_split_dataset(data, root, block_shape=(6, 4))
+    meta = json.loads((root / "stack_metadata.json").read_text())
+    meta["shape_full"] = [100, 4]
+    (root / "stack_metadata.json").write_text(json.dumps(meta))
+    url = serve_http(root)
+    with pytest.warns(sd.IncompleteDatasetWarning, match=r"\(100, 4\).*\(60, 4\)"):
+        ds = sd.SplitDataset(url)
+    np.testing.assert_array_equal(ds[...], data)
+
+
+def _movie(root: Path, *, n_blocks: int, planes: int = 3, side: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(n_blocks)
+    data = rng.integers(0, 4000, (n_blocks * 2, planes, side, side)).astype(np.uint16)
+    sd.to_split_dataset(data, root, block_shape=(2, planes, side, side))
+    return data
+
+
+def test_opening_costs_the_same_requests_whatever_the_number_of_blocks(tmp_path, s3_bucket):
+    counts = []
+    for n_blocks in (3, 300):
+        _movie(tmp_path / f"m{n_blocks}", n_blocks=n_blocks, planes=1, side=8)
+        url = s3_bucket.upload(tmp_path / f"m{n_blocks}", f"m{n_blocks}")
+        sd.SplitDataset(url, storage_options=s3_bucket.storage_options).dtype  # noqa: B018
+        counts.append(sorted((r.method, r.query.split("=")[0]) for r in s3_bucket.log.requests))
+    assert counts[0] == counts[1]
+    assert len(counts[0]) <= 12, counts[0]
+
+
+def test_a_time_point_of_a_known_file_is_one_range_request(
+    tmp_path, s3_bucket, serve_http, http_server
+):
+    data = _movie(tmp_path / "m", n_blocks=3)
+    for url, server_log, options in (
+        (s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log, s3_bucket.storage_options),
+        (serve_http(tmp_path / "m"), http_server.log, None),
+    ):
+        ds = sd.SplitDataset(url, storage_options=options)
+        # The first read of a block file maps its chunks: once per process.
+        np.testing.assert_array_equal(ds[0], data[0])
+        np.testing.assert_array_equal(ds[2], data[2])
+        server_log.clear()
+        np.testing.assert_array_equal(ds[3], data[3])
+        np.testing.assert_array_equal(ds[3, 1], data[3, 1])
+        requests = server_log.requests
+        assert [r.method for r in requests] == ["GET", "GET"], requests
+        assert all(r.range is not None and r.path.endswith("0001.h5") for r in requests)
+        # Two blocks: one request each.
+        server_log.clear()
+        np.testing.assert_array_equal(ds[1:3], data[1:3])
+        assert sorted(r.path.rsplit("/", 1)[-1] for r in server_log.requests) == [
+            "0000.h5",
+            "0001.h5",
+        ]
+
+
+def test_runs_of_far_apart_chunks_are_requested_together(tmp_path, s3_bucket, write_plain):
+    # Chunks of one plane of 512 KiB (incompressible), four planes per time point: the planes
+    # of one z lie 1.5 MiB apart, so ds[:, 0] of a block takes one request per time point, and
+    # those are in flight at once.
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 65535, (4, 4, 512, 512)).astype(np.uint16)
+    root = tmp_path / "far"
+    blosc = dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    write_plain(root, data, (4,), chunks=(1, 1, 512, 512), compression=blosc)
+    url = s3_bucket.upload(root, "far")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    ds[0, 0]  # the chunk map
+    s3_bucket.log.clear()
+    s3_bucket.log.delay = 0.2
+    np.testing.assert_array_equal(ds[:, 0], data[:, 0])
+    gets = s3_bucket.log.of("GET")
+    assert len(gets) == 4
+    assert max(r.in_flight for r in gets) >= 2
+    assert sum(r.body_bytes for r in gets) < data[:, 0].nbytes * 1.01
+
+
+@pytest.mark.cluster
+def test_a_distributed_mean_over_s3_equals_numpy(tmp_path, s3_bucket):
+    from distributed import Client, LocalCluster
+
+    data = _movie(tmp_path / "m", n_blocks=4)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        Client(c) as client,
+    ):
+        np.testing.assert_allclose(client.compute(ds.to_dask().mean(axis=0)).result(), data.mean(0))
+    assert len(pickle.dumps(ds.reader)) < 800  # a URL and options, not a connection
+
+
+def test_writing_to_s3_reads_back_with_h5py(tmp_path, s3_bucket):
+    data = _movie(tmp_path / "src", n_blocks=3)
+    url = f"{s3_bucket.url}/written"
+    ds = sd.to_split_dataset(
+        data, url, block_shape=(2, 3, 64, 64), storage_options=s3_bucket.storage_options
+    )
+    np.testing.assert_array_equal(ds[...], data)
+    puts = [r.path.rsplit("/", 1)[-1] for r in s3_bucket.log.of("PUT")]
+    # The marker first, the metadata after every block.
+    assert puts[0] == ".splitds-writing"
+    assert puts.index("stack_metadata.json") > max(puts.index(f"000{i}.h5") for i in range(3))
+    s3_bucket.fs.get(f"{s3_bucket.name}/written/", str(tmp_path / "back") + "/", recursive=True)
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        "0000.h5",
+        "0001.h5",
+        "0002.h5",
+        "stack_metadata.json",
+    ]
+    with h5py.File(tmp_path / "back" / "0001.h5", "r") as f:
+        np.testing.assert_array_equal(f["stack_4D"][...], data[2:4])
+
+
+_KILLED_WRITER = """
+import sys, numpy as np, splitds_dask as sd
+url, endpoint = sys.argv[1], sys.argv[2]
+options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+data = np.random.default_rng(0).integers(0, 4000, (40, 3, 64, 64)).astype(np.uint16)
+sd.to_split_dataset(data, url, block_shape=(2, 3, 64, 64), storage_options=options)
+"""
+
+
+@pytest.mark.subprocess
+def test_a_write_killed_midway_leaves_no_dataset_and_the_next_one_completes(tmp_path, s3_bucket):
+    url = f"{s3_bucket.url}/killed"
+    s3_bucket.log.delay = 0.05  # slow uploads: the kill lands among the blocks
+    env = dict(os.environ, PYTHONPATH=str(Path(sd.__file__).parents[1]))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_WRITER,
+            url,
+            s3_bucket.storage_options["client_kwargs"]["endpoint_url"],
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not any(r.path.endswith(".h5") for r in s3_bucket.log.of("PUT")):
+        assert child.poll() is None, "the writer ended before uploading a block"
+        assert time.monotonic() < deadline, "the writer never uploaded a block"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    s3_bucket.log.delay = 0
+    s3_bucket.fs.invalidate_cache()
+    left = sorted(p.rsplit("/", 1)[-1] for p in s3_bucket.fs.ls(f"{s3_bucket.name}/killed"))
+    assert ".splitds-writing" in left
+    assert "stack_metadata.json" not in left
+    with pytest.raises(sd.NotASplitDatasetError):
+        sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    data = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4)
+    ds = sd.to_split_dataset(
+        data, url, block_shape=(3, 4), storage_options=s3_bucket.storage_options
+    )
+    np.testing.assert_array_equal(ds[...], data)
+    s3_bucket.fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3_bucket.fs.ls(f"{s3_bucket.name}/killed")) == [
+        "0000.h5",
+        "0001.h5",
+        "stack_metadata.json",
+    ]
+
+
+def test_info_reads_sizes_from_one_listing(tmp_path, s3_bucket, capsys):
+    from splitds_dask._cli.main import main
+
+    data = _movie(tmp_path / "m", n_blocks=2)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    options = json.dumps(s3_bucket.storage_options)
+    assert main(["info", "--json", "--storage-options", options, url]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == list(data.shape)
+    assert info["bytes_on_disk"] == sum(p.stat().st_size for p in (tmp_path / "m").glob("*.h5"))
