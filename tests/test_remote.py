@@ -296,7 +296,8 @@ def test_xarray_engine_reads_a_url(file_url_movie):
     np.testing.assert_array_equal(lazy[2:5, 1].values, data[2:5, 1])
     chunked = xr.open_dataarray(url, engine="splitds", chunks={})
     assert chunked.data.numblocks == (3, 1, 1, 1)
-    np.testing.assert_allclose(chunked.data.mean(axis=0).compute(), data.mean(axis=0))
+    # The dask array itself: in array-expr mode, reductions fail on the 0-d meta xarray gives.
+    np.testing.assert_array_equal(chunked.data.compute(), data)
 
 
 def test_napari_reader_opens_a_url_and_its_metadata_file(file_url_movie):
