@@ -10,10 +10,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import warnings
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -418,37 +415,6 @@ def test_coordinates_are_index_times_spacing_with_units(tmp_path: Path) -> None:
 # --- served from elsewhere: --url --------------------------------------------------------------
 
 
-class _RangeHandler(SimpleHTTPRequestHandler):
-    """Serves a folder with byte ranges (``Range: bytes=a-b``), counting the requests."""
-
-    requests: list[tuple[str, str | None]]
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        self.requests.append((self.path, self.headers.get("Range")))
-        wanted = self.headers.get("Range")
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        if wanted is None:
-            self.send_response(200)
-        else:
-            start_text, _, stop_text = wanted.removeprefix("bytes=").partition("-")
-            start = int(start_text)
-            stop = min(int(stop_text) + 1, len(body)) if stop_text else len(body)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}")
-            body = body[start:stop]
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def _range_length(header: str | None) -> int:
     assert header is not None, "a whole file was fetched"
     start, _, stop = header.removeprefix("bytes=").partition("-")
@@ -456,31 +422,19 @@ def _range_length(header: str | None) -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str | None]]]]:
-    """A folder served over HTTP on 127.0.0.1: (base URL, folder, the requests made)."""
+def served(tmp_path: Path, serve_http: Any, http_server: Any) -> tuple[str, Path, Any]:
+    """A folder served over HTTP on 127.0.0.1 (tests/helpers/servers.py): (base URL, folder,
+    the server's request log)."""
     folder = tmp_path / "served"
     folder.mkdir()
-    requests: list[tuple[str, str | None]] = []
-    handler = type(
-        "Handler",
-        (_RangeHandler,),
-        {
-            "requests": requests,
-            "__init__": lambda self, *a, **k: _RangeHandler.__init__(
-                self, *a, directory=str(folder), **k
-            ),
-        },
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder, requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_http(folder), folder, http_server.log
 
 
+def _gets(log: Any) -> list[str | None]:
+    return [r.range for r in log.of("GET")]
+
+
+@pytest.mark.network
 def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> None:
     base, folder, requests = served
     data = (np.arange(6 * 8 * 8) % 97).astype(np.uint16).reshape(6, 8, 8)
@@ -501,10 +455,11 @@ def test_url_points_the_references_at_a_server(tmp_path: Path, served: Any) -> N
     requests.clear()
     np.testing.assert_array_equal(read_zarr(refs, "movie", **remote), data)
     # One ranged request per chunk, for exactly its bytes: nothing else was fetched.
-    ranges = sorted(r for _, r in requests)
+    ranges = sorted(_gets(requests))
     assert ranges == sorted(f"bytes={off}-{off + n - 1}" for _, off, n in chunk_refs)
 
 
+@pytest.mark.network
 def test_references_of_a_dataset_opened_at_a_url(tmp_path: Path, served: Any) -> None:
     """Built from the chunk indexes alone, read over HTTP: the references name the same URLs."""
     base, folder, requests = served
@@ -518,7 +473,7 @@ def test_references_of_a_dataset_opened_at_a_url(tmp_path: Path, served: Any) ->
     assert len(chunk_refs) == 3 * 8
     assert {ref[0] for ref in chunk_refs} == {f"{base}/movie/000{i}.h5" for i in range(3)}
     # Built from the files' indexes: a small part of the chunks' bytes was fetched.
-    fetched = sum(_range_length(r) for _, r in requests)
+    fetched = sum(_range_length(r) for r in _gets(requests))
     stored = sum(n for _, _, n in chunk_refs)
     assert fetched < stored / 4, (fetched, stored)
     options = {"remote_protocol": "http", "remote_options": {"asynchronous": True}}
