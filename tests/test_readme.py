@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from npe2 import PluginManager
 from xarray.backends import plugins
@@ -104,6 +105,9 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert namespace["copy"].shape == (10, 4, 8, 8)
     assert namespace["movie_um"].scale == namespace["doubled"].scale == (0.5, 7.0, 0.6, 0.6)
     assert namespace["one_plane"].shape == (256, 256)
+    assert type(namespace["remote"]).__name__ == "RemoteSplitDataset"
+    np.testing.assert_array_equal(namespace["one_plane_remote"], ds[60, 4])
+    assert namespace["remote_mean"].shape == (8, 256, 256)
     assert namespace["layer"].axis_labels == ("t", "z", "y", "x")
     # The job script shown in the README is the one the recipe builds.
     shown = TEXT.split("The job script it prints:\n\n```bash\n", 1)[1].split("```", 1)[0]

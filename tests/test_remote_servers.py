@@ -272,3 +272,20 @@ def test_info_reads_sizes_from_one_listing(tmp_path, s3_bucket, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["shape"] == list(data.shape)
     assert info["bytes_on_disk"] == sum(p.stat().st_size for p in (tmp_path / "m").glob("*.h5"))
+
+
+def test_convert_writes_a_split_dataset_to_s3_and_refuses_other_kinds(tmp_path, s3_bucket, capsys):
+    from splitds_dask._cli.main import main
+
+    data = _movie(tmp_path / "m", n_blocks=2)
+    url = f"{s3_bucket.url}/converted"
+    options = json.dumps(s3_bucket.storage_options)
+    argv = ["convert", str(tmp_path / "m"), url, "--storage-options", options, "--no-progress"]
+    assert main(argv) == 0
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    np.testing.assert_array_equal(ds[...], data)
+    capsys.readouterr()
+    assert main(argv) == 1  # never replaced
+    assert "never replaced on an object store" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "m"), f"{url}.npy", "--storage-options", options]) == 2
+    assert "only split dataset folders are written" in capsys.readouterr().err

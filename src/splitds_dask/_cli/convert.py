@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from splitds_dask._cli.sources import open_source
     from splitds_dask._cli.targets import check_target, parse_target, write_array
 
-    target = parse_target(args.target)
+    target = parse_target(args.target, storage_options=args.storage_options)
     check_target(target, overwrite=args.overwrite)
     source = open_source(
         args.source, allow_external=args.allow_external, storage_options=args.storage_options

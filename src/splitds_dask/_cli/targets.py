@@ -26,7 +26,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NamedTuple
 
 import dask
@@ -40,6 +40,7 @@ from splitds_dask._cli.sources import Source
 from splitds_dask._daskmodes import array_nbytes, store_chunks
 from splitds_dask._errors import FormatError
 from splitds_dask._format.metadata import is_split_dataset
+from splitds_dask._remote.location import RemoteFolder, is_url
 from splitds_dask._storage.atomic import (
     check_replaceable,
     discard,
@@ -116,6 +117,7 @@ class Target(NamedTuple):
     kind: TargetKind
     path: Path  # absolute: the file, or the folder of a split dataset or zarr target
     dataset: str | None = None  # the dataset inside an HDF5 file
+    remote: RemoteFolder | None = None  # a split dataset written to a URL (path unused)
 
 
 def _kind_of(text: str) -> TargetKind | None:
@@ -157,20 +159,33 @@ def target_kind(text: str) -> TargetKind:
 
 
 def parse_target(
-    text: str, *, kinds: Sequence[TargetKind] = CONVERT_KINDS, what: str = "TARGET"
+    text: str,
+    *,
+    kinds: Sequence[TargetKind] = CONVERT_KINDS,
+    what: str = "TARGET",
+    storage_options: dict[str, Any] | None = None,
 ) -> Target:
     """The :class:`Target` that ``text`` names, one of ``kinds``.
 
     ``file.h5:/data`` is HDF5; ``.npy``, ``.tif``/``.tiff``, ``.png``, ``.ome.zarr`` and
     ``.zarr`` name their format; a name without a suffix, a name ending in ``/`` and an existing
     split dataset are split dataset folders. Any other suffix (``out.npz``, ``out.zar``) is an
-    error, not a folder of that name.
+    error, not a folder of that name. A URL (``s3://bucket/out``) is a split dataset written
+    there, reached with ``storage_options``.
 
     Raises
     ------
     UsageError
         An unknown suffix, or a kind not in ``kinds``: one line listing what ``what`` may be.
     """
+    if is_url(text):
+        suffix = PurePosixPath(text.rstrip("/")).suffix
+        if "split" not in kinds or suffix:
+            raise UsageError(
+                f"{PROG}: error: {what} {_forms(kinds)}; got {text} (a URL, where only split "
+                "dataset folders are written)"
+            )
+        return Target(text, "split", Path(), remote=RemoteFolder(text, storage_options))
     kind = _kind_of(text)
     if kind is None or kind not in kinds:
         suffix = Path(text.rstrip("/" + os.sep)).suffix
@@ -213,6 +228,11 @@ def check_target(target: Target, *, overwrite: bool) -> None:
     """
     from splitds_dask._storage.lock import check_unlocked
 
+    if target.remote is not None:
+        from splitds_dask._remote.write import check_remote_target
+
+        check_remote_target(target.remote)  # the one rule of remote targets: never replaced
+        return
     _check_parent(target.path)
     if target.kind == "split":
         # Refused at once, without a trace (the lock file would touch the parent folder).
@@ -344,6 +364,20 @@ def write_array(
     kind, path = target.kind, target.path
     x = _read_in_target_chunks(source, kind, block_shape)
     description = f"{_KIND_NAMES[kind]} {target.text}"
+    if target.remote is not None:
+        from splitds_dask._write.array import to_split_dataset
+
+        written = to_split_dataset(
+            x,
+            target.remote.url,
+            compression=codec.compression,
+            compression_level=codec.level,
+            storage_options=target.remote.options,
+            compute=False,
+            **source.metadata,
+        )
+        compute(written)
+        return Written(description, array_nbytes(x))
     if kind == "split":
         _write_split_dataset(
             x, target, source.metadata, codec, overwrite=overwrite, compute=compute
