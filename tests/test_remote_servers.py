@@ -289,3 +289,19 @@ def test_convert_writes_a_split_dataset_to_s3_and_refuses_other_kinds(tmp_path, 
     assert "never replaced on an object store" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "m"), f"{url}.npy", "--storage-options", options]) == 2
     assert "only split dataset folders are written" in capsys.readouterr().err
+
+
+def test_a_dataset_opened_again_sees_what_another_writer_added(tmp_path, s3_bucket):
+    # s3fs keeps what it listed: opening must ask the store again, not the process's cache.
+    data = _movie(tmp_path / "m", n_blocks=3)
+    url = f"{s3_bucket.url}/growing"
+    options = s3_bucket.storage_options
+    sd.to_split_dataset(data[:2], url, block_shape=(2, 3, 64, 64), storage_options=options)
+    assert sd.SplitDataset(url, storage_options=options).shape[0] == 2
+    # Another writer (its own client) commits two more blocks: files, then the metadata.
+    sd.to_split_dataset(data, tmp_path / "grown", block_shape=(2, 3, 64, 64))
+    for name in ("0001.h5", "0002.h5", "stack_metadata.json"):
+        s3_bucket.fs.put_file(str(tmp_path / "grown" / name), f"{s3_bucket.name}/growing/{name}")
+    grown = sd.SplitDataset(url, storage_options=options)
+    assert grown.shape[0] == 6
+    np.testing.assert_array_equal(grown[...], data)

@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,7 +30,6 @@ from splitds_dask._storage.block_file import (
     checked_dataset,
     find_data_key,
     open_block,
-    open_h5,
     stored_dtype,
 )
 from splitds_dask._storage.containment import (
@@ -42,6 +42,7 @@ from splitds_dask._storage.filters import missing_filters
 
 if TYPE_CHECKING:
     import dask.array as da
+    import h5py
     import xarray as xr
 
     from splitds_dask._compat.blocks import Blocks
@@ -314,20 +315,32 @@ class SplitDataset(BlocksOfDataset):
         """The block file ``name`` as errors name it."""
         return self._root / name
 
+    @contextmanager
+    def _open_block_file(self, name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
+        """Open the block file ``name`` read-only, after the containment checks; a missing or
+        unreadable file is a :class:`BlockError`."""
+        path = os.path.join(self._abs_root, name)
+        check_block_file(path, block=block, allow_external=self._allow_external, missing_ok=True)
+        with open_block(path, block=block, locking=self._locking) as f:
+            yield f
+
+    def _check_opened_folder(self) -> None:
+        """Fail, saying so, if the folder was replaced since it was opened."""
+        check_folder(self._abs_root, self._folder)
+
     def _stored_shape(self, name: str, block: tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
         """The shape of the array in the block file ``name``; None if it cannot tell.
 
         Raises BlockError when the file's compression filter is not available.
         """
-        path = self._root / name
+        where = self._block_location(name)
         try:
-            check_block_file(path, block=block, allow_external=self._allow_external)
-            with open_h5(path, locking=self._locking) as f:
+            with self._open_block_file(name, block) as f:
                 key = find_data_key(f, ndim)
                 checked = None
                 if key is not None:
                     checked = checked_dataset(
-                        f, key, path=path, block=block, allow_external=self._allow_external
+                        f, key, path=where, block=block, allow_external=self._allow_external
                     )
                 if checked is None or checked.dataset.ndim != ndim:
                     return None  # not an array block (fimpy traces): geometry from metadata only
@@ -338,8 +351,8 @@ class SplitDataset(BlocksOfDataset):
         if missing:
             # Every writer compresses all blocks alike: fail at opening, not at the first read.
             raise BlockError(
-                f"block {block} ({path}): cannot decompress, missing {'; '.join(missing)}",
-                path=path,
+                f"block {block} ({where}): cannot decompress, missing {'; '.join(missing)}",
+                path=where,
                 block=block,
             )
         return shape
@@ -405,29 +418,23 @@ class SplitDataset(BlocksOfDataset):
     def _probe(self) -> None:
         path = self._block_path(0)
         block = (0,) * self.ndim
-        check_folder(self._abs_root, self._folder)  # a replaced folder: say so, not "missing"
-        with damaged_block(path, block):
-            # Missing: open_block names the problem.
-            check_block_file(
-                path, block=block, allow_external=self._allow_external, missing_ok=True
-            )
-            with open_block(path, block=block, locking=self._locking) as f:
-                key = find_data_key(f, self.ndim)
-                checked = None
-                if key is not None:
-                    checked = checked_dataset(
-                        f, key, path=path, block=block, allow_external=self._allow_external
-                    )
-                if key is None or checked is None:
-                    keys = ", ".join(sorted(f.keys())) or "nothing"
-                    raise BlockError(
-                        f"block {block} ({path}): no array named like 'stack' (the file holds: "
-                        f"{keys})",
-                        path=path,
-                        block=block,
-                    )
-                self._data_key = key
-                self._dtype = stored_dtype(checked.dataset)
+        self._check_opened_folder()  # a replaced folder: say so, not "missing"
+        with damaged_block(path, block), self._open_block_file(self._names[0], block) as f:
+            key = find_data_key(f, self.ndim)
+            checked = None
+            if key is not None:
+                checked = checked_dataset(
+                    f, key, path=path, block=block, allow_external=self._allow_external
+                )
+            if key is None or checked is None:
+                keys = ", ".join(sorted(f.keys())) or "nothing"
+                raise BlockError(
+                    f"block {block} ({path}): no array named like 'stack' (the file holds: {keys})",
+                    path=path,
+                    block=block,
+                )
+            self._data_key = key
+            self._dtype = stored_dtype(checked.dataset)
 
     def __len__(self) -> int:
         if not self.shape:

@@ -128,18 +128,11 @@ class BlockReader:
         )
 
     def stamped(self, token: str) -> BlockReader:
-        """A copy carrying ``token`` (see :meth:`__dask_tokenize__`)."""
-        return BlockReader(
-            root=self.root,
-            names=self.names,
-            grid=self.grid,
-            dtype=self.dtype,
-            data_key=self.data_key,
-            locking=self.locking,
-            token=token,
-            folder=self.folder,
-            allow_external=self.allow_external,
-        )
+        """A copy of the same class carrying ``token`` (see :meth:`__dask_tokenize__`)."""
+        copy = self.__class__.__new__(self.__class__)
+        copy.__setstate__(self.__getstate__())
+        copy.token = token
+        return copy
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -12,10 +12,12 @@ or by the writers' numbering (``0000.h5`` on, or from ``0001.h5`` where there is
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from splitds_dask._dataset import SplitDataset
-from splitds_dask._errors import BlockError, NotASplitDatasetError, damaged_block
+from splitds_dask._errors import NotASplitDatasetError
 from splitds_dask._format.files import BlockFiles, BlockNames, find_block_files
 from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._format.metadata import (
@@ -28,8 +30,9 @@ from splitds_dask._format.physical import read_physical_metadata
 from splitds_dask._remote.block_file import open_remote_block
 from splitds_dask._remote.location import FileVersion, RemoteFolder
 from splitds_dask._remote.reader import RemoteBlockReader
-from splitds_dask._storage.block_file import checked_dataset, find_data_key, stored_dtype
-from splitds_dask._storage.filters import missing_filters
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["RemoteSplitDataset"]
 
@@ -199,46 +202,13 @@ class RemoteSplitDataset(SplitDataset):
             self._files = out.reshape(self._grid.grid)
         return self._files.copy()
 
-    def _stored_shape(self, name: str, block: tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
-        try:
-            with open_remote_block(self._remote, name, block=block) as f:
-                key = find_data_key(f, ndim)
-                checked = None
-                if key is not None:
-                    checked = checked_dataset(f, key, path=self._remote.file_url(name), block=block)
-                if checked is None or checked.dataset.ndim != ndim:
-                    return None
-                shape = tuple(checked.dataset.shape)
-                missing = missing_filters(checked.dataset)
-        except Exception:  # noqa: BLE001 - unreadable, missing or damaged: reported when read
-            return None
-        if missing:
-            url = self._remote.file_url(name)
-            raise BlockError(
-                f"block {block} ({url}): cannot decompress, missing {'; '.join(missing)}",
-                path=url,
-                block=block,
-            )
-        return shape
+    @contextmanager
+    def _open_block_file(self, name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
+        with open_remote_block(self._remote, name, block=block) as f:
+            yield f
 
-    def _probe(self) -> None:
-        name = self._names[0]
-        url = self._remote.file_url(name)
-        block = (0,) * self.ndim
-        with open_remote_block(self._remote, name, block=block) as f, damaged_block(url, block):
-            key = find_data_key(f, self.ndim)
-            checked = None
-            if key is not None:
-                checked = checked_dataset(f, key, path=url, block=block)
-            if key is None or checked is None:
-                keys = ", ".join(sorted(f.keys())) or "nothing"
-                raise BlockError(
-                    f"block {block} ({url}): no array named like 'stack' (the file holds: {keys})",
-                    path=url,
-                    block=block,
-                )
-            self._data_key = key
-            self._dtype = stored_dtype(checked.dataset)
+    def _check_opened_folder(self) -> None:
+        pass  # a store has no folder identity: see the README's limits of remote datasets
 
     @property
     def reader(self) -> RemoteBlockReader:

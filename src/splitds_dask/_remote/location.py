@@ -114,7 +114,11 @@ class RemoteFolder:
 
     def version(self, name: str) -> FileVersion:
         """The version of the file ``name`` (one request)."""
-        return FileVersion.of(self.filesystem.info(self.path(name)))
+        path = self.path(name)
+        # fsspec filesystems are shared in a process and some (s3fs) keep what they listed:
+        # a version must come from the store, not from an earlier listing.
+        self.filesystem.invalidate_cache(path)
+        return FileVersion.of(self.filesystem.info(path))
 
     def listing(self) -> dict[str, int] | None:
         """The folder's files and their sizes (one request), or None where the store cannot
@@ -122,6 +126,7 @@ class RemoteFolder:
         fs = self.filesystem
         if self.url.startswith(("http://", "https://")):
             return None  # an HTTP "listing" is whatever links a page holds, not the folder
+        fs.invalidate_cache(self._fs_root)  # another process may have written since
         try:
             entries = fs.ls(self._fs_root, detail=True)
         except FileNotFoundError:

@@ -61,17 +61,6 @@ class RemoteBlockReader(BlockReader):
             return self.token
         return (super().__dask_tokenize__(), self.remote.__dask_tokenize__(), self.version)
 
-    def stamped(self, token: str) -> RemoteBlockReader:
-        return RemoteBlockReader(
-            remote=self.remote,
-            version=self.version,
-            names=self.names,
-            grid=self.grid,
-            dtype=self.dtype,
-            data_key=self.data_key,
-            token=token,
-        )
-
     def block_path(self, index: int) -> str:
         """URL of the file of block number ``index``."""
         return self.remote.file_url(self.names[index])
