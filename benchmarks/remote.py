@@ -11,7 +11,9 @@ One movie (t x z x y x uint16, calcium-imaging-like) is written three ways on th
   it (Blosc lz4, byte shuffle, its default level; HDF5 chunks of about 1 MiB);
 - **zarr**: zarr 3, one chunk per block, the same Blosc codec and level;
 - **h5py-fsspec** reads ours' block files as a user would: ``h5py.File(fs.open(path, "rb"))``
-  for each file it needs, with fsspec's default cache settings, per read.
+  for each file it needs, with fsspec's default cache settings, per read (s3fs: readahead in
+  blocks of 50 MiB, so its first read brings the whole block file in one request; the listing
+  cache of the filesystem, filled when the files were listed, spares it a HEAD per file).
 
 Rows: the full read ``ds[...]``; one time point ``ds[t]`` (the mean over several ``t``, one per
 block), cold (ours: the process's cache of chunk maps emptied first, so the block's HDF5 index
@@ -472,7 +474,8 @@ def run_delay(
 def _cell(row: Row, peer: str) -> str:
     timing = row.results[peer]
     mb_s = row.nbytes / timing.seconds / 1e6
-    return f"{timing.seconds * 1e3:.1f} ms, {mb_s:.0f} MB/s, {timing.requests}"
+    moved = timing.requests.bytes / 1e6
+    return f"{timing.seconds * 1e3:.1f} ms, {mb_s:.0f} MB/s, {timing.requests}, {moved:.2f} MB in"
 
 
 def _ratio(row: Row, peer: str) -> str:
@@ -568,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.block_frames} frames; Blosc {stores.codec['cname']} level "
         f"{stores.codec['clevel']} {stores.codec['shuffle']}; zarr: one chunk per block, the "
         f"same codec. Time points {points}. Best of {args.repeat} after a warm-up; "
-        f"{os.cpu_count()} cores. Cells: time, MB/s (uncompressed), requests per read. "
+        f"{os.cpu_count()} cores. Cells: time, MB/s (uncompressed), requests per read, bytes "
+        "received per read. "
         "Speedups: peer time / our time (targets: >= 1x zarr, >= 3x h5py-fsspec).\n"
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + "\n"
