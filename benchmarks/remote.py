@@ -24,6 +24,7 @@ shows the best time. Every result is checked against the movie in memory.
 
     python benchmarks/remote.py                       # 64 x 8 x 256 x 256 (67 MB), 0 and 20 ms
     python benchmarks/remote.py --delays 0.02 --repeat 3 --json remote.json
+    python benchmarks/remote.py --delays 0.02 --bandwidth 100   # and 100 MB/s per answer
 """
 
 from __future__ import annotations
@@ -63,12 +64,17 @@ def serve() -> int:
     from tests.helpers.servers import S3Server
 
     server = S3Server()
+    throttle = _Throttle(server._server.app)  # outside the recorder: its log is unchanged
+    server._server.app = throttle
     print(json.dumps(server.storage_options()), flush=True)
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "delay":
             server.log.delay = float(argument)
             answer: Any = "ok"
+        elif command == "bandwidth":
+            throttle.rate = float(argument)
+            answer = "ok"
         elif command == "clear":
             server.log.clear()
             answer = "ok"
@@ -81,6 +87,21 @@ def serve() -> int:
         print(json.dumps(answer), flush=True)
     server.close()
     return 0
+
+
+class _Throttle:
+    """WSGI middleware: each answer's body waits ``len(body) / rate`` seconds before it goes out
+    (``rate`` in bytes per second, 0 for none), for a store's bandwidth per connection."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._app = app
+        self.rate = 0.0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        body = list(self._app(environ, start_response))
+        if self.rate > 0:
+            time.sleep(sum(len(part) for part in body) / self.rate)
+        return body
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,9 @@ class ServerProcess:
 
     def clear(self) -> None:
         self._ask("clear")
+
+    def set_bandwidth(self, mb_per_s: float) -> None:
+        self._ask(f"bandwidth {mb_per_s * 1e6}")
 
     def counts(self) -> Counts:
         get = head = listing = size = 0
@@ -507,6 +531,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--delays", default="0,0.02", help="seconds added to each request, comma-separated"
     )
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        default=0,
+        help="MB/s of each answer's body (a store's bandwidth per connection; default: none)",
+    )
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--wrong", choices=PEERS, help=argparse.SUPPRESS)
@@ -543,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     with _server() as server:
         options = server.storage_options
         stores = write_stores(movie, args.block_frames, options)
+        server.set_bandwidth(args.bandwidth)
         peers: dict[str, Peer] = {
             "ours": Ours(stores, options),
             "zarr": Zarr(stores, options),
@@ -565,12 +596,13 @@ def main(argv: list[str] | None = None) -> int:
     import splitds_dask as sd
 
     versions = {m.__name__: m.__version__ for m in (sd, zarr, h5py, fsspec, s3fs, dask, np)}
+    bandwidth = f"answers' bodies at {args.bandwidth:g} MB/s each; " if args.bandwidth else ""
     print(
         f"Movie (t, z, y, x) = {shape} uint16 ({movie.nbytes / 1e6:.0f} MB, "
         f"{stored / 1e6:.0f} MB stored, {movie.nbytes / stored:.2f}x), {n_blocks} blocks of "
         f"{args.block_frames} frames; Blosc {stores.codec['cname']} level "
         f"{stores.codec['clevel']} {stores.codec['shuffle']}; zarr: one chunk per block, the "
-        f"same codec. Time points {points}. Best of {args.repeat} after a warm-up; "
+        f"same codec. Time points {points}. Best of {args.repeat} after a warm-up; {bandwidth}"
         f"{os.cpu_count()} cores. Cells: time, MB/s (uncompressed), requests per read, bytes "
         "received per read. "
         "Speedups: peer time / our time (targets: >= 1x zarr, >= 3x h5py-fsspec).\n"
@@ -588,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                     "block_frames": args.block_frames,
                     "points": points,
                     "repeat": args.repeat,
+                    "bandwidth_mb_s": args.bandwidth,
                     "stored_bytes": stored,
                     "codec": stores.codec,
                     "versions": versions,
