@@ -116,3 +116,57 @@ def test_cluster_rows_count_tasks(quick_run: tuple[str, dict], row_id: str) -> N
         assert max(ours) <= min(minimal)
     else:
         assert ours == minimal
+
+
+REMOTE_TINY = ("--frames", "4", "--block-frames", "2", "--planes", "2", "--height", "32")
+REMOTE_TINY += ("--width", "32", "--points", "2", "--repeat", "1", "--delays", "0,0.001")
+REMOTE_ROWS = ["full read `ds[...]`", "one time point `ds[t]`, cold"]
+REMOTE_ROWS += ["one time point `ds[t]`, warm", "dask mean over t, cold", "dask mean over t, warm"]
+
+
+@pytest.mark.network
+def test_remote_comparison_runs(tmp_path: Path) -> None:
+    """benchmarks/remote.py on tiny data: every row for both delays, every peer's result
+    checked by the script, its requests counted by the server (127.0.0.1, its own process)."""
+    out = tmp_path / "remote.json"
+    proc = _run_benchmark("remote.py", *REMOTE_TINY, "--json", str(out))
+    result = json.loads(out.read_text())
+    assert list(result["delays"]) == ["0.0", "0.001"]
+    for rows in result["delays"].values():
+        assert [row["row"] for row in rows] == REMOTE_ROWS
+        for row in rows:
+            assert set(row["results"]) == {"ours", "zarr", "h5py-fsspec"}
+            for timing in row["results"].values():
+                assert math.isfinite(timing["seconds"])
+                assert timing["seconds"] > 0
+                assert timing["requests"]["total"] > 0
+                assert timing["requests"]["bytes"] > 0
+        # With its chunk map kept, a time point costs ours one range request.
+        (warm,) = [row for row in rows if row["row"] == "one time point `ds[t]`, warm"]
+        assert warm["results"]["ours"]["requests"] == {
+            "get": 1,
+            "head": 0,
+            "list": 0,
+            "bytes": warm["results"]["ours"]["requests"]["bytes"],
+            "total": 1,
+        }
+    assert proc.stdout.count("| full read `ds[...]` |") == 2
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("peer", ["ours", "zarr", "h5py-fsspec"])
+def test_remote_comparison_checks_results(peer: str) -> None:
+    """A peer giving a wrong answer stops benchmarks/remote.py: no fast wrong figure."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    argv = [*REMOTE_TINY[:-2], "--delays", "0", "--wrong", peer]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "remote.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert f"{peer}, full read `ds[...]`: the result differs" in proc.stderr

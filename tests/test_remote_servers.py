@@ -151,6 +151,59 @@ def test_a_time_point_of_a_known_file_is_one_range_request(
         ]
 
 
+def test_a_block_files_index_is_fetched_in_one_round_trip(tmp_path, s3_bucket):
+    # Random data barely compresses: block files of about 2 MB, whose HDF5 index lies at their
+    # head and their tail (h5py writes the chunk index at close). Both are requested together.
+    data = _movie(tmp_path / "m", n_blocks=2, planes=8, side=256)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    size = (tmp_path / "m" / "0001.h5").stat().st_size
+    assert size > 4 * (1 << 18)
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    ds.dtype  # noqa: B018 - opening done: block 0's index was read
+    s3_bucket.log.clear()
+    s3_bucket.log.delay = 0.1
+    np.testing.assert_array_equal(ds[3], data[3])
+    gets = s3_bucket.log.of("GET")
+    assert all(r.path.endswith("/0001.h5") for r in gets), gets
+    assert len(gets) == 3, gets  # head and tail of the index, then the chunk of t = 3
+    index = [
+        r
+        for r in gets
+        if r.range in (f"bytes=0-{(1 << 18) - 1}", f"bytes={size - (1 << 18)}-{size - 1}")
+    ]
+    assert len(index) == 2, gets
+    assert max(r.in_flight for r in index) == 2, index
+
+
+def test_the_index_file_reads_the_bytes_of_the_remote_file(tmp_path, s3_bucket):
+    from splitds_dask._remote.block_file import _HeadAndTail
+
+    block = 1 << 18
+    payload = np.random.default_rng(3).integers(0, 256, 5 * block + 12345, dtype=np.uint8)
+    local = tmp_path / "f"
+    local.mkdir()
+    (local / "blob.bin").write_bytes(payload.tobytes())
+    s3_bucket.upload(local, "f")
+    expected = payload.tobytes()
+    f = _HeadAndTail(s3_bucket.fs, f"{s3_bucket.name}/f/blob.bin")
+    assert f.size == len(expected)
+    # Inside the head, across it, in the middle (fetched on demand), across the tail, past it.
+    for offset, n in [
+        (0, 8),
+        (block - 3, 10),
+        (2 * block + 5, 2 * block),
+        (len(expected) - 9, 100),
+    ]:
+        assert f.seek(offset) == offset
+        assert f.read(n) == expected[offset : offset + n], (offset, n)
+        assert f.tell() == min(len(expected), offset + n)
+    f.seek(-5, os.SEEK_END)
+    assert f.read() == expected[-5:]
+    assert f.read(4) == b""
+    with pytest.raises(OSError, match="before the start"):
+        f.seek(-1)
+
+
 def test_runs_of_far_apart_chunks_are_requested_together(tmp_path, s3_bucket, write_plain):
     # Chunks of one plane of 512 KiB (incompressible), four planes per time point: the planes
     # of one z lie 1.5 MiB apart, so ds[:, 0] of a block takes one request per time point, and

@@ -1,7 +1,9 @@
 """Reading a region of a remote block file: its chunk map once, then byte ranges.
 
-The first read of a block file (of one version of the dataset) opens it with h5py over an
-fsspec file, whose cache fetches the HDF5 index in a few large requests, and keeps its
+The first read of a block file (of one version of the dataset) opens it with h5py over a file
+object whose first requests fetch the head and the tail of the file together (where HDF5 writers
+put the superblock, object headers and chunk index: one round trip instead of one per place),
+and keeps its
 :class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk maps. Every read
 after that costs only the data: one range request per run of neighbouring chunks, all of a
 read's runs in flight together, each chunk checked and decompressed by the same code as a local
@@ -15,9 +17,12 @@ on the reading machine).
 
 from __future__ import annotations
 
+import io
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 import h5py
 import numpy as np
@@ -41,9 +46,89 @@ __all__ = ["REMOTE_MAX_GAP", "REMOTE_MAX_RUN", "open_remote_block", "read_remote
 # block still has several requests in flight.
 REMOTE_MAX_GAP = 1 << 20
 REMOTE_MAX_RUN = 1 << 26
-# The fsspec file under h5py reads in blocks of this size, cached: the HDF5 superblock, object
-# headers and chunk index of a block file take a few of them.
+# The file under h5py reads in blocks of this size, cached: the HDF5 superblock, object headers
+# and chunk index of a block file take a few of them, at its head and its tail.
 _INDEX_BLOCK_SIZE = 1 << 18
+# Blocks read on demand (beyond the head and tail) kept at most: h5py's own reads of a codec the
+# chunk map cannot serve go through the same file.
+_INDEX_MAX_BLOCKS = 32
+
+
+class _HeadAndTail(io.RawIOBase):
+    """A read-only remote file for h5py: its head and tail fetched at once, the rest on demand.
+
+    h5py's writers put the superblock and the first object headers at the head of a file, and
+    the chunk index and the headers rewritten at close at its tail: fetching both in one
+    ``cat_ranges`` call costs one round trip where reading them as h5py asks costs one each.
+    Other reads fetch the aligned blocks they cover (one request), kept in a small LRU cache.
+    """
+
+    def __init__(self, fs: Any, path: str, *, block_size: int = _INDEX_BLOCK_SIZE) -> None:
+        super().__init__()
+        self._fs = fs
+        self._path = path
+        self._block = block_size
+        self.size = int(fs.size(path))
+        self._pos = 0
+        wanted = [(0, min(block_size, self.size))] if self.size else []
+        if self.size > block_size:
+            wanted.append((max(block_size, self.size - block_size), self.size))
+        found = fs.cat_ranges(
+            [path] * len(wanted), [a for a, _ in wanted], [b for _, b in wanted], on_error="raise"
+        )
+        self._pinned = [
+            (start, bytes(data)) for (start, _), data in zip(wanted, found, strict=True)
+        ]
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(f"{self._path}: seek to {base + offset}, before the start")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self._pos))
+        start, stop = self._pos, self._pos + n
+        while start < stop:
+            offset, data = self._part(start)
+            piece = data[start - offset : stop - offset]
+            if not piece:  # a pinned part shorter than the size said (the file changed)
+                raise OSError(f"{self._path}: no byte at {start} of {self.size} (shrunk?)")
+            view[start - self._pos : start - self._pos + len(piece)] = piece
+            start += len(piece)
+        self._pos = stop
+        return n
+
+    def _part(self, position: int) -> tuple[int, bytes]:
+        """A cached part holding byte ``position`` (fetching its aligned block if none does)."""
+        for offset, data in self._pinned:
+            if offset <= position < offset + len(data):
+                return offset, data
+        index = position // self._block
+        cached = self._recent.get(index)
+        if cached is None:
+            start = index * self._block
+            end = min(self.size, start + self._block)
+            cached = bytes(self._fs.cat_file(self._path, start=start, end=end))
+            if len(cached) <= position - start:
+                raise OSError(f"{self._path}: no byte at {position} of {self.size} (shrunk?)")
+            self._recent[index] = cached
+            if len(self._recent) > _INDEX_MAX_BLOCKS:
+                self._recent.popitem(last=False)
+        self._recent.move_to_end(index)
+        return index * self._block, cached
 
 
 @contextmanager
@@ -56,9 +141,7 @@ def open_remote_block(
     """
     url = folder.file_url(name)
     try:
-        handle = folder.filesystem.open(
-            folder.path(name), "rb", block_size=_INDEX_BLOCK_SIZE, cache_type="blockcache"
-        )
+        handle = _HeadAndTail(folder.filesystem, folder.path(name))
     except FileNotFoundError as exc:
         raise BlockError(f"block {block}: file {url} is missing", path=url, block=block) from exc
     except OSError as exc:
