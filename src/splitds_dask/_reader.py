@@ -58,6 +58,9 @@ class BlockReader:
         "token",
     )
 
+    # Whether a block read mostly waits on a store (then blocks are read on the wider I/O pool).
+    io_bound = False
+
     def __init__(
         self,
         *,
@@ -167,7 +170,7 @@ class BlockReader:
                     self._read_pieces(pieces, out)
             else:
                 # Blocks fill disjoint parts of ``out``; Blosc blocks decompress in parallel.
-                map_in_pool(self._read_pieces, jobs, [out] * len(jobs))
+                map_in_pool(self._read_pieces, jobs, [out] * len(jobs), io=self.io_bound)
         except Exception:
             self._check_folder()  # a file of a replaced folder failing: say what happened
             raise

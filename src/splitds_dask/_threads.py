@@ -20,6 +20,10 @@ T = TypeVar("T")
 __all__ = ["in_pool", "map_in_pool"]
 
 _pool: ThreadPoolExecutor | None = None
+_io_pool: ThreadPoolExecutor | None = None
+# Remote block reads mostly wait on the store: more threads than cores keep more blocks' requests
+# in flight (s3fs's connection pool, 10 by default, bounds them anyway).
+IO_THREADS = 16
 _local = threading.local()
 
 
@@ -44,17 +48,31 @@ def read_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def map_in_pool(function: Callable[..., T], *arguments: Sequence[Any]) -> list[T]:
-    """``[function(*args) for args in zip(*arguments)]`` on the pool, returning (or raising the
-    first error) only once every call has finished, so that none still runs on shared state."""
-    futures = [read_pool().submit(function, *args) for args in zip(*arguments, strict=True)]
+def io_pool() -> ThreadPoolExecutor:
+    """The process's pool for reads that wait on a remote store: ``IO_THREADS`` threads."""
+    global _io_pool
+    if _io_pool is None:
+        _io_pool = ThreadPoolExecutor(
+            max_workers=IO_THREADS,
+            thread_name_prefix="splitds-io",
+            initializer=_mark_pool_thread,
+        )
+    return _io_pool
+
+
+def map_in_pool(function: Callable[..., T], *arguments: Sequence[Any], io: bool = False) -> list[T]:
+    """``[function(*args) for args in zip(*arguments)]`` on the pool (``io``: the I/O pool),
+    returning (or raising the first error) only once every call has finished, so that none
+    still runs on shared state."""
+    pool = io_pool() if io else read_pool()
+    futures = [pool.submit(function, *args) for args in zip(*arguments, strict=True)]
     wait(futures)
     return [future.result() for future in futures]
 
 
 def _forget_pool() -> None:
-    global _pool
-    _pool = None
+    global _pool, _io_pool
+    _pool = _io_pool = None
 
 
 if hasattr(os, "register_at_fork"):  # absent on Windows, which does not fork

@@ -24,6 +24,7 @@ class RemoteBlockReader(BlockReader):
     """
 
     __slots__ = ("remote", "version")
+    io_bound = True
 
     def __init__(
         self,
