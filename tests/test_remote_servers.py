@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import splitds_dask as sd
+from splitds_dask._remote import write as remote_write
 
 pytestmark = pytest.mark.network
 
@@ -274,7 +275,9 @@ sd.to_split_dataset(data, url, block_shape=(2, 3, 64, 64), storage_options=optio
 
 
 @pytest.mark.subprocess
-def test_a_write_killed_midway_leaves_no_dataset_and_the_next_one_completes(tmp_path, s3_bucket):
+def test_a_write_killed_midway_leaves_no_dataset_and_the_next_one_completes(
+    tmp_path, s3_bucket, monkeypatch
+):
     url = f"{s3_bucket.url}/killed"
     s3_bucket.log.delay = 0.05  # slow uploads: the kill lands among the blocks
     env = dict(os.environ, PYTHONPATH=str(Path(sd.__file__).parents[1]))
@@ -303,9 +306,23 @@ def test_a_write_killed_midway_leaves_no_dataset_and_the_next_one_completes(tmp_
     with pytest.raises(sd.NotASplitDatasetError):
         sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
     data = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4)
-    ds = sd.to_split_dataset(
-        data, url, block_shape=(3, 4), storage_options=s3_bucket.storage_options
-    )
+    # The killed writer's last uploads may still be answered (the delay holds them): the next
+    # write waits until the leftovers have been left alone for LEFTOVERS_QUIET seconds.
+    with pytest.raises(FileExistsError, match="uploads it had sent may still land"):
+        sd.to_split_dataset(data, url, storage_options=s3_bucket.storage_options)
+    monkeypatch.setattr(remote_write, "LEFTOVERS_QUIET", 2.0)
+    refusals = []
+    while True:
+        try:
+            ds = sd.to_split_dataset(
+                data, url, block_shape=(3, 4), storage_options=s3_bucket.storage_options
+            )
+            break
+        except FileExistsError as exc:
+            refusals.append(str(exc))
+            assert time.monotonic() < deadline, "the leftovers never went quiet"
+            time.sleep(0.2)
+    assert all("may still land" in r for r in refusals), refusals
     np.testing.assert_array_equal(ds[...], data)
     s3_bucket.fs.invalidate_cache()
     assert sorted(p.rsplit("/", 1)[-1] for p in s3_bucket.fs.ls(f"{s3_bucket.name}/killed")) == [

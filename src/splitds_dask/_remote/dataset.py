@@ -28,7 +28,7 @@ from splitds_dask._format.metadata import (
 )
 from splitds_dask._format.physical import read_physical_metadata
 from splitds_dask._remote.block_file import open_remote_block
-from splitds_dask._remote.location import FileVersion, RemoteFolder
+from splitds_dask._remote.location import FileVersion, RemoteFolder, StoredFile
 from splitds_dask._remote.reader import RemoteBlockReader
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["RemoteSplitDataset"]
 
 
-def _metadata_name(folder: RemoteFolder, listing: dict[str, int] | None) -> str:
+def _metadata_name(folder: RemoteFolder, listing: dict[str, StoredFile] | None) -> str:
     if listing is None or METADATA_NAME in listing:
         return METADATA_NAME
     if not listing:
@@ -175,7 +175,7 @@ class RemoteSplitDataset(SplitDataset):
         listing = self._remote.listing()
         if listing is None:
             return None
-        return {n: listing[n] for n in self._names.as_tuple() if n in listing}
+        return {n: listing[n].size for n in self._names.as_tuple() if n in listing}
 
     @property
     def version(self) -> FileVersion:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from splitds_dask._errors import NotASplitDatasetError
 
-__all__ = ["FileVersion", "RemoteFolder", "is_url"]
+__all__ = ["FileVersion", "RemoteFolder", "StoredFile", "is_url"]
 
 # A URL names its protocol (s3://, gs://, https://, file://, memory://); a Windows drive (C:\)
 # or a plain path does not.
@@ -43,6 +44,33 @@ class FileVersion(NamedTuple):
             if info.get(key) is not None:
                 return cls(int(info.get("size") or 0), f"{key}={info[key]}")
         return cls(int(info.get("size") or 0), "")
+
+
+class StoredFile(NamedTuple):
+    """A file as a listing shows it."""
+
+    size: int
+    modified: float | None
+    """Seconds since the epoch, by the store's clock; None where the listing does not say."""
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> StoredFile:
+        """The record of an fsspec ``ls(detail=True)`` entry (keys differ between stores)."""
+        modified = None
+        for key in ("LastModified", "mtime", "updated", "created"):
+            value = entry.get(key)
+            if isinstance(value, datetime):
+                modified = value.timestamp()
+            elif isinstance(value, (int, float)):
+                modified = float(value)
+            elif isinstance(value, str):
+                try:
+                    modified = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    continue
+            if modified is not None:
+                break
+        return cls(int(entry.get("size") or 0), modified)
 
 
 class RemoteFolder:
@@ -120,9 +148,8 @@ class RemoteFolder:
         self.filesystem.invalidate_cache(path)
         return FileVersion.of(self.filesystem.info(path))
 
-    def listing(self) -> dict[str, int] | None:
-        """The folder's files and their sizes (one request), or None where the store cannot
-        list (plain HTTP)."""
+    def listing(self) -> dict[str, StoredFile] | None:
+        """The folder's files (one request), or None where the store cannot list (plain HTTP)."""
         fs = self.filesystem
         if self.url.startswith(("http://", "https://")):
             return None  # an HTTP "listing" is whatever links a page holds, not the folder
@@ -134,7 +161,7 @@ class RemoteFolder:
         except NotImplementedError:
             return None
         return {
-            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: StoredFile.of(e)
             for e in entries
             if e.get("type") != "directory"
         }

@@ -10,7 +10,8 @@ An existing dataset is therefore never replaced, ``overwrite`` or not (a reader 
 could read a mix of old and new blocks, and a crash would leave neither): write to a new URL, or
 remove the old dataset first. What a write leaves when it is killed is recognised by the marker
 it uploads first (:data:`WRITING_MARKER`): blocks without metadata, which no reader opens as a
-dataset, and which the next write to that URL removes.
+dataset, and which the next write to that URL removes once they have been left alone for
+:data:`LEFTOVERS_QUIET` seconds (a request the killed writer sent may still land until then).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +41,16 @@ if TYPE_CHECKING:
 
     from splitds_dask._dataset import SplitDataset
 
-__all__ = ["WRITING_MARKER", "check_remote_target", "write_remote"]
+__all__ = ["LEFTOVERS_QUIET", "WRITING_MARKER", "check_remote_target", "write_remote"]
 
 #: Uploaded before the first block and removed after the metadata: a folder holding it and no
 #: metadata is what a killed write left.
 WRITING_MARKER = ".splitds-writing"
+#: What a killed write left is removed by the next write only once it has been this many
+#: seconds without a change (by the store's clock, from the listing): requests the writer had
+#: sent before it died may still be answered, and one landing after the next write's upload of
+#: the same block would replace it.
+LEFTOVERS_QUIET = 120.0
 
 
 class _UploadingTarget(_BlockFileTarget):
@@ -67,7 +74,8 @@ def check_remote_target(folder: RemoteFolder) -> list[str]:
     Raises
     ------
     FileExistsError
-        The folder holds a split dataset, or files that are not a killed write's.
+        The folder holds a split dataset, files that are not a killed write's, or the
+        leftovers of a write that stopped less than :data:`LEFTOVERS_QUIET` seconds ago.
     ValueError
         The store cannot list (plain HTTP), so nothing can be written there safely.
     """
@@ -83,6 +91,14 @@ def check_remote_target(folder: RemoteFolder) -> list[str]:
     if listing and WRITING_MARKER not in listing:
         shown = ", ".join(sorted(listing)[:3]) + (", ..." if len(listing) > 3 else "")
         raise FileExistsError(f"{folder.url}: holds files that are not a split dataset ({shown})")
+    times = [f.modified for f in listing.values() if f.modified is not None]
+    if listing and (len(times) < len(listing) or time.time() - max(times) < LEFTOVERS_QUIET):
+        # An upload the killed writer had sent may still land, over a block of this write.
+        raise FileExistsError(
+            f"{folder.url}: a write there stopped less than {LEFTOVERS_QUIET:.0f} s ago "
+            f"({len(listing)} files left, no metadata); uploads it had sent may still land: "
+            "write again later, or to another URL"
+        )
     return sorted(listing)
 
 
