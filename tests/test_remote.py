@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -385,9 +386,7 @@ def test_other_files_at_the_url_are_never_touched(tmp_path):
     assert _names(url) == ["notes.txt"]
 
 
-def test_a_failed_write_leaves_nothing_and_a_killed_one_is_cleared_by_the_next(
-    tmp_path, monkeypatch
-):
+def test_a_failed_or_killed_write_is_no_dataset_and_the_next_write_clears_it(tmp_path, monkeypatch):
     url = _memory_url("failed")
 
     def explode(block):
@@ -400,21 +399,25 @@ def test_a_failed_write_leaves_nothing_and_a_killed_one_is_cleared_by_the_next(
     source = da.from_array(np.arange(24).reshape(6, 4), chunks=(2, 4)).map_blocks(explode)
     with pytest.raises(RuntimeError, match="source failed"):
         sd.to_split_dataset(source, url)
-    assert _names(url) == []
+    # Its marker stays (other tasks may still be uploading); no metadata, so no dataset.
+    assert ".splitds-writing" in _names(url)
+    assert "stack_metadata.json" not in _names(url)
+    with pytest.raises(sd.NotASplitDatasetError):
+        sd.SplitDataset(url)
     # What a killed write leaves: its marker and some blocks, no metadata.
     fs = fsspec.filesystem("memory")
-    base = url.removeprefix("memory://")
-    fs.pipe(f"{base}/.splitds-writing", b"{}")
-    fs.pipe(f"{base}/0000.h5", b"partial")
+    fs.pipe(url.removeprefix("memory://") + "/0000.h5", b"partial")
     with pytest.raises(sd.NotASplitDatasetError):
         sd.SplitDataset(url)
     data = np.arange(8, dtype=np.int16).reshape(4, 2)
-    # Fresh leftovers: an upload the killed writer sent may still land. Refused until they are
-    # LEFTOVERS_QUIET seconds old (a short time here).
+    # Fresh leftovers: an upload the stopped writer sent may still land. Refused until they are
+    # LEFTOVERS_QUIET seconds old (a short time here, waited for).
     with pytest.raises(FileExistsError, match="stopped less than 120 s ago"):
         sd.to_split_dataset(data, url, block_shape=(2, 2))
-    monkeypatch.setattr(remote_write, "LEFTOVERS_QUIET", 0.0)
-    np.testing.assert_array_equal(sd.to_split_dataset(data, url, block_shape=(2, 2))[...], data)
+    monkeypatch.setattr(remote_write, "LEFTOVERS_QUIET", 1.0)
+    time.sleep(1.5)
+    written = sd.to_split_dataset(data, url, block_shape=(2, 2))
+    np.testing.assert_array_equal(written[...], data)
     assert _names(url) == ["0000.h5", "0001.h5", "stack_metadata.json"]
 
 

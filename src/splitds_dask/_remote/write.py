@@ -11,7 +11,9 @@ could read a mix of old and new blocks, and a crash would leave neither): write 
 remove the old dataset first. What a write leaves when it is killed is recognised by the marker
 it uploads first (:data:`WRITING_MARKER`): blocks without metadata, which no reader opens as a
 dataset, and which the next write to that URL removes once they have been left alone for
-:data:`LEFTOVERS_QUIET` seconds (a request the killed writer sent may still land until then).
+:data:`LEFTOVERS_QUIET` seconds (a request the killed writer sent may still land until then). A
+write that fails removes the blocks it uploaded and leaves its marker, for the same reason: its
+other tasks may still be uploading.
 """
 
 from __future__ import annotations
@@ -150,9 +152,14 @@ def write_remote(
             return result
         opened: SplitDataset = result.compute()
     except BaseException:
+        # The blocks uploaded so far are removed; the marker stays. Uploads of other tasks may
+        # still be running (a failed task does not stop its siblings, here or on a cluster) and
+        # land later: the marker keeps what they leave recognisable as a stopped write's, which
+        # the next write removes once it has been left alone (LEFTOVERS_QUIET).
         n = prepared.grid.n_blocks
         written = set(folder.listing() or ())
-        ours = [block_file_name(i, n) for i in range(n)] + [WRITING_MARKER]
-        _remove(folder, [name for name in ours if name in written])
+        _remove(
+            folder, [block_file_name(i, n) for i in range(n) if block_file_name(i, n) in written]
+        )
         raise
     return opened
