@@ -37,8 +37,8 @@ import base64
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, NoReturn
 
 import h5py
@@ -47,8 +47,8 @@ from numcodecs import blosc
 
 from splitds_dask._dataset import SplitDataset
 from splitds_dask._errors import BlockError, NotReferenceableError, damaged_block
-from splitds_dask._remote.block_file import open_remote_block
-from splitds_dask._storage.block_file import checked_dataset, open_block, stored_dtype
+from splitds_dask._remote.location import is_url
+from splitds_dask._storage.block_file import checked_dataset, stored_dtype
 from splitds_dask._storage.blosc import (
     BLOSC_FILTER,
     BloscOptions,
@@ -56,7 +56,6 @@ from splitds_dask._storage.blosc import (
     ChunkIndexError,
     ChunkMap,
 )
-from splitds_dask._storage.containment import check_block_file
 from splitds_dask._storage.filters import BLOSC_COMPRESSORS
 
 __all__ = ["KERCHUNK_VERSION", "kerchunk_references"]
@@ -214,27 +213,15 @@ class _Source(NamedTuple):
 
     @classmethod
     def of(cls, ds: SplitDataset) -> _Source:
-        from splitds_dask._remote.dataset import RemoteSplitDataset
-
-        if isinstance(ds, RemoteSplitDataset):
-            remote = ds.remote
-
-            @contextmanager
-            def open_remote(name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
-                with open_remote_block(remote, name, block=block) as f:
-                    yield f
-
-            return cls(remote.url, remote.file_url, open_remote)
-        folder = os.path.abspath(ds.root)
-
-        @contextmanager
-        def open_local(name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
-            path = os.path.join(folder, name)
-            check_block_file(path, block=block, allow_external=ds.allow_external, missing_ok=True)
-            with open_block(path, block=block) as f:
-                yield f
-
-        return cls(folder, lambda name: os.path.join(folder, name), open_local)
+        root = str(ds.root)
+        if is_url(root):
+            return cls(root, lambda name: f"{root}/{name}", ds._open_block_file)
+        folder = os.path.abspath(root)
+        return cls(
+            folder,
+            lambda name: os.path.join(folder, name),
+            ds._open_block_file,
+        )
 
 
 def _variable_name(ds: SplitDataset, folder: str, name: str | None) -> str:
