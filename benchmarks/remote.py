@@ -315,7 +315,9 @@ class Zarr(Peer):
     def mean(self) -> np.ndarray:
         import dask.array as da
 
-        return da.from_zarr(self.arr).mean(axis=0).compute(scheduler="threads")
+        # from_array, not from_zarr: dask's array-expr mode has no from_zarr.
+        x = da.from_array(self.arr, chunks=self.arr.chunks, asarray=False)
+        return x.mean(axis=0).compute(scheduler="threads")
 
 
 class H5pyFsspec(Peer):
@@ -346,15 +348,38 @@ class H5pyFsspec(Peer):
         return self._read(self.paths[t // self.frames], t % self.frames)
 
     def mean(self) -> np.ndarray:
-        import dask
         import dask.array as da
 
-        parts = []
-        for i, path in enumerate(self.paths):
-            frames = min(self.frames, self.shape[0] - i * self.frames)
-            block = dask.delayed(self._read)(path, ...)
-            parts.append(da.from_delayed(block, (frames, *self.shape[1:]), np.uint16))
-        return da.concatenate(parts).mean(axis=0).compute(scheduler="threads")
+        # One chunk per block file, each read by its own task (from_array, which both of dask's
+        # modes have: array-expr mode has no from_delayed).
+        blocks = _BlockFiles(self)
+        x = da.from_array(
+            blocks,
+            chunks=(self.frames, *self.shape[1:]),
+            asarray=True,
+            meta=np.empty((0,) * blocks.ndim, blocks.dtype),  # no read to learn it
+        )
+        return x.mean(axis=0).compute(scheduler="threads")
+
+
+class _BlockFiles:
+    """The h5py-over-fsspec peer's block files as one array, read a chunk (a block) at a time."""
+
+    def __init__(self, peer: Any) -> None:
+        self.peer = peer
+        self.shape = tuple(peer.shape)
+        self.dtype = np.dtype(np.uint16)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0] if key and isinstance(key[0], slice) else slice(None)
+        start = first.start or 0
+        index = start // self.peer.frames
+        block = self.peer._read(self.peer.paths[index], ...)
+        offset = index * self.peer.frames
+        stop = self.shape[0] if first.stop is None else first.stop
+        return block[(slice(start - offset, stop - offset), *key[1:])]
 
 
 # --------------------------------------------------------------------------------------------
