@@ -239,6 +239,10 @@ class SplitDataset(BlocksOfDataset):
             metadata.raw, metadata.ndim, source=metadata.source or root
         )
         self._grid, self._names = self._match_files(declared.grid, declared.files)
+        self._start_lazy_state()
+
+    def _start_lazy_state(self) -> None:
+        """What is learned or built on first use (the first block's header, the reader...)."""
         self._files: np.ndarray | None = None
         self._data_key: str | None = None
         self._dtype: np.dtype | None = None
@@ -492,10 +496,11 @@ class SplitDataset(BlocksOfDataset):
 
     @property
     def files(self) -> np.ndarray:
-        """The block files as an object array of ``Path`` shaped like the block grid."""
+        """The block files as an object array of ``Path`` (URLs, for a remote dataset) shaped
+        like the block grid."""
         if self._files is None:
             out = np.empty(len(self._names), dtype=object)
-            out[:] = [self._root / name for name in self._names.as_tuple()]
+            out[:] = [self._block_location(name) for name in self._names.as_tuple()]
             self._files = out.reshape(self._grid.grid)
         return self._files.copy()
 

@@ -147,12 +147,7 @@ class RemoteSplitDataset(SplitDataset):
             metadata.raw, metadata.ndim, source=folder.file_url(name)
         )
         self._grid, self._names = self._match_files(declared, files)
-        self._files = None
-        self._data_key = None
-        self._dtype = None
-        self._reader = None
-        self._dask = {}
-        self._blocks = None
+        self._start_lazy_state()
 
     @property
     def root(self) -> str:  # type: ignore[override]
@@ -190,17 +185,6 @@ class RemoteSplitDataset(SplitDataset):
 
     def _block_path(self, index: int) -> str:
         return self._remote.file_url(self._names[index])
-
-    @property
-    def files(self) -> Any:
-        """The block files' URLs, as an object array shaped like the block grid."""
-        import numpy as np
-
-        if self._files is None:
-            out = np.empty(len(self._names), dtype=object)
-            out[:] = [self._remote.file_url(n) for n in self._names.as_tuple()]
-            self._files = out.reshape(self._grid.grid)
-        return self._files.copy()
 
     @contextmanager
     def _open_block_file(self, name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
