@@ -183,7 +183,9 @@ def read_remote_region(
 ) -> None:
     """Read ``source`` of the remote block file ``name`` into ``out[dest]``.
 
-    Parameters as :func:`splitds_dask._storage.block_file.read_block_region`; ``version`` is the
+    As :func:`~splitds_dask._storage.block_file.read_block_region`, whatever h5py raises on a
+    damaged file is left to the caller's :func:`~splitds_dask._errors.damaged_block`. Parameters
+    as :func:`splitds_dask._storage.block_file.read_block_region`; ``version`` is the
     version of the dataset's metadata when it was opened, under which the block's chunk map is
     kept: a dataset committed again (new blocks, or replaced) is mapped afresh.
     """
@@ -191,7 +193,7 @@ def read_remote_region(
     cache_key = ("remote", url, key, version)
     chunk_map = CHUNK_MAPS.get(cache_key)
     if chunk_map is None:
-        with open_remote_block(folder, name, block=block) as f, damaged_block(url, block):
+        with open_remote_block(folder, name, block=block) as f:
             dset = _dataset(f, key, url, block, len(extent), False).dataset
             found = stored_dtype(dset)
             _check_block(dset.name[1:], dset.shape, found, extent, dtype, url, block)
@@ -204,22 +206,21 @@ def read_remote_region(
     _check_block(chunk_map.name, chunk_map.shape, chunk_map.values, extent, dtype, url, block)
     if _is_empty(out, dest):
         return
-    with damaged_block(url, block):
-        read = _checked(
-            partial(read_chunks_by_ranges, max_gap=REMOTE_MAX_GAP, max_run=REMOTE_MAX_RUN),
-            url,
-            block,
-            chunk_map.name,
-            partial(_fetch, folder, name),
-            chunk_map,
-            source,
-            out,
-            dest,
-        )
+    read = _checked(
+        partial(read_chunks_by_ranges, max_gap=REMOTE_MAX_GAP, max_run=REMOTE_MAX_RUN),
+        url,
+        block,
+        chunk_map.name,
+        partial(_fetch, folder, name),
+        chunk_map,
+        source,
+        out,
+        dest,
+    )
     if read:
         return
     # Unwritten chunks (the fill value), or a codec this Blosc lacks: every stored chunk of the
     # region was checked above, so HDF5's own filter only meets sound ones.
-    with open_remote_block(folder, name, block=block) as f, damaged_block(url, block):
+    with open_remote_block(folder, name, block=block) as f:
         dset = _dataset(f, chunk_map.name, url, block, len(extent), False).dataset
         _read_with_h5py(dset, source, out, dest)

@@ -59,6 +59,7 @@ class _UploadingTarget(_BlockFileTarget):
     """A ``store`` target that writes each block to a temporary file and uploads it."""
 
     def __init__(self, folder: RemoteFolder, prepared: PreparedWrite, **options: Any) -> None:
+        # No local folder: write() builds each block in a temporary one and uploads it.
         super().__init__(Path(), prepared.grid, key=prepared.key, **options)
         self.remote = folder
 
