@@ -378,7 +378,7 @@ def _file_size(dset: h5py.Dataset) -> int:
         return int(dset.file.id.get_filesize())
 
 
-def _error(entry: _Entry, problem: str) -> ChunkError:
+def _error(entry: _Entry | StoredChunk, problem: str) -> ChunkError:
     return ChunkError(number=entry.number, offset=entry.offset, size=entry.size, problem=problem)
 
 
@@ -522,10 +522,6 @@ _buffers = threading.local()
 _HAVE_PREADV = hasattr(os, "preadv")
 
 
-def _error_at(chunk: StoredChunk, problem: str) -> ChunkError:
-    return ChunkError(number=chunk.number, offset=chunk.offset, size=chunk.size, problem=problem)
-
-
 def _read_run(fd: int, run: list[StoredChunk]) -> memoryview:
     """The bytes of ``run``'s chunks, in this thread's reused buffer."""
     start = run[0].offset
@@ -535,7 +531,7 @@ def _read_run(fd: int, run: list[StoredChunk]) -> memoryview:
         buffer = _buffers.buffer = bytearray(max(length, _MAX_RUN))
     view = memoryview(buffer)[:length]
     if os.preadv(fd, [view], start) != length:
-        raise _error_at(run[-1], "the file ends before the chunk does")
+        raise _error(run[-1], "the file ends before the chunk does")
     return view
 
 
@@ -675,7 +671,7 @@ def read_chunks_by_ranges(
     for run, data in zip(runs, fetched, strict=True):
         length = run[-1].offset + run[-1].size - run[0].offset
         if len(data) != length:
-            raise _error_at(run[-1], "the file ends before the chunk does")
+            raise _error(run[-1], "the file ends before the chunk does")
         complete &= _decode_run(memoryview(data), run, planned, scratch)
     return complete
 
@@ -753,7 +749,7 @@ def _decode_run(
             complete = False
             continue
         except _Damaged as exc:
-            raise _error_at(chunk, exc.problem) from None
+            raise _error(chunk, exc.problem) from None
         view[...] = buffer if local is None else buffer[local]
     return complete
 
