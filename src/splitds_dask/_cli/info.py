@@ -68,7 +68,8 @@ def _remote_compression(dataset: Any, key: str) -> dict[str, Any] | None:
     from splitds_dask._remote.block_file import open_remote_block
 
     try:
-        with open_remote_block(dataset.remote, dataset.block_names[0], block=(0,)) as f:
+        block = (0,) * dataset.ndim
+        with open_remote_block(dataset.remote, dataset.block_names[0], block=block) as f:
             return _compression(f[key])
     except (OSError, KeyError, SplitDatasetError):
         return None

@@ -385,16 +385,20 @@ def open_source(
     return source
 
 
+def _dataset_source(dataset: SplitDataset) -> Source:
+    """The source of an opened split dataset (a folder, or a URL)."""
+    return Source(
+        f"split dataset {dataset.root}", _DatasetReader(dataset), _carry_metadata(dataset), dataset
+    )
+
+
 def _open_source(text: str, allow_external: bool, storage_options: dict[str, Any] | None) -> Source:
     from splitds_dask._dataset import SplitDataset
     from splitds_dask._format.metadata import is_split_dataset
     from splitds_dask._remote.location import is_url
 
     if is_url(text):
-        dataset = SplitDataset(text, storage_options=storage_options)
-        return Source(
-            f"split dataset {text}", _DatasetReader(dataset), _carry_metadata(dataset), dataset
-        )
+        return _dataset_source(SplitDataset(text, storage_options=storage_options))
     h5 = split_h5_path(text)
     if h5 is not None:
         if not Path(h5[0]).is_file():
@@ -405,10 +409,7 @@ def _open_source(text: str, allow_external: bool, storage_options: dict[str, Any
     if not glob.has_magic(text) and not path.exists():
         raise FileNotFoundError(f"{text}: no such file or folder")
     if path.is_dir() and is_split_dataset(path):
-        dataset = SplitDataset(path, allow_external=allow_external)
-        return Source(
-            f"split dataset {path}", _DatasetReader(dataset), _carry_metadata(dataset), dataset
-        )
+        return _dataset_source(SplitDataset(path, allow_external=allow_external))
     if name.endswith(".npy"):
         return Source(f"npy {path}", _NpyReader(text))
     if path.is_dir() and is_zarr(path):
