@@ -10,7 +10,8 @@ Usage from a test module::
 
     proc = run_old_checked("import split_dataset, sys; print(split_dataset.__version__)")
 
-The venv is built once per interpreter version and cached:
+The venv is built once per interpreter version and cached (by
+:func:`tests.helpers.venvs.cached_venv`):
 
 * location: ``$SPLITDS_OLDPKG_VENV`` if set, else
   ``~/.cache/splitds-dask/oldpkg-venv-py<major><minor>-v1``;
@@ -28,16 +29,14 @@ pip's output: compatibility tests must fail loudly, never skip.
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.helpers.timeouts import TIMEOUT
+from tests.helpers.venvs import VenvRecipe, cached_venv, clean_env
 
 __all__ = [
     "JSONABLE",
@@ -56,7 +55,6 @@ OLD_REQUIREMENTS = ("numpy<2", "split-dataset==0.4.4")
 #: Bump when OLD_REQUIREMENTS change, so stale cached venvs are not reused.
 _CACHE_VERSION = "v1"
 _MARKER_NAME = ".splitds-oldpkg-ready.json"
-_BUILD_TIMEOUT = 1800  # seconds, for venv creation + pip install
 
 # The head of scripts that run identically here and in the old venv: ``_j`` makes a JSON-able
 # copy of what an API returns (numpy scalars to Python, tuples to lists, slices tagged).
@@ -106,117 +104,18 @@ def old_venv_dir() -> Path:
     return Path.home() / ".cache" / "splitds-dask" / f"oldpkg-venv-{tag}-{_CACHE_VERSION}"
 
 
-def _venv_python(venv: Path) -> Path:
-    if os.name == "nt":  # pragma: no cover - the project runs on POSIX
-        return venv / "Scripts" / "python.exe"
-    return venv / "bin" / "python"
+def _install(venv: Path) -> list[list[object]]:
+    pip = [venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check"]
+    return [[*pip, "--no-input", *OLD_REQUIREMENTS]]
 
 
-def _clean_env() -> dict[str, str]:
-    """Environment for subprocesses of the old venv.
-
-    Drops variables that would make the old interpreter pick up the test
-    interpreter's packages (or another venv) instead of its own.
-    """
-    env = dict(os.environ)
-    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONUSERBASE"):
-        env.pop(var, None)
-    env["PYTHONNOUSERSITE"] = "1"
-    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    return env
-
-
-def _run(cmd: list[str], log: list[str], timeout: float = _BUILD_TIMEOUT) -> int:
-    log.append("$ " + " ".join(str(c) for c in cmd))
-    try:
-        proc = subprocess.run(
-            [str(c) for c in cmd],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=_clean_env(),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.append(f"failed to run: {exc!r}")
-        return -1
-    if proc.stdout:
-        log.append(proc.stdout.rstrip())
-    if proc.stderr:
-        log.append(proc.stderr.rstrip())
-    log.append(f"(exit code {proc.returncode})")
-    return proc.returncode
-
-
-def _verify(python: Path, log: list[str]) -> dict | None:
-    """Import check inside the venv; returns the version dict or None."""
-    if not python.exists():
-        log.append(f"{python} does not exist")
-        return None
-    try:
-        proc = subprocess.run(
-            [str(python), "-c", _VERIFY_SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=_clean_env(),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.append(f"verification could not run: {exc!r}")
-        return None
-    log.append("$ <verify imports>")
-    log.append((proc.stdout + proc.stderr).rstrip())
-    if proc.returncode != 0:
-        return None
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-
-
-def _marker_ok(venv: Path) -> bool:
-    marker = venv / _MARKER_NAME
-    if not marker.is_file() or not _venv_python(venv).exists():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return info.get("requirements") == list(OLD_REQUIREMENTS)
-
-
-def _build(venv: Path) -> None:
-    log: list[str] = []
-    if venv.exists():
-        # Half-built (no marker) or stale: start from scratch.
-        shutil.rmtree(venv, ignore_errors=True)
-    rc = _run([sys.executable, "-m", "venv", str(venv)], log)
-    python = _venv_python(venv)
-    if rc == 0:
-        rc = _run(
-            [
-                python,
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                *OLD_REQUIREMENTS,
-            ],
-            log,
-        )
-    info = _verify(python, log) if rc == 0 else None
-    if info is None:
-        raise RuntimeError(
-            "Could not build the old split_dataset virtualenv at "
-            f"{venv} (requirements: {', '.join(OLD_REQUIREMENTS)}).\n" + "\n".join(log)
-        )
-    info["requirements"] = list(OLD_REQUIREMENTS)
-    info["built_with"] = sys.executable
-    tmp = venv / (_MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, venv / _MARKER_NAME)
+_RECIPE = VenvRecipe(
+    what=f"the old split_dataset (requirements: {', '.join(OLD_REQUIREMENTS)})",
+    marker_name=_MARKER_NAME,
+    key={"requirements": list(OLD_REQUIREMENTS)},
+    commands=_install,
+    verify_script=_VERIFY_SCRIPT,
+)
 
 
 @functools.cache
@@ -226,17 +125,7 @@ def old_python() -> Path:
     Builds the venv on first use (guarded by a file lock); raises
     ``RuntimeError`` (with pip's output) if that fails.
     """
-    venv = old_venv_dir()
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / (venv.name + ".lock")
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            if not _marker_ok(venv):
-                _build(venv)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    return _venv_python(venv)
+    return cached_venv(old_venv_dir(), _RECIPE)
 
 
 def run_old(
@@ -252,7 +141,7 @@ def run_old(
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env=_clean_env(),
+        env=clean_env(),
         check=False,
     )
 
