@@ -73,7 +73,12 @@ def is_alias(module: ModuleType) -> bool:
 def find_original(
     fullname: str = ALIAS, path: Sequence[str] | None = None
 ) -> importlib.machinery.ModuleSpec | None:
-    """The spec another import finder gives ``fullname`` (a real split-dataset), or None."""
+    """The spec another import finder gives ``fullname`` (a real split-dataset), or None.
+
+    A folder named ``split_dataset`` without ``__init__.py`` on ``sys.path`` (a data folder in
+    the working directory, say) would import as an empty namespace package: it is not a
+    split-dataset and does not count.
+    """
     for finder in list(sys.meta_path):
         if isinstance(finder, _AliasFinder):
             continue
@@ -81,7 +86,7 @@ def find_original(
         if find_spec is None:
             continue
         spec = find_spec(fullname, path)
-        if spec is not None:
+        if spec is not None and spec.origin not in (None, "namespace"):
             return spec
     return None
 

@@ -108,6 +108,19 @@ def test_the_package_has_its_submodules_as_attributes_and_the_original_api_versi
 
 
 @pytest.mark.usefixtures("isolated_imports")
+def test_a_folder_named_split_dataset_is_not_taken_for_the_original(tmp_path: Path) -> None:
+    (tmp_path / "split_dataset").mkdir()  # say, a data folder in the working directory
+    sys.path.insert(0, str(tmp_path))
+    assert importlib.import_module("split_dataset").__path__  # without the finder: a namespace
+    del sys.modules["split_dataset"]
+    hook.install()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hook.is_alias(importlib.import_module("split_dataset"))
+    assert alias_status(site_dir=tmp_path).original is None
+
+
+@pytest.mark.usefixtures("isolated_imports")
 def test_install_twice_puts_one_finder() -> None:
     hook.install()
     hook.install()
