@@ -7,12 +7,13 @@
 - ``splitds verify`` checks every block file (see :func:`~splitds_dask.verify`);
 - ``splitds seal`` records checksums for block files written by other programs;
 - ``splitds refs`` writes kerchunk references: the dataset as a virtual Zarr store;
+- ``splitds alias`` makes ``import split_dataset`` give splitds-dask in every process;
 - ``splitds demo`` writes a synthetic calcium-imaging movie, averages it and saves a PNG.
 
 Each command is one module (:mod:`~splitds_dask._cli.info`, ...) with an ``add_parser``
 function (its arguments) and a ``run`` function (what it does), registered in ``_COMMANDS``.
 Every command that computes (convert, project, verify, demo) takes ``--scheduler`` (see
-:mod:`splitds_dask._cli.schedulers`); info, seal and refs take none rather than ignore one.
+:mod:`splitds_dask._cli.schedulers`); info, seal, refs and alias take none rather than ignore one.
 
 Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
@@ -30,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from splitds_dask._cli import convert, demo, info, project, refs, seal, verify
+from splitds_dask._cli import alias, convert, demo, info, project, refs, seal, verify
 from splitds_dask._cli.arguments import Commands
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.messages import DEBUG_VARIABLE, PROG, UsageError, one_line
@@ -52,6 +53,7 @@ _COMMANDS = {
     "refs": _Command(refs.add_parser, refs.run),
     "convert": _Command(convert.add_parser, convert.run),
     "project": _Command(project.add_parser, project.run),
+    "alias": _Command(alias.add_parser, alias.run),
     "demo": _Command(demo.add_parser, demo.run),
 }
 
