@@ -335,21 +335,36 @@ def _assert_alias(probe: dict[str, Any]) -> None:
     assert probe["module"].split(".")[0] == "splitds_dask", probe
 
 
+ALIASED = r"""
+import importlib, json
+from importlib import metadata
+
+import splitds_dask
+
+where = {
+    "split_dataset": ("SplitDataset", "EmptySplitDataset", "Blocks", "save_to_split_dataset"),
+    "split_dataset.blocks": ("Blocks",),
+    "split_dataset.split_dataset": ("SplitDataset", "EmptySplitDataset", "save_to_split_dataset"),
+}
+same = {
+    module + "." + name: getattr(importlib.import_module(module), name)
+    is getattr(splitds_dask, name)
+    for module, names in where.items()
+    for name in names
+}
+dists = sorted(d.metadata["Name"].lower() for d in metadata.distributions())
+print(json.dumps({"dists": dists, "same": same}))
+"""
+
+
 def test_venv_answers_split_dataset_with_splitds_dask() -> None:
-    proc = run_thirdparty_checked(
-        "import json\n"
-        "from importlib import metadata\n"
-        "import split_dataset, splitds_dask\n"
-        "names = ('SplitDataset', 'EmptySplitDataset', 'Blocks', 'save_to_split_dataset')\n"
-        "dists = sorted(d.metadata['Name'].lower() for d in metadata.distributions())\n"
-        "print(json.dumps({'dists': dists, 'same': {n: getattr(split_dataset, n) is"
-        " getattr(splitds_dask, n) for n in names}}))"
-    )
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    """No split-dataset is installed, and the alias gives splitds_dask's API, submodules too."""
+    found = json.loads(run_thirdparty_checked(ALIASED).stdout.strip().splitlines()[-1])
     assert "split-dataset" not in found["dists"]
     assert "split_dataset" not in found["dists"]
     assert {"fimpy", "napari-split-dataset", "splitds-dask"} <= set(found["dists"])
-    assert found["same"] == dict.fromkeys(found["same"], True), found
+    assert len(found["same"]) == 8, found
+    assert all(found["same"].values()), found
 
 
 def test_flammkuchen_save_fails_on_numpy_2(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ The venv is built by :func:`tests.helpers.venvs.cached_venv` with the commands a
 
 * location: ``$SPLITDS_THIRDPARTY_VENV`` if set, else
   ``~/.cache/splitds-dask/thirdparty-venv-py<major><minor>-<version>-<hash>``, the hash being of
-  the repository's path, its ``pyproject.toml`` and the requirements, so that two checkouts (or
-  a changed list of dependencies) never share a venv;
+  the repository's path, its ``pyproject.toml``, the code that writes the alias's ``.pth`` file
+  and the requirements, so that two checkouts (or a changed list of dependencies) never share a
+  venv;
 * fimpy and napari-split-dataset come without their dependencies (both require
   ``split-dataset``, and fimpy ``numba``, which the functions checked never import); the last
   line installs what those functions do import;
@@ -68,6 +69,9 @@ THIRDPARTY_NO_DEPS = ("fimpy==0.1.4", "napari-split-dataset==0.3.0")
 #: (``block_reduce`` in fimpy's ``downsample``; it brings tifffile) and imageio (``load_2p``).
 THIRDPARTY_REQUIREMENTS = ("flammkuchen==1.0.3", "joblib", "scikit-image", "imageio")
 
+#: What writes the alias's ``.pth`` file: the file written is only as current as this code.
+_ALIAS_SOURCES = ("src/splitds_dask/_compat/alias.py",)
+
 #: Bump when the recipe changes in a way the hash does not see.
 _CACHE_VERSION = "v1"
 _MARKER_NAME = ".splitds-thirdparty-ready.json"
@@ -82,6 +86,9 @@ for name in ("split-dataset", "split_dataset"):
         continue
     sys.exit("the distribution %s %s is installed" % (name, found.version))
 import splitds_dask, split_dataset
+from splitds_dask._compat.alias import alias_status
+if not alias_status().active:
+    sys.exit(alias_status().describe())
 if split_dataset.SplitDataset is not splitds_dask.SplitDataset:
     sys.exit("import split_dataset gives %r, not splitds_dask" % (split_dataset,))
 import fimpy.pipeline.common, fimpy.pipeline.general, fimpy.loading.planewise
@@ -102,10 +109,12 @@ def _requirements() -> list[str]:
 
 
 def _key() -> dict[str, object]:
-    pyproject = (REPO_ROOT / "pyproject.toml").read_bytes()
+    def digest(path: str) -> str:
+        return hashlib.sha256((REPO_ROOT / path).read_bytes()).hexdigest()
+
     return {
         "repo": str(REPO_ROOT),
-        "pyproject_sha256": hashlib.sha256(pyproject).hexdigest(),
+        "sha256": {path: digest(path) for path in ("pyproject.toml", *_ALIAS_SOURCES)},
         "requirements": _requirements(),
     }
 
