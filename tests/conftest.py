@@ -31,9 +31,13 @@ collect_ignore = ["fixtures/make_legacy_fixtures.py", "fixtures/check_legacy_wit
 # The fixtures of tests/helpers/server_fixtures.py: servers on 127.0.0.1 (the ``network`` marker).
 _SERVER_FIXTURES = frozenset({"s3_server", "s3_bucket", "http_server", "serve_http"})
 
-# What a test calls to use the old package's virtualenv (tests/helpers/oldpkg.py), which is built
-# from the package index on first use.
-_OLDPKG_HELPERS = frozenset({"old_python", "old_venv_dir", "run_old", "run_old_checked"})
+# What a test calls to use the old package's virtualenv (tests/helpers/oldpkg.py) or the
+# third-party one (tests/helpers/thirdparty.py), which are built from the package index on first
+# use.
+_OLDPKG_HELPERS = frozenset(
+    {"old_python", "old_venv_dir", "run_old", "run_old_checked"}
+    | {"thirdparty_python", "thirdparty_venv_dir", "run_thirdparty", "run_thirdparty_checked"}
+)
 
 
 def _calls_oldpkg(function: Any, seen: set[int] | None = None) -> bool:
@@ -74,8 +78,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Markers that a test's own fixtures and parameters imply must be on it: the fast tier
     (``-m "not slow and not cluster and not subprocess"``) relies on them.
 
-    ``index`` is added, not required: every test that uses the old package's virtualenv gets it,
-    so that ``-m "not index"`` leaves out whatever needs the package index (offline runs).
+    ``index`` is added, not required: every test that uses the old package's virtualenv (or the
+    third-party one) gets it, so that ``-m "not index"`` leaves out whatever needs the package
+    index (offline runs).
     """
     for item in items:
         if _uses_oldpkg(item):

@@ -28,7 +28,8 @@ import splitds_dask as sd
 from tests.helpers.oldpkg import run_old_checked
 from tests.helpers.thirdparty import run_thirdparty, run_thirdparty_checked
 
-pytestmark = [pytest.mark.subprocess, pytest.mark.slow, pytest.mark.index]
+# ``index`` (the venvs are built from the package index) is added by conftest.py.
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 # A small calcium-imaging movie (t, z, y, x). Values from 1000 to 1399: fimpy's calc_f0 sums
 # frames in uint16 and its dff casts to int16, both of which would wrap with full-range values.
