@@ -27,6 +27,7 @@ The venv is built by :func:`tests.helpers.venvs.cached_venv` with the commands a
 * fimpy and napari-split-dataset come without their dependencies (both require
   ``split-dataset``, and fimpy ``numba``, which the functions checked never import); the last
   line installs what those functions do import;
+* venvs of the same checkout built for an older hash are removed once the new one is ready;
 * the import check fails the build if a ``split-dataset`` distribution is installed or if
   ``import split_dataset`` is not answered by splitds_dask.
 
@@ -36,10 +37,12 @@ output: the tests must fail loudly, never skip.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -154,7 +157,31 @@ def thirdparty_python() -> Path:
         commands=_commands,
         verify_script=_VERIFY_SCRIPT,
     )
-    return cached_venv(thirdparty_venv_dir(), recipe)
+    python = cached_venv(thirdparty_venv_dir(), recipe)
+    if not os.environ.get("SPLITDS_THIRDPARTY_VENV"):
+        _remove_stale_venvs(thirdparty_venv_dir())
+    return python
+
+
+def _remove_stale_venvs(current: Path) -> None:
+    """Remove the venvs this checkout built for an older key (about 700 MB each): each change of
+    pyproject.toml would otherwise leave one behind. Other checkouts' venvs stay."""
+    for marker in current.parent.glob(f"thirdparty-venv-*/{_MARKER_NAME}"):
+        venv = marker.parent
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if venv == current or not isinstance(info, dict) or info.get("repo") != str(REPO_ROOT):
+            continue
+        lock_path = venv.parent / (venv.name + ".lock")
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built or checked by another process
+            shutil.rmtree(venv, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
 
 
 def run_thirdparty(
