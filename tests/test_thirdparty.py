@@ -248,17 +248,20 @@ def support(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# The original package writes MOVIE (argv[2], blocks argv[3]) with save_to_split_dataset and
+# STACK (argv[4], blocks argv[5]) block by block, into the folder argv[1].
 OLD_WRITER = r"""
-import sys
+import json, sys
 from pathlib import Path
 
 import numpy as np
 from split_dataset import EmptySplitDataset, save_to_split_dataset
 
 base = Path(sys.argv[1])
-save_to_split_dataset(np.load(sys.argv[2]), base, block_size=(12, 2, 32, 40), prefix="movie")
-stack = np.load(sys.argv[3])
-new = EmptySplitDataset(base, "stack", shape_full=stack.shape, shape_block=(2, 16, 40))
+movie_block, stack_block = tuple(json.loads(sys.argv[3])), tuple(json.loads(sys.argv[5]))
+save_to_split_dataset(np.load(sys.argv[2]), base, block_size=movie_block, prefix="movie")
+stack = np.load(sys.argv[4])
+new = EmptySplitDataset(base, "stack", shape_full=stack.shape, shape_block=stack_block)
 for n, (_, slices) in enumerate(new.slices()):
     new.save_block_data(n, stack[slices])
 new.finalize()
@@ -274,7 +277,14 @@ def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         arrays = tmp_path_factory.mktemp("arrays")
         np.save(arrays / "movie.npy", MOVIE)
         np.save(arrays / "stack.npy", STACK)
-        run_old_checked(OLD_WRITER, base, arrays / "movie.npy", arrays / "stack.npy")
+        run_old_checked(
+            OLD_WRITER,
+            base,
+            arrays / "movie.npy",
+            json.dumps(MOVIE_BLOCK),
+            arrays / "stack.npy",
+            json.dumps(STACK_BLOCK),
+        )
     else:
         sd.to_split_dataset(MOVIE, base / "movie", MOVIE_BLOCK)
         sd.to_split_dataset(STACK, base / "stack", STACK_BLOCK)
