@@ -312,7 +312,7 @@ if __name__ == "__main__":
         found = Parallel(n_jobs=2, backend="loky")(delayed(probe)(i) for i in range(4))
     elif how == "dask":
         from distributed import Client, LocalCluster
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None) as cluster, Client(cluster) as client:
             found = client.gather(client.map(probe, range(4)))
     print(json.dumps({"parent": os.getpid(), "found": found}))
@@ -321,7 +321,9 @@ if __name__ == "__main__":
 
 @pytest.mark.subprocess
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["spawn", "forkserver", "loky", "dask"])
+@pytest.mark.parametrize(
+    "how", ["spawn", "forkserver", "loky", pytest.param("dask", marks=pytest.mark.cluster)]
+)
 def test_worker_processes_of_the_environment_answer(
     environment: Environment, tmp_path: Path, how: str
 ) -> None:

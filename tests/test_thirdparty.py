@@ -205,32 +205,6 @@ print(json.dumps({"class": type(ds).__module__ + "." + type(ds).__qualname__,
                   "shape": list(ds.shape)}))
 """
 
-# Where ``import split_dataset`` leads in worker processes started in four ways (argv[1]).
-WORKERS = r"""
-import json, os, sys
-
-import tp_work
-
-how = sys.argv[1]
-if how == "joblib":
-    from joblib import Parallel, delayed
-
-    probes = Parallel(n_jobs=2)(delayed(tp_work.probe)(i) for i in range(8))
-elif how in ("spawn", "forkserver"):
-    import multiprocessing
-
-    with multiprocessing.get_context(how).Pool(2) as pool:
-        probes = pool.map(tp_work.probe, range(8))
-else:
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=40) as cluster, \
-            Client(cluster) as client:
-        probes = list(client.run(tp_work.probe).values())
-print(json.dumps({"parent": os.getpid(), "probes": probes}))
-"""
-
 
 class Pipeline(NamedTuple):
     """What the pipeline script left: its output folder and its steps.json."""
@@ -370,7 +344,10 @@ print(json.dumps({"dists": dists, "same": same}))
 
 def test_venv_answers_split_dataset_with_splitds_dask() -> None:
     """No split-dataset is installed, and the alias gives splitds_dask's API, submodules too."""
-    found = json.loads(run_thirdparty_checked(ALIASED).stdout.strip().splitlines()[-1])
+    proc = run_thirdparty_checked(ALIASED)
+    # Every worker of a pipeline imports it: a warning there is printed by every process.
+    assert proc.stderr == ""
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "split-dataset" not in found["dists"]
     assert "split_dataset" not in found["dists"]
     assert {"fimpy", "napari-split-dataset", "splitds-dask"} <= set(found["dists"])
@@ -387,26 +364,6 @@ def test_flammkuchen_save_fails_on_numpy_2(tmp_path: Path) -> None:
     assert proc.returncode != 0, "flammkuchen.save works on numpy 2 now: drop SITECUSTOMIZE"
     assert "AttributeError" in proc.stderr, proc.stderr
     assert "unicode_" in proc.stderr, proc.stderr
-
-
-@pytest.mark.parametrize(
-    "how",
-    [
-        "joblib",
-        "spawn",
-        "forkserver",
-        pytest.param("dask", marks=[pytest.mark.cluster, pytest.mark.network]),
-    ],
-)
-def test_worker_processes_import_split_dataset_as_splitds_dask(how: str, support: Path) -> None:
-    proc = run_thirdparty_checked(WORKERS, how, pythonpath=[support])
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
-    pids = {p["pid"] for p in found["probes"]}
-    assert found["parent"] not in pids, found
-    if how == "dask":
-        assert len(pids) == 2, found  # client.run asks every worker
-    for p in found["probes"]:
-        _assert_alias(p)
 
 
 def test_run_in_blocks_scale(pipeline: Pipeline) -> None:

@@ -14,7 +14,7 @@ The venv is built by :func:`tests.helpers.venvs.cached_venv` with the commands a
 (README, "Using it under fimpy and napari-split-dataset")::
 
     python -m venv V
-    V/bin/pip install -e "<repo>[distributed]"
+    V/bin/pip install -e <repo>
     V/bin/splitds alias enable
     V/bin/pip install --no-deps fimpy==0.1.4 napari-split-dataset==0.3.0
     V/bin/pip install flammkuchen==1.0.3 joblib scikit-image imageio
@@ -76,7 +76,7 @@ THIRDPARTY_REQUIREMENTS = ("flammkuchen==1.0.3", "joblib", "scikit-image", "imag
 _ALIAS_SOURCES = ("src/splitds_dask/_compat/alias.py",)
 
 #: Bump when the recipe changes in a way the hash does not see.
-_CACHE_VERSION = "v1"
+_CACHE_VERSION = "v2"
 _MARKER_NAME = ".splitds-thirdparty-ready.json"
 
 _VERIFY_SCRIPT = """
@@ -95,13 +95,13 @@ if not alias_status().active:
 if split_dataset.SplitDataset is not splitds_dask.SplitDataset:
     sys.exit("import split_dataset gives %r, not splitds_dask" % (split_dataset,))
 import fimpy.pipeline.common, fimpy.pipeline.general, fimpy.loading.planewise
-import napari_split_dataset, distributed
+import napari_split_dataset
 print(json.dumps({
     "python": sys.version.split()[0],
     "versions": {
         name: metadata.version(name)
         for name in ("splitds-dask", "fimpy", "napari-split-dataset", "flammkuchen", "numpy",
-                     "joblib", "scikit-image", "imageio", "tables", "h5py", "distributed")
+                     "joblib", "scikit-image", "imageio", "tables", "h5py")
     },
 }))
 """
@@ -136,7 +136,7 @@ def thirdparty_venv_dir() -> Path:
 def _commands(venv: Path) -> list[list[object]]:
     pip = [venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check"]
     return [
-        [*pip, "--no-input", "-e", f"{REPO_ROOT}[distributed]"],
+        [*pip, "--no-input", "-e", str(REPO_ROOT)],
         [venv / "bin" / "splitds", "alias", "enable"],
         [*pip, "--no-input", "--no-deps", *THIRDPARTY_NO_DEPS],
         [*pip, "--no-input", *THIRDPARTY_REQUIREMENTS],
