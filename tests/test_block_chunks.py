@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import splitds_dask as sd
-from splitds_dask._storage.block_file import block_chunk_shape
+from splitds_dask._storage.block_file import block_chunk_shape, write_block
 from tests.helpers.block_writers import SMALL_TARGET, WRITERS, sample_array, small_chunks
 from tests.helpers.zarr_refs import read_zarr
 
@@ -256,3 +256,40 @@ def test_real_size_blocks_with_a_short_last_block(tmp_path: Path) -> None:
     written = _check(tmp_path / "ds", data)
     assert written.chunks == (5, 4, 128, 128)
     assert written.longer
+
+
+def test_padded_blocks_are_chunked_as_the_first_file(tmp_path: Path) -> None:
+    """Overlapping blocks (no Zarr grid) still share one chunk shape: that of block 0's file,
+    the block and its padding (6 + 2 frames of 160 bytes: 4 frames divide 8)."""
+    data = sample_array((23, 5, 16), "u2", seed=2)
+    with small_chunks():
+        ds = sd.save_to_split_dataset(data, tmp_path / "ds", block_size=(6,), padding=(2, 0, 0))
+    shapes = []
+    for path in sorted((tmp_path / "ds").glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            dset = f["stack_3D"]
+            assert dset.chunks == (4, 5, 16)
+            assert dset.maxshape == (8, 5, 16)
+            shapes.append(dset.shape)
+    assert shapes == [(8, 5, 16)] * 3 + [(5, 5, 16)]
+    np.testing.assert_array_equal(ds[...], data)
+
+
+def test_a_block_longer_than_the_block_shape_widens_it(tmp_path: Path) -> None:
+    """``save_block_data`` takes any array, as the original did: an axis longer than the
+    dataset's block counts with its own length."""
+    data = sample_array((5, 40, 16), "u1", seed=3)
+    with small_chunks():
+        write_block(tmp_path / "b.h5", data, key="stack_3D", block_shape=(3, 20, 16))
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        dset = f["stack_3D"]
+        # The block (5, 40, 16): rows of 640 bytes, one of which fits 1 KiB.
+        assert dset.chunks == (1, 40, 16)
+        assert dset.maxshape == dset.shape == (5, 40, 16)
+        np.testing.assert_array_equal(dset[()], data)
+
+
+def test_a_block_shape_of_other_axes_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"block shape \(3, 4\) does not fit a block of shape"):
+        write_block(tmp_path / "b.h5", np.zeros((3, 4, 5)), key="stack_3D", block_shape=(3, 4))
+    assert not (tmp_path / "b.h5").exists()
