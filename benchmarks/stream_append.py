@@ -34,7 +34,7 @@ import numpy as np
 
 import splitds_dask as sd
 from splitds_dask._storage.atomic import fsync_file
-from splitds_dask._storage.block_file import chunk_shape_for
+from splitds_dask._storage.block_file import block_chunk_shape
 from splitds_dask._synthetic import synthetic_movie
 
 
@@ -43,7 +43,8 @@ def plain_h5py(
 ) -> float:
     folder.mkdir()
     buffer = np.empty((block, *pool.shape[1:]), pool.dtype)
-    chunks = chunk_shape_for(buffer.shape, buffer.itemsize)
+    # Chunked as the package chunks block files: for the full block, the short last one too.
+    chunks = block_chunk_shape(buffer.shape, buffer.itemsize)
     codec = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
     start = time.perf_counter()
     fill = n_block = 0
@@ -56,7 +57,8 @@ def plain_h5py(
                 f.create_dataset(
                     "stack_4D",
                     data=data,
-                    chunks=chunk_shape_for(data.shape, 2) if fill < block else chunks,
+                    chunks=chunks,
+                    maxshape=buffer.shape,
                     **codec,
                 )
             if fsync:  # the durability SplitDatasetWriter gives each block

@@ -17,6 +17,7 @@ import pytest
 
 import splitds_dask as sd
 from splitds_dask._cli.main import main
+from tests.helpers.block_writers import WRITERS, sample_array, small_chunks
 from tests.helpers.format_facts import ORIGINAL_METADATA_KEYS
 from tests.helpers.oldpkg import run_old_checked
 
@@ -102,6 +103,88 @@ def test_old_package_reads_what_we_write(tmp_path: Path) -> None:
         assert got["part_same"], (dtype, shape, codec, got)
         assert got["ds_shape"] == list(shape)
         assert got["dtype"] == dtype
+
+
+_OLD_READS_BLOCKS = r"""
+import json, os, sys
+import numpy as np
+import flammkuchen as fl
+from split_dataset import SplitDataset
+
+results = {}
+for case in json.load(open(sys.argv[1])):
+    expected = np.load(case["expected"])
+    ds = SplitDataset(case["root"])
+    whole = ds[tuple(slice(0, n) for n in ds.shape)]
+    blocks = []
+    for name, part in case["blocks"]:
+        want = expected[tuple(slice(a, b) for a, b in part)]
+        path = os.path.join(case["root"], name)
+        got = fl.load(path, "/" + case["key"])
+        first = fl.load(path, "/" + case["key"], sel=fl.aslice[0:1])
+        blocks.append(bool(got.dtype == want.dtype and np.array_equal(got, want)
+                           and np.array_equal(first, want[0:1])))
+    results[case["root"]] = {
+        "same": bool(whole.dtype == expected.dtype and np.array_equal(whole, expected)),
+        "blocks": blocks,
+    }
+print(json.dumps(results))
+"""
+
+# Short last blocks in chunks longer than they are (stored with the full block as maxshape),
+# along one axis or two, bool among them; in chunks of at most 1 KiB (small_chunks).
+CHUNKED_CASES = [
+    ("uint16", (23, 3, 16), (10, 3, 16)),  # chunks of 10 frames, the last block 3
+    ("bool", (23, 3, 16), (10, 3, 16)),
+    ("int16", (17, 11, 24), (6, 5, 24)),  # chunks (3, 5, 24), the last blocks 5 and 1 long
+    ("float32", (9, 14, 7, 10), (4, 14, 3, 10)),
+    ("complex64", (11, 33), (4, 33)),
+]
+
+
+@pytest.mark.subprocess
+def test_old_package_reads_blocks_chunked_as_the_full_block(tmp_path: Path) -> None:
+    """Every writer's files, each block chunked as the dataset's full one, read by the old
+    package whole and file by file (flammkuchen, as its reader calls it)."""
+    cases = []
+    longer = 0
+    for writer in sorted(WRITERS):
+        for i, (dtype, shape, block) in enumerate(CHUNKED_CASES):
+            data = sample_array(shape, dtype, seed=i)
+            root = tmp_path / f"{writer}{i}"
+            with small_chunks():
+                WRITERS[writer](data, block, root)
+            ds = sd.SplitDataset(root)
+            parts = []
+            for name, where in zip(ds.block_names, ds.grid.blocks(), strict=True):
+                parts.append(
+                    (
+                        name,
+                        [list(s) for s in (ds.grid.file_extent(a, k) for a, k in enumerate(where))],
+                    )
+                )
+                with h5py.File(root / name, "r") as f:
+                    dset = f[ds.data_key]
+                    if any(c > n for c, n in zip(dset.chunks, dset.shape, strict=True)):
+                        assert dset.maxshape != dset.shape
+                        longer += 1
+            np.save(tmp_path / f"{writer}{i}.npy", data)
+            cases.append(
+                {
+                    "root": str(root),
+                    "expected": str(tmp_path / f"{writer}{i}.npy"),
+                    "key": ds.data_key,
+                    "blocks": parts,
+                }
+            )
+    assert longer >= 3 * len(WRITERS)  # the layout under test is there
+    manifest = tmp_path / "cases.json"
+    manifest.write_text(json.dumps(cases))
+    out = json.loads(run_old_checked(_OLD_READS_BLOCKS, manifest).stdout)
+    for case in cases:
+        got = out[case["root"]]
+        assert got["same"], case["root"]
+        assert got["blocks"] == [True] * len(case["blocks"]), case["root"]
 
 
 def test_metadata_json_has_the_original_keys_in_order(tmp_path: Path) -> None:

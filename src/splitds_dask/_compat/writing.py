@@ -171,7 +171,13 @@ class EmptySplitDataset(Blocks):
         if verbose:
             print(f"Saving {path}")
         with system_errors(path):  # a full disk stays an OSError with its errno
-            write_block(path, to_numpy(data), key="stack", compression="blosc")
+            write_block(
+                path,
+                to_numpy(data),
+                key="stack",
+                compression="blosc",
+                block_shape=self.grid.file_shape,
+            )
 
     def _metadata_dict(self) -> dict[str, Any]:
         """The ``stack_metadata.json`` content :meth:`finalize` writes.
@@ -314,6 +320,7 @@ def save_to_split_dataset(
                     key=key,
                     compression=codec,
                     compression_level=level,
+                    block_shape=blocks.grid.file_shape,
                 )
     except BaseException:
         blocks.release_lock()

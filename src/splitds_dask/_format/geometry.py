@@ -173,6 +173,11 @@ class BlockGrid:
         start = k * b
         return Extent(start, n if k == g - 1 else min(n, start + b + p))
 
+    @property
+    def file_shape(self) -> tuple[int, ...]:
+        """The shape of the largest block file, block 0's (no later block's file is longer)."""
+        return tuple(self.file_extent(axis, 0).stop for axis in range(self.ndim))
+
     def owned_extent(self, axis: int, k: int) -> Extent:
         """``(start, stop)`` in array coordinates of the part of the array block ``k`` supplies."""
         n, b, g = self.shape[axis], self.block_shape[axis], self.grid[axis]

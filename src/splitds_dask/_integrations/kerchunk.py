@@ -18,6 +18,10 @@ and the reason:
 - a block file that holds less than its part of the array (a "short" file), or whose array
   lies outside the file (external links, virtual datasets, external storage).
 
+The package's own writers chunk every block file of a dataset for the full block, in lengths
+that divide it (:func:`~splitds_dask._storage.block_file.block_chunk_shape`), so what they write
+with Blosc is expressible, but for blocks of tiny rows whose length has no fitting divisor.
+
 Chunks never written are left out of the references: Zarr reads them as the fill value, which
 is the HDF5 array's, as HDF5 does (written as ``null`` when it is 0, the usual case, so that
 xarray does not take every 0 of the data for a missing value; zarr-python 3 reads 0 there). Chunks a block file holds beyond its part of the array (a

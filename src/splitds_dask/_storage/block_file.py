@@ -9,6 +9,7 @@ everything else goes through h5py. Nothing stored in the files is ever unpickled
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,7 @@ from splitds_dask._storage.filters import (
 __all__ = [
     "COMPRESSIONS",
     "H5_SUFFIXES",
+    "block_chunk_shape",
     "checked_dataset",
     "chunk_shape_for",
     "compression_options",
@@ -67,6 +69,9 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 # Bytes per HDF5 chunk inside a block file: small enough that reading one time point of a block
 # does not decompress the whole block, large enough to keep per-chunk overhead low.
 _CHUNK_BYTES = 1 << 20
+# Block chunks may shrink to _CHUNK_BYTES // _MIN_CHUNK_FRACTION (4 KiB) to divide the block
+# length; below that, per-chunk costs would dominate (see block_chunk_shape).
+_MIN_CHUNK_FRACTION = 256
 
 COMPRESSIONS = (
     "blosc",
@@ -432,7 +437,10 @@ def compression_options(
 
 
 def chunk_shape_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
-    """HDF5 chunk shape for a block: whole trailing axes, leading axes cut to about 1 MiB."""
+    """HDF5 chunk shape for one array: whole trailing axes, leading axes cut to about 1 MiB.
+
+    For a lone HDF5 file; block files use :func:`block_chunk_shape`, whose chunks tile blocks.
+    """
     chunk = [max(1, int(n)) for n in shape]
     for axis in range(len(chunk)):
         inner = math.prod(chunk[axis + 1 :]) * itemsize
@@ -442,6 +450,58 @@ def chunk_shape_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     return tuple(chunk)
 
 
+def block_chunk_shape(block_shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """HDF5 chunk shape of every block file of a dataset whose full blocks have ``block_shape``.
+
+    As :func:`chunk_shape_for` (whole trailing axes, the leading ones cut to at most 1 MiB),
+    except that the length of the axis that is cut divides its block length: every block file
+    of the dataset, a short last one included, then holds chunks of one shape on one grid over
+    the whole array, which one Zarr array can describe (see
+    :mod:`splitds_dask._integrations.kerchunk`).
+
+    That length is the largest divisor of the block length whose chunk stays within 1 MiB. A
+    prime block length (or one without a divisor in range) thus gets chunks of one row along
+    that axis (13 frames of 512 KiB: chunks of one frame): smaller than the target, but each
+    time point still decompresses alone. Only when that would make chunks under 4 KiB (rows
+    of a few bytes, e.g. a 1-d block of a prime length over 1 MiB, which would be cut into
+    hundreds of thousands of chunks, their per-chunk costs outweighing the data) does the
+    length fall back to 1 MiB worth of rows, not dividing the block: such a dataset reads as
+    well, but is not expressible as one Zarr chunk grid unless it has one block along that
+    axis. Chunks larger than the target (the whole block) were not chosen instead: past 1 MiB
+    they outgrow HDF5's default chunk cache, and reading one row would decompress them whole.
+    """
+    return _block_chunk_shape(tuple(int(n) for n in block_shape), int(itemsize), _CHUNK_BYTES)
+
+
+@functools.lru_cache(maxsize=256)  # a stream writer asks once per block
+def _block_chunk_shape(block_shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
+    chunk = [max(1, n) for n in block_shape]
+    for axis in range(len(chunk)):
+        inner = math.prod(chunk[axis + 1 :]) * itemsize
+        if inner * chunk[axis] <= target:
+            break
+        if inner > target:  # one row is too large already: cut the next axis too
+            chunk[axis] = 1
+            continue
+        rows = _largest_divisor(chunk[axis], target // inner)
+        if rows * inner * _MIN_CHUNK_FRACTION < target:
+            rows = target // inner
+        chunk[axis] = rows
+        break
+    return tuple(chunk)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` not above ``limit`` (``limit >= 1``)."""
+    best = 1
+    for small in range(1, math.isqrt(n) + 1):
+        if n % small == 0:
+            for d in (small, n // small):
+                if best < d <= limit:
+                    best = d
+    return best
+
+
 def write_block(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -449,11 +509,19 @@ def write_block(
     key: str,
     compression: str | None = "blosc",
     compression_level: int | None = None,
+    block_shape: Sequence[int] | None = None,
 ) -> None:
     """Write one block file atomically: to a hidden temporary name, then renamed into place.
 
     The file is what PyTables (and so the original ``split_dataset``) reads natively: the array
     under ``key``, Blosc as HDF5 filter 32001, bool as a 1-byte bitfield.
+
+    ``block_shape`` is the shape of the dataset's largest block files; the chunks of a
+    compressed block follow it (:func:`block_chunk_shape`), so that every block file of the
+    dataset has the same chunk shape. A block shorter than that (the last one along an axis)
+    is stored with that shape as its fixed maximum shape, which HDF5 needs for a chunk longer
+    than the array, and which readers (h5py, PyTables) ignore. Default: ``data``'s shape; an
+    axis along which ``data`` is longer counts with ``data``'s length.
     """
     path = Path(path)
     data = np.ascontiguousarray(data)
@@ -463,17 +531,28 @@ def write_block(
         raise TypeError(
             f"cannot write {data.dtype} arrays to a split dataset (numeric and bool only)"
         )
+    full = data.shape if block_shape is None else tuple(int(n) for n in block_shape)
+    if len(full) != data.ndim:
+        raise ValueError(f"block shape {full} does not fit a block of shape {data.shape}")
+    full = tuple(max(b, n) for b, n in zip(full, data.shape, strict=True))
     with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-        _create_array(f, key, data, compression, compression_level)
+        _create_array(f, key, data, full, compression, compression_level)
 
 
 def _create_array(
-    f: h5py.File, key: str, data: np.ndarray, compression: str | None, level: int | None
+    f: h5py.File,
+    key: str,
+    data: np.ndarray,
+    block_shape: tuple[int, ...],
+    compression: str | None,
+    level: int | None,
 ) -> None:
     options = compression_options(compression, level, data.dtype) if data.size else {}
-    chunks = chunk_shape_for(data.shape, data.dtype.itemsize) if options else None
+    chunks = block_chunk_shape(block_shape, data.dtype.itemsize) if options else None
+    # Fixed, not unlimited: PyTables still sees a CArray. Only a chunked array may have one.
+    maxshape = block_shape if chunks is not None and block_shape != data.shape else None
     if data.dtype == bool:
-        space = h5py.h5s.create_simple(data.shape)
+        space = h5py.h5s.create_simple(data.shape, maxshape)
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         if chunks is not None:
             dcpl.set_chunk(chunks)
@@ -488,7 +567,9 @@ def _create_array(
         h5py.h5d.create(f.id, key.encode(), h5py.h5t.STD_B8LE, space, dcpl=dcpl).close()
         dset = f[key]
     else:
-        dset = f.create_dataset(key, shape=data.shape, dtype=data.dtype, chunks=chunks, **options)
+        dset = f.create_dataset(
+            key, shape=data.shape, maxshape=maxshape, dtype=data.dtype, chunks=chunks, **options
+        )
     sums: list[int] | None = []
     if data.size and not write_blosc_chunks(dset, data, checksums=sums):
         sums = None  # computed from what HDF5 stored

@@ -97,6 +97,8 @@ class _BlockFileTarget:
                 key=self.key,
                 compression=self.compression,
                 compression_level=self.compression_level,
+                # One chunk shape for every block, the short last ones too.
+                block_shape=self.grid.block_shape,
             )
 
 

@@ -466,6 +466,8 @@ class SplitDatasetWriter:
                 key=self._key,
                 compression=self._compression,
                 compression_level=self._compression_level,
+                # The short last block is chunked as the full ones are.
+                block_shape=(self._block_length, *self._frame_shape),
             )
         fsync_file(staged)
         fsync_dir(folder)
