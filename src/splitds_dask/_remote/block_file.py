@@ -28,7 +28,10 @@ import h5py
 import numpy as np
 
 from splitds_dask._errors import BlockError, damaged_block
+from splitds_dask._format.files import BlockNames
+from splitds_dask._remote.file_ends import fetch_file_ends
 from splitds_dask._remote.location import FileVersion, RemoteFolder
+from splitds_dask._remote.sizes import BLOCK_SIZES
 from splitds_dask._storage.block_file import (
     _check_block,
     _checked,
@@ -58,27 +61,24 @@ class _HeadAndTail(io.RawIOBase):
     """A read-only remote file for h5py: its head and tail fetched at once, the rest on demand.
 
     h5py's writers put the superblock and the first object headers at the head of a file, and
-    the chunk index and the headers rewritten at close at its tail: fetching both in one
-    ``cat_ranges`` call costs one round trip where reading them as h5py asks costs one each.
-    Other reads fetch the aligned blocks they cover (one request), kept in a small LRU cache.
+    the chunk index and the headers rewritten at close at its tail: fetching both at once costs
+    one round trip where reading them as h5py asks costs one each. The file's ``size``, where
+    it is known, spares a request for it (:func:`~splitds_dask._remote.file_ends.
+    fetch_file_ends`). Other reads fetch the aligned blocks they cover (one request), kept in a
+    small LRU cache.
     """
 
-    def __init__(self, fs: Any, path: str, *, block_size: int = _INDEX_BLOCK_SIZE) -> None:
+    def __init__(
+        self, fs: Any, path: str, *, size: int | None = None, block_size: int = _INDEX_BLOCK_SIZE
+    ) -> None:
         super().__init__()
         self._fs = fs
         self._path = path
         self._block = block_size
-        self.size = int(fs.size(path))
+        ends = fetch_file_ends(fs, path, length=block_size, size=size)
+        self.size = ends.size
         self._pos = 0
-        wanted = [(0, min(block_size, self.size))] if self.size else []
-        if self.size > block_size:
-            wanted.append((max(block_size, self.size - block_size), self.size))
-        found = fs.cat_ranges(
-            [path] * len(wanted), [a for a, _ in wanted], [b for _, b in wanted], on_error="raise"
-        )
-        self._pinned = [
-            (start, bytes(data)) for (start, _), data in zip(wanted, found, strict=True)
-        ]
+        self._pinned = ends.parts
         self._recent: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
@@ -133,15 +133,16 @@ class _HeadAndTail(io.RawIOBase):
 
 @contextmanager
 def open_remote_block(
-    folder: RemoteFolder, name: str, *, block: tuple[int, ...]
+    folder: RemoteFolder, name: str, *, block: tuple[int, ...], size: int | None = None
 ) -> Iterator[h5py.File]:
     """Open the block file ``name`` of ``folder`` read-only, with h5py over fsspec.
 
-    A missing or unreadable file is a :class:`BlockError` naming its URL.
+    ``size`` is the file's size where it is known (see :mod:`splitds_dask._remote.sizes`). A
+    missing or unreadable file is a :class:`BlockError` naming its URL.
     """
     url = folder.file_url(name)
     try:
-        handle = _HeadAndTail(folder.filesystem, folder.path(name))
+        handle = _HeadAndTail(folder.filesystem, folder.path(name), size=size)
     except FileNotFoundError as exc:
         raise BlockError(f"block {block}: file {url} is missing", path=url, block=block) from exc
     except OSError as exc:
@@ -172,6 +173,7 @@ def read_remote_region(
     folder: RemoteFolder,
     name: str,
     *,
+    names: BlockNames,
     version: FileVersion,
     key: str,
     block: tuple[int, ...],
@@ -185,15 +187,17 @@ def read_remote_region(
 
     As :func:`~splitds_dask._storage.block_file.read_block_region`, whatever h5py raises on a
     damaged file is left to the caller's :func:`~splitds_dask._errors.damaged_block`. Parameters
-    as :func:`splitds_dask._storage.block_file.read_block_region`; ``version`` is the
-    version of the dataset's metadata when it was opened, under which the block's chunk map is
+    as :func:`splitds_dask._storage.block_file.read_block_region`; ``names`` are the
+    dataset's block names; ``version`` is the version of the dataset's metadata when it was
+    opened, under which the block's chunk map (and, in the process that opened it, its size) is
     kept: a dataset committed again (new blocks, or replaced) is mapped afresh.
     """
     url = folder.file_url(name)
     cache_key = ("remote", url, key, version)
     chunk_map = CHUNK_MAPS.get(cache_key)
     if chunk_map is None:
-        with open_remote_block(folder, name, block=block) as f:
+        size = BLOCK_SIZES.size(folder.url, version, names, name)
+        with open_remote_block(folder, name, block=block, size=size) as f:
             dset = _dataset(f, key, url, block, len(extent), False).dataset
             found = stored_dtype(dset)
             _check_block(dset.name[1:], dset.shape, found, extent, dtype, url, block)
@@ -221,6 +225,8 @@ def read_remote_region(
         return
     # Unwritten chunks (the fill value), or a codec this Blosc lacks: every stored chunk of the
     # region was checked above, so HDF5's own filter only meets sound ones.
-    with open_remote_block(folder, name, block=block) as f:
+    with open_remote_block(
+        folder, name, block=block, size=BLOCK_SIZES.size(folder.url, version, names, name)
+    ) as f:
         dset = _dataset(f, chunk_map.name, url, block, len(extent), False).dataset
         _read_with_h5py(dset, source, out, dest)
