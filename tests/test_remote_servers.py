@@ -520,3 +520,35 @@ def test_a_block_replaced_and_committed_again_is_read_with_its_new_size(tmp_path
     assert {r.method for r in s3_bucket.log.requests} == {"GET"}
     ranges = [r.range for r in s3_bucket.log.requests if r.path.endswith("/m/0001.h5")]
     assert f"bytes=0-{new_size - 1}" in ranges, ranges  # the whole (small) file: its index
+
+
+@pytest.mark.parametrize("store", ["s3", "http"])
+def test_a_small_blocks_first_read_requests_no_chunk_again(
+    tmp_path, store, s3_bucket, serve_http, http_server
+):
+    # Block files of about 50 KB: the bytes fetched for the index hold the whole file, so its
+    # chunks are read from them. In the opening process (S3: the listed size) that is one GET;
+    # without a size, the head and the tail (in flight together).
+    data = _movie(tmp_path / "m", n_blocks=3)
+    size = (tmp_path / "m" / "0001.h5").stat().st_size
+    assert size < _INDEX
+    if store == "s3":
+        url, log = s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log
+        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    else:
+        url, log = serve_http(tmp_path / "m"), http_server.log
+        ds = sd.SplitDataset(url)
+    ds.dtype  # noqa: B018
+    log.clear()
+    np.testing.assert_array_equal(ds[2:4], data[2:4])
+    ranges = sorted(r.range for r in log.requests if r.method == "GET")
+    assert [r.method for r in log.requests] == ["GET"] * len(ranges), log.requests
+    assert all(r.path.endswith("/0001.h5") for r in log.requests), log.requests
+    if store == "s3":
+        assert ranges == [f"bytes=0-{size - 1}"]
+    else:
+        assert ranges == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]
+    _forget_chunk_maps_and_sizes()
+    log.clear()
+    np.testing.assert_array_equal(ds[5, 1], data[5, 1])
+    assert sorted(r.range for r in log.requests) == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]

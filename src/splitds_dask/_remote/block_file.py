@@ -3,12 +3,13 @@
 The first read of a block file (of one version of the dataset) opens it with h5py over a file
 object whose first requests fetch the head and the tail of the file together (where HDF5 writers
 put the superblock, object headers and chunk index: one round trip instead of one per place),
-and keeps its
-:class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk maps. Every read
-after that costs only the data: one range request per run of neighbouring chunks, all of a
-read's runs in flight together, each chunk checked and decompressed by the same code as a local
-read (and checked against its recorded CRC32C). Arrays the map cannot serve (other codecs,
-unwritten chunks) are read by h5py over the fsspec file.
+and keeps its :class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk
+maps; the chunks of that first read that lie in the bytes fetched (all of them, in a file of up
+to twice the bytes fetched at each end) are not requested again. Every read after that costs
+only the data: one range request per run of neighbouring chunks, all of a read's runs in flight
+together, each chunk checked and decompressed by the same code as a local read (and checked
+against its recorded CRC32C). Arrays the map cannot serve (other codecs, unwritten chunks) are
+read by h5py over the fsspec file.
 
 A remote block never reads outside itself: external links, virtual datasets and external
 storage are refused whatever ``allow_external`` says for local folders (they would name files
@@ -29,7 +30,7 @@ import numpy as np
 
 from splitds_dask._errors import BlockError, damaged_block
 from splitds_dask._format.files import BlockNames
-from splitds_dask._remote.file_ends import fetch_file_ends
+from splitds_dask._remote.file_ends import Part, fetch_file_ends
 from splitds_dask._remote.location import FileVersion, RemoteFolder
 from splitds_dask._remote.sizes import BLOCK_SIZES
 from splitds_dask._storage.block_file import (
@@ -78,7 +79,7 @@ class _HeadAndTail(io.RawIOBase):
         ends = fetch_file_ends(fs, path, length=block_size, size=size)
         self.size = ends.size
         self._pos = 0
-        self._pinned = ends.parts
+        self.ends = self._pinned = ends.parts
         self._recent: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
@@ -140,6 +141,15 @@ def open_remote_block(
     ``size`` is the file's size where it is known (see :mod:`splitds_dask._remote.sizes`). A
     missing or unreadable file is a :class:`BlockError` naming its URL.
     """
+    with _open_with_ends(folder, name, block=block, size=size) as (f, _):
+        yield f
+
+
+@contextmanager
+def _open_with_ends(
+    folder: RemoteFolder, name: str, *, block: tuple[int, ...], size: int | None
+) -> Iterator[tuple[h5py.File, list[Part]]]:
+    """:func:`open_remote_block`, and the bytes fetched from the file's ends to open it."""
     url = folder.file_url(name)
     try:
         handle = _HeadAndTail(folder.filesystem, folder.path(name), size=size)
@@ -151,22 +161,40 @@ def open_remote_block(
         with damaged_block(url, block):
             f = h5py.File(handle, "r")
         try:
-            yield f
+            yield f, handle.ends
         finally:
             f.close()
     finally:
         handle.close()
 
 
-def _fetch(folder: RemoteFolder, name: str, ranges: list[ByteRange]) -> Sequence[bytes]:
-    """The bytes of ``ranges`` of the file ``name``, all requested at once."""
-    path = folder.path(name)
-    return folder.filesystem.cat_ranges(
-        [path] * len(ranges),
-        [r.start for r in ranges],
-        [r.stop for r in ranges],
-        on_error="raise",
-    )
+def _fetch(
+    folder: RemoteFolder, name: str, ranges: list[ByteRange], *, known: Sequence[Part] = ()
+) -> Sequence[bytes]:
+    """The bytes of ``ranges`` of the file ``name``, all requested at once, but for those that
+    lie within the ``known`` bytes of the file (fetched to open it: a small file's chunks)."""
+    found: list[bytes | None] = [_within(known, r) for r in ranges]
+    wanted = [r for r, data in zip(ranges, found, strict=True) if data is None]
+    if wanted:
+        path = folder.path(name)
+        fetched = iter(
+            folder.filesystem.cat_ranges(
+                [path] * len(wanted),
+                [r.start for r in wanted],
+                [r.stop for r in wanted],
+                on_error="raise",
+            )
+        )
+        found = [next(fetched) if data is None else data for data in found]
+    return [data for data in found if data is not None]
+
+
+def _within(parts: Sequence[Part], wanted: ByteRange) -> bytes | None:
+    """The bytes of ``wanted`` if one of ``parts`` holds them all."""
+    for part in parts:
+        if part.offset <= wanted.start and wanted.stop <= part.offset + len(part.data):
+            return part.data[wanted.start - part.offset : wanted.stop - part.offset]
+    return None
 
 
 def read_remote_region(
@@ -195,9 +223,10 @@ def read_remote_region(
     url = folder.file_url(name)
     cache_key = ("remote", url, key, version)
     chunk_map = CHUNK_MAPS.get(cache_key)
+    known: list[Part] = []  # the file's ends, where the first read fetched them
     if chunk_map is None:
         size = BLOCK_SIZES.size(folder.url, version, names, name)
-        with open_remote_block(folder, name, block=block, size=size) as f:
+        with _open_with_ends(folder, name, block=block, size=size) as (f, known):
             dset = _dataset(f, key, url, block, len(extent), False).dataset
             found = stored_dtype(dset)
             _check_block(dset.name[1:], dset.shape, found, extent, dtype, url, block)
@@ -215,7 +244,7 @@ def read_remote_region(
         url,
         block,
         chunk_map.name,
-        partial(_fetch, folder, name),
+        partial(_fetch, folder, name, known=known),
         chunk_map,
         source,
         out,

@@ -90,7 +90,8 @@ def fetch_file_ends(fs: Any, path: str, *, length: int, size: int | None = None)
 
 
 def _checked(path: str, length: int, ends: FileEnds) -> FileEnds:
-    """``ends`` as fetched, if each part is as long as a file of its size gives."""
+    """``ends`` as fetched, if each part is as long as a file of its size gives; a head and a
+    tail that meet are joined (the whole file)."""
     for part in ends.parts:
         expected = min(length, ends.size - part.offset)
         if len(part.data) != expected:
@@ -98,6 +99,10 @@ def _checked(path: str, length: int, ends: FileEnds) -> FileEnds:
                 f"{path}: {len(part.data)} bytes at {part.offset} where a file of {ends.size} "
                 f"bytes has {expected} (the file changed while read?)"
             )
+    if len(ends.parts) == 2 and ends.parts[1].offset <= len(ends.parts[0].data):
+        head, tail = ends.parts
+        whole = head.data + tail.data[len(head.data) - tail.offset :]
+        return FileEnds(ends.size, [Part(0, whole)])
     return ends
 
 
