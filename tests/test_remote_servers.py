@@ -91,7 +91,7 @@ def test_blocks_no_numbering_names_are_an_error_over_http(case, serve_http):
     url = serve_http(LEGACY / case["path"])
     with pytest.raises(sd.NotASplitDatasetError, match="cannot list") as raised:
         sd.SplitDataset(url, prefix=case["prefix"])[...]
-    assert "\n" not in str(raised.value)
+    assert "\n" not in str(raised.value), raised.value
 
 
 def test_a_stopped_acquisition_opens_over_http_as_from_a_listing(tmp_path, serve_http):
@@ -552,3 +552,17 @@ def test_a_small_blocks_first_read_requests_no_chunk_again(
     log.clear()
     np.testing.assert_array_equal(ds[5, 1], data[5, 1])
     assert sorted(r.range for r in log.requests) == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["size-known", "size-unknown"])
+def test_an_empty_block_file_is_an_error_naming_it(tmp_path, s3_bucket, size_known):
+    data = _movie(tmp_path / "m", n_blocks=3)
+    (tmp_path / "m" / "0001.h5").write_bytes(b"")
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    np.testing.assert_array_equal(ds[0], data[0])
+    if not size_known:
+        _forget_chunk_maps_and_sizes()
+    with pytest.raises(sd.BlockError, match=r"0001\.h5") as raised:
+        ds[2]
+    assert "\n" not in str(raised.value), raised.value

@@ -79,7 +79,7 @@ class _HeadAndTail(io.RawIOBase):
         ends = fetch_file_ends(fs, path, length=block_size, size=size)
         self.size = ends.size
         self._pos = 0
-        self.ends = self._pinned = ends.parts
+        self.ends = ends.parts  # kept for the life of the object
         self._recent: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
@@ -105,7 +105,7 @@ class _HeadAndTail(io.RawIOBase):
         while start < stop:
             offset, data = self._part(start)
             piece = data[start - offset : stop - offset]
-            if not piece:  # a pinned part shorter than the size said (the file changed)
+            if not piece:  # an end fetched at opening shorter than the size said (changed?)
                 raise OSError(f"{self._path}: no byte at {start} of {self.size} (shrunk?)")
             view[start - self._pos : start - self._pos + len(piece)] = piece
             start += len(piece)
@@ -114,7 +114,7 @@ class _HeadAndTail(io.RawIOBase):
 
     def _part(self, position: int) -> tuple[int, bytes]:
         """A cached part holding byte ``position`` (fetching its aligned block if none does)."""
-        for offset, data in self._pinned:
+        for offset, data in self.ends:
             if offset <= position < offset + len(data):
                 return offset, data
         index = position // self._block

@@ -78,6 +78,8 @@ def fetch_file_ends(fs: Any, path: str, *, length: int, size: int | None = None)
         # answer from whatever was listed in this process, however long ago.
         fs.invalidate_cache(path)
         size = int(fs.size(path))
+    if size == 0:
+        return FileEnds(0, [])  # nothing to fetch (h5py says what is wrong with such a file)
     wanted = [Part(0, b"")]
     if size > length:
         wanted.append(Part(max(length, size - length), b""))
