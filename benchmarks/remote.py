@@ -16,8 +16,9 @@ One movie (t x z x y x uint16, calcium-imaging-like) is written three ways on th
   cache of the filesystem, filled when the files were listed, spares it a HEAD per file).
 
 Rows: the full read ``ds[...]``; one time point ``ds[t]`` (the mean over several ``t``, one per
-block), cold (ours: the process's cache of chunk maps emptied first, so the block's HDF5 index
-is fetched) and warm; the dask mean over time (threaded scheduler), cold and warm. The peers
+block), cold (ours: the process's chunk maps and the block sizes listed at opening forgotten
+first, as in a process that did not open the dataset, so the block's HDF5 index is fetched) and
+warm; the dask mean over time (threaded scheduler), cold and warm. The peers
 keep no state between reads, so their cold and warm rows are the same reads. Each call is timed
 ``--repeat`` times after one untimed warm-up, round-robin over ours and the peers; the table
 shows the best time. Every result is checked against the movie in memory.
@@ -221,20 +222,21 @@ class Stores:
 
     @staticmethod
     def filesystem(options: dict[str, Any]) -> Any:
+        """An s3fs filesystem of its own: what it lists stays out of the readers' (s3fs keeps
+        listings, and answers sizes from them)."""
         import fsspec
 
-        return fsspec.filesystem("s3", **options)
+        return fsspec.filesystem("s3", skip_instance_cache=True, **options)
 
 
 def write_stores(movie: np.ndarray, block_frames: int, options: dict[str, Any]) -> Stores:
-    import fsspec
     import h5py
     import zarr
     from zarr.codecs import BloscCodec
 
     import splitds_dask as sd
 
-    fs = fsspec.filesystem("s3", **options)
+    fs = Stores.filesystem(options)
     fs.mkdir(BUCKET)
     ours_url = f"s3://{BUCKET}/ours"
     sd.to_split_dataset(movie, ours_url, block_shape=block_frames, storage_options=options)
@@ -295,9 +297,11 @@ class Ours(Peer):
         return self.ds.to_dask().mean(axis=0).compute(scheduler="threads")
 
     def forget(self) -> None:
+        from splitds_dask._remote.sizes import BLOCK_SIZES
         from splitds_dask._storage.blosc import CHUNK_MAPS
 
         CHUNK_MAPS.clear()
+        BLOCK_SIZES.clear()  # the sizes listed at opening: as a process that did not open it
 
 
 class Zarr(Peer):
@@ -324,9 +328,9 @@ class H5pyFsspec(Peer):
     """What a user writes: open each block file it needs with h5py over an fsspec file."""
 
     def __init__(self, stores: Stores, options: dict[str, Any], shape: tuple[int, ...]) -> None:
-        import fsspec
-
-        self.fs = fsspec.filesystem("s3", **options)
+        self.fs = stores.filesystem(options)
+        # Its listing cache, filled here, spares it a HEAD per file opened.
+        self.fs.ls(stores.ours.removeprefix("s3://"))
         self.paths = stores.block_paths
         self.key = stores.key
         self.frames = stores.block_frames

@@ -22,6 +22,7 @@ import pytest
 
 import splitds_dask as sd
 from splitds_dask._remote import write as remote_write
+from tests.helpers.cli import package_env
 
 pytestmark = pytest.mark.network
 
@@ -90,7 +91,7 @@ def test_blocks_no_numbering_names_are_an_error_over_http(case, serve_http):
     url = serve_http(LEGACY / case["path"])
     with pytest.raises(sd.NotASplitDatasetError, match="cannot list") as raised:
         sd.SplitDataset(url, prefix=case["prefix"])[...]
-    assert "\n" not in str(raised.value)
+    assert "\n" not in str(raised.value), raised.value
 
 
 def test_a_stopped_acquisition_opens_over_http_as_from_a_listing(tmp_path, serve_http):
@@ -176,18 +177,22 @@ def test_a_block_files_index_is_fetched_in_one_round_trip(tmp_path, s3_bucket):
     assert max(r.in_flight for r in index) == 2, index
 
 
-def test_the_index_file_reads_the_bytes_of_the_remote_file(tmp_path, s3_bucket):
+@pytest.mark.parametrize("length", [5 * (1 << 18) + 12345, (1 << 18) + 7, 1000])
+@pytest.mark.parametrize("size_known", [True, False], ids=["size-known", "size-unknown"])
+def test_the_index_file_reads_the_bytes_of_the_remote_file(tmp_path, s3_bucket, length, size_known):
     from splitds_dask._remote.block_file import _HeadAndTail
 
     block = 1 << 18
-    payload = np.random.default_rng(3).integers(0, 256, 5 * block + 12345, dtype=np.uint8)
+    payload = np.random.default_rng(3).integers(0, 256, length, dtype=np.uint8)
     local = tmp_path / "f"
     local.mkdir()
     (local / "blob.bin").write_bytes(payload.tobytes())
     s3_bucket.upload(local, "f")
     expected = payload.tobytes()
-    f = _HeadAndTail(s3_bucket.fs, f"{s3_bucket.name}/f/blob.bin")
+    size = len(expected) if size_known else None
+    f = _HeadAndTail(s3_bucket.fs, f"{s3_bucket.name}/f/blob.bin", size=size)
     assert f.size == len(expected)
+    assert {r.method for r in s3_bucket.log.requests} == {"GET"}
     # Inside the head, across it, in the middle (fetched on demand), across the tail, past it.
     for offset, n in [
         (0, 8),
@@ -195,6 +200,7 @@ def test_the_index_file_reads_the_bytes_of_the_remote_file(tmp_path, s3_bucket):
         (2 * block + 5, 2 * block),
         (len(expected) - 9, 100),
     ]:
+        offset = min(offset, len(expected))
         assert f.seek(offset) == offset
         assert f.read(n) == expected[offset : offset + n], (offset, n)
         assert f.tell() == min(len(expected), offset + n)
@@ -375,3 +381,188 @@ def test_a_dataset_opened_again_sees_what_another_writer_added(tmp_path, s3_buck
     grown = sd.SplitDataset(url, storage_options=options)
     assert grown.shape[0] == 6
     np.testing.assert_array_equal(grown[...], data)
+
+
+# --- the first read of a block: no request for its size ------------------------------------------
+
+_INDEX = 1 << 18  # the bytes fetched at each end of a block file for its HDF5 index
+
+
+def _forget_chunk_maps_and_sizes() -> None:
+    """As a process that did not open the dataset: no chunk map, no size from a listing."""
+    from splitds_dask._remote.sizes import BLOCK_SIZES
+    from splitds_dask._storage.blosc import CHUNK_MAPS
+
+    CHUNK_MAPS.clear()
+    BLOCK_SIZES.clear()
+
+
+def _first_read_requests(log, path_end: str, size: int) -> list:
+    """The requests of a block's first read, checked: no HEAD, three GETs of that file (its
+    head and tail, then the data)."""
+    requests = log.requests
+    assert [r.method for r in requests] == ["GET"] * 3, requests
+    assert all(r.path.endswith(path_end) for r in requests), requests
+    assert sum(r.body_bytes for r in requests[:2]) <= 2 * _INDEX
+    assert size > 2 * _INDEX
+    return requests
+
+
+def test_a_blocks_first_read_in_the_opening_process_asks_no_size(tmp_path, s3_bucket):
+    # The listing made at opening gave every block's size: the index is fetched by two plain
+    # ranges (the tail's placed by the listed size), then the data: 3 GETs, 2 round trips.
+    data = _movie(tmp_path / "m", n_blocks=3, planes=8, side=256)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    ds.dtype  # noqa: B018 - opening done
+    size = (tmp_path / "m" / "0001.h5").stat().st_size
+    s3_bucket.log.clear()
+    np.testing.assert_array_equal(ds[3], data[3])
+    requests = _first_read_requests(s3_bucket.log, "/0001.h5", size)
+    assert sorted(r.range for r in requests[:2]) == sorted(
+        [f"bytes=0-{_INDEX - 1}", f"bytes={size - _INDEX}-{size - 1}"]
+    )
+    # Opening read the index of the first block (for the dtype) without a HEAD either.
+    s3_bucket.log.clear()
+    sd.SplitDataset(url, storage_options=s3_bucket.storage_options).dtype  # noqa: B018
+    assert [r for r in s3_bucket.log.requests if r.path.endswith(".h5")]
+    assert not [r for r in s3_bucket.log.requests if r.path.endswith(".h5") and r.method != "GET"]
+
+
+@pytest.mark.parametrize("store", ["s3", "http"])
+def test_a_blocks_first_read_without_its_size_gets_it_with_the_tail(
+    tmp_path, store, s3_bucket, serve_http, http_server
+):
+    # A process that did not open the dataset (or HTTP, which cannot list) knows no size: the
+    # tail is asked for as the file's last bytes, whose answer states the file's length. Still
+    # 3 GETs, in 2 round trips, and no HEAD.
+    data = _movie(tmp_path / "m", n_blocks=3, planes=8, side=256)
+    if store == "s3":
+        url, log = s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log
+        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    else:
+        url, log = serve_http(tmp_path / "m"), http_server.log
+        ds = sd.SplitDataset(url)
+    ds.dtype  # noqa: B018
+    _forget_chunk_maps_and_sizes()
+    size = (tmp_path / "m" / "0002.h5").stat().st_size
+    log.clear()
+    log.delay = 0.1
+    np.testing.assert_array_equal(ds[5], data[5])
+    requests = _first_read_requests(log, "/0002.h5", size)
+    assert sorted(r.range for r in requests[:2]) == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]
+    assert max(r.in_flight for r in requests[:2]) == 2, requests  # together: one round trip
+    log.clear()
+    log.delay = 0
+    np.testing.assert_array_equal(ds[4], data[4])
+    assert [r.method for r in log.requests] == ["GET"]  # mapped: the data only
+
+
+_UNPICKLED_READ = """
+import pickle, sys
+import numpy as np
+x = pickle.loads(open(sys.argv[1], "rb").read())
+np.save(sys.argv[2], x.compute(scheduler="sync"))
+"""
+
+
+@pytest.mark.subprocess
+def test_a_process_that_did_not_open_the_dataset_asks_no_size_either(tmp_path, s3_bucket):
+    # A task unpickled in another process (a distributed worker): it carries no size.
+    data = _movie(tmp_path / "m", n_blocks=3, planes=8, side=256)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps(ds.to_dask()[3]))
+    s3_bucket.log.clear()
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLED_READ, str(tmp_path / "task.pkl"), str(tmp_path / "o")],
+        env=package_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), data[3])
+    requests = _first_read_requests(
+        s3_bucket.log, "/0001.h5", (tmp_path / "m" / "0001.h5").stat().st_size
+    )
+    assert f"bytes=-{_INDEX}" in [r.range for r in requests]
+
+
+def test_a_block_replaced_and_committed_again_is_read_with_its_new_size(tmp_path, s3_bucket):
+    # Sizes are kept per version of the metadata: a dataset committed again (a block replaced
+    # by a smaller one, then the metadata) is read with the new file's size, not the listed
+    # size of the old one, nor whatever s3fs listed in this process before.
+    import fsspec
+
+    data = _movie(tmp_path / "m", n_blocks=3)
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    options = s3_bucket.storage_options
+    old = sd.SplitDataset(url, storage_options=options)
+    old.dtype  # noqa: B018
+    fsspec.filesystem("s3", **options).ls(f"{s3_bucket.name}/m", detail=True)  # s3fs keeps it
+    new = np.full((6, 3, 64, 64), 7, np.uint16)  # compresses to a much smaller file
+    sd.to_split_dataset(new, tmp_path / "n", block_shape=(2, 3, 64, 64))
+    meta = json.loads((tmp_path / "n" / "stack_metadata.json").read_text())
+    meta["replaced"] = True  # another version of the metadata, whatever the store's clock
+    (tmp_path / "n" / "stack_metadata.json").write_text(json.dumps(meta))
+    old_size = (tmp_path / "m" / "0001.h5").stat().st_size
+    new_size = (tmp_path / "n" / "0001.h5").stat().st_size
+    assert new_size != old_size
+    for name in ("0001.h5", "stack_metadata.json"):
+        s3_bucket.fs.put_file(str(tmp_path / "n" / name), f"{s3_bucket.name}/m/{name}")
+    reopened = sd.SplitDataset(url, storage_options=options)
+    assert reopened.version != old.version
+    s3_bucket.log.clear()
+    np.testing.assert_array_equal(reopened[2], new[2])
+    np.testing.assert_array_equal(reopened[0], data[0])  # block 0 was not replaced
+    assert {r.method for r in s3_bucket.log.requests} == {"GET"}
+    ranges = [r.range for r in s3_bucket.log.requests if r.path.endswith("/m/0001.h5")]
+    assert f"bytes=0-{new_size - 1}" in ranges, ranges  # the whole (small) file: its index
+
+
+@pytest.mark.parametrize("store", ["s3", "http"])
+def test_a_small_blocks_first_read_requests_no_chunk_again(
+    tmp_path, store, s3_bucket, serve_http, http_server
+):
+    # Block files of about 50 KB: the bytes fetched for the index hold the whole file, so its
+    # chunks are read from them. In the opening process (S3: the listed size) that is one GET;
+    # without a size, the head and the tail (in flight together).
+    data = _movie(tmp_path / "m", n_blocks=3)
+    size = (tmp_path / "m" / "0001.h5").stat().st_size
+    assert size < _INDEX
+    if store == "s3":
+        url, log = s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log
+        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    else:
+        url, log = serve_http(tmp_path / "m"), http_server.log
+        ds = sd.SplitDataset(url)
+    ds.dtype  # noqa: B018
+    log.clear()
+    np.testing.assert_array_equal(ds[2:4], data[2:4])
+    ranges = sorted(r.range for r in log.requests if r.method == "GET")
+    assert [r.method for r in log.requests] == ["GET"] * len(ranges), log.requests
+    assert all(r.path.endswith("/0001.h5") for r in log.requests), log.requests
+    if store == "s3":
+        assert ranges == [f"bytes=0-{size - 1}"]
+    else:
+        assert ranges == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]
+    _forget_chunk_maps_and_sizes()
+    log.clear()
+    np.testing.assert_array_equal(ds[5, 1], data[5, 1])
+    assert sorted(r.range for r in log.requests) == [f"bytes=-{_INDEX}", f"bytes=0-{_INDEX - 1}"]
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["size-known", "size-unknown"])
+def test_an_empty_block_file_is_an_error_naming_it(tmp_path, s3_bucket, size_known):
+    data = _movie(tmp_path / "m", n_blocks=3)
+    (tmp_path / "m" / "0001.h5").write_bytes(b"")
+    url = s3_bucket.upload(tmp_path / "m", "m")
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    np.testing.assert_array_equal(ds[0], data[0])
+    if not size_known:
+        _forget_chunk_maps_and_sizes()
+    with pytest.raises(sd.BlockError, match=r"0001\.h5") as raised:
+        ds[2]
+    assert "\n" not in str(raised.value), raised.value

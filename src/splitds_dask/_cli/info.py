@@ -65,11 +65,10 @@ def block_compression(path: str | os.PathLike[str], key: str) -> dict[str, Any] 
 
 def _remote_compression(dataset: Any, key: str) -> dict[str, Any] | None:
     from splitds_dask._errors import SplitDatasetError
-    from splitds_dask._remote.block_file import open_remote_block
 
     try:
         block = (0,) * dataset.ndim
-        with open_remote_block(dataset.remote, dataset.block_names[0], block=block) as f:
+        with dataset._open_block_file(dataset.block_names[0], block) as f:
             return _compression(f[key])
     except (OSError, KeyError, SplitDatasetError):
         return None

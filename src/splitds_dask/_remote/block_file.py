@@ -3,12 +3,13 @@
 The first read of a block file (of one version of the dataset) opens it with h5py over a file
 object whose first requests fetch the head and the tail of the file together (where HDF5 writers
 put the superblock, object headers and chunk index: one round trip instead of one per place),
-and keeps its
-:class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk maps. Every read
-after that costs only the data: one range request per run of neighbouring chunks, all of a
-read's runs in flight together, each chunk checked and decompressed by the same code as a local
-read (and checked against its recorded CRC32C). Arrays the map cannot serve (other codecs,
-unwritten chunks) are read by h5py over the fsspec file.
+and keeps its :class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk
+maps; the chunks of that first read that lie in the bytes fetched (all of them, in a file of up
+to twice the bytes fetched at each end) are not requested again. Every read after that costs
+only the data: one range request per run of neighbouring chunks, all of a read's runs in flight
+together, each chunk checked and decompressed by the same code as a local read (and checked
+against its recorded CRC32C). Arrays the map cannot serve (other codecs, unwritten chunks) are
+read by h5py over the fsspec file.
 
 A remote block never reads outside itself: external links, virtual datasets and external
 storage are refused whatever ``allow_external`` says for local folders (they would name files
@@ -28,7 +29,10 @@ import h5py
 import numpy as np
 
 from splitds_dask._errors import BlockError, damaged_block
+from splitds_dask._format.files import BlockNames
+from splitds_dask._remote.file_ends import Part, fetch_file_ends
 from splitds_dask._remote.location import FileVersion, RemoteFolder
+from splitds_dask._remote.sizes import BLOCK_SIZES
 from splitds_dask._storage.block_file import (
     _check_block,
     _checked,
@@ -58,27 +62,24 @@ class _HeadAndTail(io.RawIOBase):
     """A read-only remote file for h5py: its head and tail fetched at once, the rest on demand.
 
     h5py's writers put the superblock and the first object headers at the head of a file, and
-    the chunk index and the headers rewritten at close at its tail: fetching both in one
-    ``cat_ranges`` call costs one round trip where reading them as h5py asks costs one each.
-    Other reads fetch the aligned blocks they cover (one request), kept in a small LRU cache.
+    the chunk index and the headers rewritten at close at its tail: fetching both at once costs
+    one round trip where reading them as h5py asks costs one each. The file's ``size``, where
+    it is known, spares a request for it (:func:`~splitds_dask._remote.file_ends.
+    fetch_file_ends`). Other reads fetch the aligned blocks they cover (one request), kept in a
+    small LRU cache.
     """
 
-    def __init__(self, fs: Any, path: str, *, block_size: int = _INDEX_BLOCK_SIZE) -> None:
+    def __init__(
+        self, fs: Any, path: str, *, size: int | None = None, block_size: int = _INDEX_BLOCK_SIZE
+    ) -> None:
         super().__init__()
         self._fs = fs
         self._path = path
         self._block = block_size
-        self.size = int(fs.size(path))
+        ends = fetch_file_ends(fs, path, length=block_size, size=size)
+        self.size = ends.size
         self._pos = 0
-        wanted = [(0, min(block_size, self.size))] if self.size else []
-        if self.size > block_size:
-            wanted.append((max(block_size, self.size - block_size), self.size))
-        found = fs.cat_ranges(
-            [path] * len(wanted), [a for a, _ in wanted], [b for _, b in wanted], on_error="raise"
-        )
-        self._pinned = [
-            (start, bytes(data)) for (start, _), data in zip(wanted, found, strict=True)
-        ]
+        self.ends = ends.parts  # kept for the life of the object
         self._recent: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
@@ -104,7 +105,7 @@ class _HeadAndTail(io.RawIOBase):
         while start < stop:
             offset, data = self._part(start)
             piece = data[start - offset : stop - offset]
-            if not piece:  # a pinned part shorter than the size said (the file changed)
+            if not piece:  # an end fetched at opening shorter than the size said (changed?)
                 raise OSError(f"{self._path}: no byte at {start} of {self.size} (shrunk?)")
             view[start - self._pos : start - self._pos + len(piece)] = piece
             start += len(piece)
@@ -113,7 +114,7 @@ class _HeadAndTail(io.RawIOBase):
 
     def _part(self, position: int) -> tuple[int, bytes]:
         """A cached part holding byte ``position`` (fetching its aligned block if none does)."""
-        for offset, data in self._pinned:
+        for offset, data in self.ends:
             if offset <= position < offset + len(data):
                 return offset, data
         index = position // self._block
@@ -133,15 +134,25 @@ class _HeadAndTail(io.RawIOBase):
 
 @contextmanager
 def open_remote_block(
-    folder: RemoteFolder, name: str, *, block: tuple[int, ...]
+    folder: RemoteFolder, name: str, *, block: tuple[int, ...], size: int | None = None
 ) -> Iterator[h5py.File]:
     """Open the block file ``name`` of ``folder`` read-only, with h5py over fsspec.
 
-    A missing or unreadable file is a :class:`BlockError` naming its URL.
+    ``size`` is the file's size where it is known (see :mod:`splitds_dask._remote.sizes`). A
+    missing or unreadable file is a :class:`BlockError` naming its URL.
     """
+    with _open_with_ends(folder, name, block=block, size=size) as (f, _):
+        yield f
+
+
+@contextmanager
+def _open_with_ends(
+    folder: RemoteFolder, name: str, *, block: tuple[int, ...], size: int | None
+) -> Iterator[tuple[h5py.File, list[Part]]]:
+    """:func:`open_remote_block`, and the bytes fetched from the file's ends to open it."""
     url = folder.file_url(name)
     try:
-        handle = _HeadAndTail(folder.filesystem, folder.path(name))
+        handle = _HeadAndTail(folder.filesystem, folder.path(name), size=size)
     except FileNotFoundError as exc:
         raise BlockError(f"block {block}: file {url} is missing", path=url, block=block) from exc
     except OSError as exc:
@@ -150,28 +161,47 @@ def open_remote_block(
         with damaged_block(url, block):
             f = h5py.File(handle, "r")
         try:
-            yield f
+            yield f, handle.ends
         finally:
             f.close()
     finally:
         handle.close()
 
 
-def _fetch(folder: RemoteFolder, name: str, ranges: list[ByteRange]) -> Sequence[bytes]:
-    """The bytes of ``ranges`` of the file ``name``, all requested at once."""
-    path = folder.path(name)
-    return folder.filesystem.cat_ranges(
-        [path] * len(ranges),
-        [r.start for r in ranges],
-        [r.stop for r in ranges],
-        on_error="raise",
-    )
+def _fetch(
+    folder: RemoteFolder, name: str, ranges: list[ByteRange], *, known: Sequence[Part] = ()
+) -> Sequence[bytes]:
+    """The bytes of ``ranges`` of the file ``name``, all requested at once, but for those that
+    lie within the ``known`` bytes of the file (fetched to open it: a small file's chunks)."""
+    found: list[bytes | None] = [_within(known, r) for r in ranges]
+    wanted = [r for r, data in zip(ranges, found, strict=True) if data is None]
+    if wanted:
+        path = folder.path(name)
+        fetched = iter(
+            folder.filesystem.cat_ranges(
+                [path] * len(wanted),
+                [r.start for r in wanted],
+                [r.stop for r in wanted],
+                on_error="raise",
+            )
+        )
+        found = [next(fetched) if data is None else data for data in found]
+    return [data for data in found if data is not None]
+
+
+def _within(parts: Sequence[Part], wanted: ByteRange) -> bytes | None:
+    """The bytes of ``wanted`` if one of ``parts`` holds them all."""
+    for part in parts:
+        if part.offset <= wanted.start and wanted.stop <= part.offset + len(part.data):
+            return part.data[wanted.start - part.offset : wanted.stop - part.offset]
+    return None
 
 
 def read_remote_region(
     folder: RemoteFolder,
     name: str,
     *,
+    names: BlockNames,
     version: FileVersion,
     key: str,
     block: tuple[int, ...],
@@ -185,15 +215,18 @@ def read_remote_region(
 
     As :func:`~splitds_dask._storage.block_file.read_block_region`, whatever h5py raises on a
     damaged file is left to the caller's :func:`~splitds_dask._errors.damaged_block`. Parameters
-    as :func:`splitds_dask._storage.block_file.read_block_region`; ``version`` is the
-    version of the dataset's metadata when it was opened, under which the block's chunk map is
+    as :func:`splitds_dask._storage.block_file.read_block_region`; ``names`` are the
+    dataset's block names; ``version`` is the version of the dataset's metadata when it was
+    opened, under which the block's chunk map (and, in the process that opened it, its size) is
     kept: a dataset committed again (new blocks, or replaced) is mapped afresh.
     """
     url = folder.file_url(name)
     cache_key = ("remote", url, key, version)
     chunk_map = CHUNK_MAPS.get(cache_key)
+    known: list[Part] = []  # the file's ends, where the first read fetched them
     if chunk_map is None:
-        with open_remote_block(folder, name, block=block) as f:
+        size = BLOCK_SIZES.size(folder.url, version, names, name)
+        with _open_with_ends(folder, name, block=block, size=size) as (f, known):
             dset = _dataset(f, key, url, block, len(extent), False).dataset
             found = stored_dtype(dset)
             _check_block(dset.name[1:], dset.shape, found, extent, dtype, url, block)
@@ -211,7 +244,7 @@ def read_remote_region(
         url,
         block,
         chunk_map.name,
-        partial(_fetch, folder, name),
+        partial(_fetch, folder, name, known=known),
         chunk_map,
         source,
         out,
@@ -221,6 +254,8 @@ def read_remote_region(
         return
     # Unwritten chunks (the fill value), or a codec this Blosc lacks: every stored chunk of the
     # region was checked above, so HDF5's own filter only meets sound ones.
-    with open_remote_block(folder, name, block=block) as f:
+    with open_remote_block(
+        folder, name, block=block, size=BLOCK_SIZES.size(folder.url, version, names, name)
+    ) as f:
         dset = _dataset(f, chunk_map.name, url, block, len(extent), False).dataset
         _read_with_h5py(dset, source, out, dest)

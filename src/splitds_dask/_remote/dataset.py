@@ -30,6 +30,7 @@ from splitds_dask._format.physical import read_physical_metadata
 from splitds_dask._remote.block_file import open_remote_block
 from splitds_dask._remote.location import FileVersion, RemoteFolder, StoredFile
 from splitds_dask._remote.reader import RemoteBlockReader
+from splitds_dask._remote.sizes import BLOCK_SIZES
 
 if TYPE_CHECKING:
     import h5py
@@ -143,10 +144,19 @@ class RemoteSplitDataset(SplitDataset):
             files = find_block_files(
                 folder.url, prefix=prefix, expected=declared.n_blocks, listing=list(listing)
             )
+            listed = listing.get(name)
+            if listed is not None and listed.version == self._version:
+                # The listing saw the metadata opened (no commit came between): its sizes are
+                # that version's, and spare the first read of each block a request.
+                BLOCK_SIZES.remember(folder.url, self._version, files.names, listing)
+        # The block names a size is looked up under: all the files while the last block row
+        # is checked (by opening its first file), the dataset's once that is done.
+        self._size_names = files.names
         self._physical = read_physical_metadata(
             metadata.raw, metadata.ndim, source=folder.file_url(name)
         )
         self._grid, self._names = self._match_files(declared, files)
+        self._size_names = self._names
         self._start_lazy_state()
 
     @property
@@ -188,7 +198,8 @@ class RemoteSplitDataset(SplitDataset):
 
     @contextmanager
     def _open_block_file(self, name: str, block: tuple[int, ...]) -> Iterator[h5py.File]:
-        with open_remote_block(self._remote, name, block=block) as f:
+        size = BLOCK_SIZES.size(self._remote.url, self._version, self._size_names, name)
+        with open_remote_block(self._remote, name, block=block, size=size) as f:
             yield f
 
     def _check_opened_folder(self) -> None:

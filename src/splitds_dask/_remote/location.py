@@ -52,6 +52,13 @@ class StoredFile(NamedTuple):
     size: int
     modified: float | None
     """Seconds since the epoch, by the store's clock; None where the listing does not say."""
+    tag: str = ""
+    """As :attr:`FileVersion.tag`: the listing shows the version a request for the file would."""
+
+    @property
+    def version(self) -> FileVersion:
+        """The file's version, as :meth:`RemoteFolder.version` would report it."""
+        return FileVersion(self.size, self.tag)
 
     @classmethod
     def of(cls, entry: Mapping[str, Any]) -> StoredFile:
@@ -70,7 +77,7 @@ class StoredFile(NamedTuple):
                     continue
             if modified is not None:
                 break
-        return cls(int(entry.get("size") or 0), modified)
+        return cls(int(entry.get("size") or 0), modified, FileVersion.of(entry).tag)
 
 
 class RemoteFolder:

@@ -20,7 +20,8 @@ class RemoteBlockReader(BlockReader):
     """Reads numpy selections of a remote split dataset; picklable, holds no connection.
 
     What a task carries is the folder's URL and storage options, and the version of the
-    metadata opened (under which block files' chunk maps are kept, once per process).
+    metadata opened (under which block files' chunk maps are kept, once per process, and their
+    sizes in the process that opened the dataset).
     """
 
     __slots__ = ("remote", "version")
@@ -80,6 +81,7 @@ class RemoteBlockReader(BlockReader):
             read_remote_region(
                 self.remote,
                 self.names[index],
+                names=self.names,
                 version=self.version,
                 key=self.data_key,
                 block=block,
