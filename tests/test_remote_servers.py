@@ -388,6 +388,19 @@ def test_a_dataset_opened_again_sees_what_another_writer_added(tmp_path, s3_buck
 _INDEX = 1 << 18  # the bytes fetched at each end of a block file for its HDF5 index
 
 
+def _opened_on(store: str, folder: Path, s3_bucket, serve_http, http_server):
+    """The dataset ``folder`` uploaded to the S3 server or served over HTTP, opened, with its
+    first block's array found (as a read would), and the server's request log."""
+    if store == "s3":
+        url, log = s3_bucket.upload(folder, folder.name), s3_bucket.log
+        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    else:
+        url, log = serve_http(folder), http_server.log
+        ds = sd.SplitDataset(url)
+    ds.dtype  # noqa: B018
+    return ds, log
+
+
 def _forget_chunk_maps_and_sizes() -> None:
     """As a process that did not open the dataset: no chunk map, no size from a listing."""
     from splitds_dask._remote.sizes import BLOCK_SIZES
@@ -437,13 +450,7 @@ def test_a_blocks_first_read_without_its_size_gets_it_with_the_tail(
     # tail is asked for as the file's last bytes, whose answer states the file's length. Still
     # 3 GETs, in 2 round trips, and no HEAD.
     data = _movie(tmp_path / "m", n_blocks=3, planes=8, side=256)
-    if store == "s3":
-        url, log = s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log
-        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
-    else:
-        url, log = serve_http(tmp_path / "m"), http_server.log
-        ds = sd.SplitDataset(url)
-    ds.dtype  # noqa: B018
+    ds, log = _opened_on(store, tmp_path / "m", s3_bucket, serve_http, http_server)
     _forget_chunk_maps_and_sizes()
     size = (tmp_path / "m" / "0002.h5").stat().st_size
     log.clear()
@@ -532,13 +539,7 @@ def test_a_small_blocks_first_read_requests_no_chunk_again(
     data = _movie(tmp_path / "m", n_blocks=3)
     size = (tmp_path / "m" / "0001.h5").stat().st_size
     assert size < _INDEX
-    if store == "s3":
-        url, log = s3_bucket.upload(tmp_path / "m", "m"), s3_bucket.log
-        ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
-    else:
-        url, log = serve_http(tmp_path / "m"), http_server.log
-        ds = sd.SplitDataset(url)
-    ds.dtype  # noqa: B018
+    ds, log = _opened_on(store, tmp_path / "m", s3_bucket, serve_http, http_server)
     log.clear()
     np.testing.assert_array_equal(ds[2:4], data[2:4])
     ranges = sorted(r.range for r in log.requests if r.method == "GET")

@@ -80,8 +80,10 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: Sequence[object], log: list[str], timeout: float = BUILD_TIMEOUT) -> int:
-    log.append("$ " + " ".join(str(c) for c in cmd))
+def _logged(
+    cmd: Sequence[object], log: list[str], timeout: float
+) -> subprocess.CompletedProcess[str] | None:
+    """Run ``cmd`` in :func:`clean_env`, its output appended to ``log``; None if it cannot run."""
     try:
         proc = subprocess.run(
             [str(c) for c in cmd],
@@ -93,13 +95,19 @@ def _run(cmd: Sequence[object], log: list[str], timeout: float = BUILD_TIMEOUT) 
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.append(f"failed to run: {exc!r}")
-        return -1
+        return None
     if proc.stdout:
         log.append(proc.stdout.rstrip())
     if proc.stderr:
         log.append(proc.stderr.rstrip())
     log.append(f"(exit code {proc.returncode})")
-    return proc.returncode
+    return proc
+
+
+def _run(cmd: Sequence[object], log: list[str], timeout: float = BUILD_TIMEOUT) -> int:
+    log.append("$ " + " ".join(str(c) for c in cmd))
+    proc = _logged(cmd, log, timeout)
+    return -1 if proc is None else proc.returncode
 
 
 def _verify(python: Path, script: str, log: list[str]) -> dict[str, Any] | None:
@@ -108,20 +116,8 @@ def _verify(python: Path, script: str, log: list[str]) -> dict[str, Any] | None:
         log.append(f"{python} does not exist")
         return None
     log.append("$ <verify imports>")
-    try:
-        proc = subprocess.run(
-            [str(python), "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=clean_env(),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.append(f"verification could not run: {exc!r}")
-        return None
-    log.append((proc.stdout + proc.stderr).rstrip())
-    if proc.returncode != 0:
+    proc = _logged([python, "-c", script], log, TIMEOUT)
+    if proc is None or proc.returncode != 0:
         return None
     try:
         info = json.loads(proc.stdout.strip().splitlines()[-1])
