@@ -11,21 +11,25 @@ It never shadows a real split-dataset: when another finder can import ``split_da
 (an installed split-dataset, or one on ``PYTHONPATH``), that one is imported and the finder
 warns once, naming where it is and how to choose.
 
-This module is top-level and imports only the standard library, because it is imported at
-every interpreter start: :mod:`splitds_dask` (numpy, dask, h5py) is imported only when
-``split_dataset`` is.
+This module is top-level, and imports only what the interpreter has loaded before it, because
+it is imported at every interpreter start: :mod:`splitds_dask` (numpy, dask, h5py) is imported
+only when ``split_dataset`` is, and so are :mod:`importlib` and :mod:`warnings`. Its finder and
+loader are plain classes, as the import system allows: ``importlib.abc`` alone would cost an
+interpreter start several milliseconds (it imports ``importlib.resources``, ``pathlib``...).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
-import warnings
-from collections.abc import Sequence
-from types import ModuleType
+from importlib.machinery import ModuleSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.abc import Loader as _Loader
+    from types import ModuleType
+else:
+    _Loader = object  # the protocol only, for the type checker
 
 __all__ = [
     "ALIAS",
@@ -70,9 +74,7 @@ def is_alias(module: ModuleType) -> bool:
     return bool(getattr(module, _MARK, False))
 
 
-def find_original(
-    fullname: str = ALIAS, path: Sequence[str] | None = None
-) -> importlib.machinery.ModuleSpec | None:
+def find_original(fullname: str = ALIAS, path: Sequence[str] | None = None) -> ModuleSpec | None:
     """The spec another import finder gives ``fullname`` (a real split-dataset), or None.
 
     A folder named ``split_dataset`` without ``__init__.py`` on ``sys.path`` (a data folder in
@@ -91,13 +93,15 @@ def find_original(
     return None
 
 
-class _AliasLoader(importlib.abc.Loader):
+class _AliasLoader(_Loader):
     """Fills a module of :data:`ALIAS_MODULES` with splitds-dask's objects."""
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return None  # the default module
 
     def exec_module(self, module: ModuleType) -> None:
+        import importlib
+
         import splitds_dask
 
         for name in ALIAS_MODULES[module.__name__]:
@@ -115,7 +119,7 @@ class _AliasLoader(importlib.abc.Loader):
                     importlib.import_module(submodule)
 
 
-class _AliasFinder(importlib.abc.MetaPathFinder):
+class _AliasFinder:
     """Finds the modules of :data:`ALIAS_MODULES` when no other finder does."""
 
     def find_spec(
@@ -123,7 +127,7 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         fullname: str,
         path: Sequence[str] | None = None,
         target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in ALIAS_MODULES:
             return None
         if fullname != ALIAS:
@@ -133,6 +137,8 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         else:
             original = find_original(fullname, path)
             if original is not None:
+                import warnings
+
                 warnings.warn(
                     f"import split_dataset: the installed split-dataset at "
                     f"{original.origin} is imported, not splitds-dask, although the "
@@ -142,7 +148,7 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
                     stacklevel=2,
                 )
                 return None
-        return importlib.util.spec_from_loader(
+        return ModuleSpec(
             fullname, _AliasLoader(), origin="splitds-dask alias", is_package=fullname == ALIAS
         )
 

@@ -36,9 +36,14 @@ PTH_NAME = "splitds_dask_alias.pth"
 
 #: Its one line. Lines starting with ``import`` are run; this one does nothing (rather than
 #: print an error at every start) once splitds-dask is uninstalled and the file left behind.
+#: A ``.pth`` line is one statement: the ``try`` it needs is compiled from a string.
 PTH_LINE = (
-    "import importlib.util as _u; "
-    f"_u.find_spec({hook.__name__!r}) and __import__({hook.__name__!r}).install()\n"
+    "import sys; exec("
+    + repr(
+        f"try:\n    import {hook.__name__}\nexcept ImportError:\n    pass\n"
+        f"else:\n    {hook.__name__}.install()\n"
+    )
+    + ")\n"
 )
 
 
