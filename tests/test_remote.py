@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import splitds_dask as sd
 from splitds_dask._remote import write as remote_write
 from splitds_dask._remote.reader import RemoteBlockReader
+from tests.helpers.chunkmaps import check_sidecar
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 MANIFEST = json.loads((LEGACY / "manifest.json").read_text())
@@ -354,9 +355,22 @@ def test_writing_to_a_url_reads_back_and_opens_with_h5py(tmp_path, compute, dtyp
     if not compute:
         assert _names(url) == [".splitds-writing"]  # nothing a reader opens until computed
         written = written.compute()
-    assert _names(url) == ["0000.h5", "0001.h5", "0002.h5", "stack_metadata.json"]
+    assert _names(url) == [
+        "0000.h5",
+        "0001.h5",
+        "0002.h5",
+        "splitds-chunkmaps.json",
+        "stack_metadata.json",
+    ]
     np.testing.assert_array_equal(written[...], data)
     # The oracle: plain h5py and json on the files the store holds.
+    out = tmp_path / "out"
+    check_sidecar(
+        (out / "splitds-chunkmaps.json").read_bytes(),
+        (out / "stack_metadata.json").read_bytes(),
+        {name: out / name for name in ("0000.h5", "0001.h5", "0002.h5")},
+        "stack_4D",
+    )
     meta = json.loads((tmp_path / "out" / "stack_metadata.json").read_text())
     assert meta["shape_full"] == list(data.shape)
     assert meta["shape_block"] == [4, 2, 9, 7]
@@ -375,7 +389,7 @@ def test_an_existing_remote_dataset_is_never_replaced(tmp_path):
         with pytest.raises(FileExistsError, match="never replaced on an object store"):
             sd.to_split_dataset(data + 1, url, block_shape=(2, 2), overwrite=overwrite)
     np.testing.assert_array_equal(sd.SplitDataset(url)[...], data)
-    assert _names(url) == ["0000.h5", "0001.h5", "stack_metadata.json"]
+    assert _names(url) == ["0000.h5", "0001.h5", "splitds-chunkmaps.json", "stack_metadata.json"]
 
 
 def test_other_files_at_the_url_are_never_touched(tmp_path):
@@ -418,7 +432,7 @@ def test_a_failed_or_killed_write_is_no_dataset_and_the_next_write_clears_it(tmp
     time.sleep(1.5)
     written = sd.to_split_dataset(data, url, block_shape=(2, 2))
     np.testing.assert_array_equal(written[...], data)
-    assert _names(url) == ["0000.h5", "0001.h5", "stack_metadata.json"]
+    assert _names(url) == ["0000.h5", "0001.h5", "splitds-chunkmaps.json", "stack_metadata.json"]
 
 
 def test_storage_options_for_a_local_folder_are_refused(tmp_path):

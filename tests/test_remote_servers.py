@@ -22,6 +22,7 @@ import pytest
 
 import splitds_dask as sd
 from splitds_dask._remote import write as remote_write
+from tests.helpers.chunkmaps import check_sidecar
 from tests.helpers.cli import package_env
 
 pytestmark = pytest.mark.network
@@ -257,16 +258,25 @@ def test_writing_to_s3_reads_back_with_h5py(tmp_path, s3_bucket):
     )
     np.testing.assert_array_equal(ds[...], data)
     puts = [r.path.rsplit("/", 1)[-1] for r in s3_bucket.log.of("PUT")]
-    # The marker first, the metadata after every block.
+    # The marker first, then every block, their chunk-map sidecar, and the metadata last.
     assert puts[0] == ".splitds-writing"
-    assert puts.index("stack_metadata.json") > max(puts.index(f"000{i}.h5") for i in range(3))
+    last_block = max(puts.index(f"000{i}.h5") for i in range(3))
+    assert last_block < puts.index("splitds-chunkmaps.json") < puts.index("stack_metadata.json")
     s3_bucket.fs.get(f"{s3_bucket.name}/written/", str(tmp_path / "back") + "/", recursive=True)
-    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+    back = tmp_path / "back"
+    assert sorted(p.name for p in back.iterdir()) == [
         "0000.h5",
         "0001.h5",
         "0002.h5",
+        "splitds-chunkmaps.json",
         "stack_metadata.json",
     ]
+    check_sidecar(
+        (back / "splitds-chunkmaps.json").read_bytes(),
+        (back / "stack_metadata.json").read_bytes(),
+        {f"000{i}.h5": back / f"000{i}.h5" for i in range(3)},
+        "stack_4D",
+    )
     with h5py.File(tmp_path / "back" / "0001.h5", "r") as f:
         np.testing.assert_array_equal(f["stack_4D"][...], data[2:4])
 
@@ -334,6 +344,7 @@ def test_a_write_killed_midway_leaves_no_dataset_and_the_next_one_completes(
     assert sorted(p.rsplit("/", 1)[-1] for p in s3_bucket.fs.ls(f"{s3_bucket.name}/killed")) == [
         "0000.h5",
         "0001.h5",
+        "splitds-chunkmaps.json",
         "stack_metadata.json",
     ]
 

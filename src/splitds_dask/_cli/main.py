@@ -13,7 +13,7 @@
 Each command is one module (:mod:`~splitds_dask._cli.info`, ...) with an ``add_parser``
 function (its arguments) and a ``run`` function (what it does), registered in ``_COMMANDS``.
 Every command that computes (convert, project, verify, demo) takes ``--scheduler`` (see
-:mod:`splitds_dask._cli.schedulers`); info, seal, refs and alias take none rather than ignore one.
+:mod:`splitds_dask._cli.schedulers`); info, seal, index, refs and alias take none rather than ignore one.
 
 Exit codes: 0 on success, 1 when the package, a file format or the file system reports an error,
 2 for bad command-line input, 130 when interrupted. Errors are one line on stderr, never a
@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from splitds_dask._cli import alias, convert, demo, info, project, refs, seal, verify
+from splitds_dask._cli import alias, convert, demo, index, info, project, refs, seal, verify
 from splitds_dask._cli.arguments import Commands
 from splitds_dask._cli.info import dataset_info
 from splitds_dask._cli.messages import DEBUG_VARIABLE, PROG, UsageError, one_line
@@ -50,6 +50,7 @@ _COMMANDS = {
     "info": _Command(info.add_parser, info.run),
     "verify": _Command(verify.add_parser, verify.run),
     "seal": _Command(seal.add_parser, seal.run),
+    "index": _Command(index.add_parser, index.run),
     "refs": _Command(refs.add_parser, refs.run),
     "convert": _Command(convert.add_parser, convert.run),
     "project": _Command(project.add_parser, project.run),

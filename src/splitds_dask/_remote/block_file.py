@@ -30,6 +30,7 @@ import numpy as np
 
 from splitds_dask._errors import BlockError, damaged_block
 from splitds_dask._format.files import BlockNames
+from splitds_dask._remote.chunkmaps import SIDECARS
 from splitds_dask._remote.file_ends import Part, fetch_file_ends
 from splitds_dask._remote.location import FileVersion, RemoteFolder
 from splitds_dask._remote.sizes import BLOCK_SIZES
@@ -197,6 +198,32 @@ def _within(parts: Sequence[Part], wanted: ByteRange) -> bytes | None:
     return None
 
 
+def _from_sidecar(
+    folder: RemoteFolder,
+    name: str,
+    names: BlockNames,
+    version: FileVersion,
+    digest: str,
+    dtype: np.dtype,
+    extent: Sequence[int],
+) -> ChunkMap | None:
+    """The block's map from the dataset's sidecar, if it fits the block as the dataset needs
+    it and the file's size as listed at opening (where known); else None: its index serves."""
+    found = SIDECARS.block(folder, version, digest, name)
+    if found is None:
+        return None
+    listed = BLOCK_SIZES.size(folder.url, version, names, name)
+    chunk_map = found.chunk_map
+    if (
+        (listed is not None and listed != found.size)
+        or len(chunk_map.shape) != len(extent)
+        or any(s < e for s, e in zip(chunk_map.shape, extent, strict=True))
+        or chunk_map.values != dtype
+    ):
+        return None
+    return chunk_map
+
+
 def read_remote_region(
     folder: RemoteFolder,
     name: str,
@@ -210,6 +237,7 @@ def read_remote_region(
     source: tuple[slice, ...],
     out: np.ndarray,
     dest: tuple[slice, ...],
+    chunkmaps: str | None = None,
 ) -> None:
     """Read ``source`` of the remote block file ``name`` into ``out[dest]``.
 
@@ -218,11 +246,17 @@ def read_remote_region(
     as :func:`splitds_dask._storage.block_file.read_block_region`; ``names`` are the
     dataset's block names; ``version`` is the version of the dataset's metadata when it was
     opened, under which the block's chunk map (and, in the process that opened it, its size) is
-    kept: a dataset committed again (new blocks, or replaced) is mapped afresh.
+    kept: a dataset committed again (new blocks, or replaced) is mapped afresh. ``chunkmaps`` is
+    the SHA-256 of the metadata opened where a chunk-map sidecar was found for it: a block's
+    first read then takes its map from there (:mod:`splitds_dask._remote.chunkmaps`).
     """
     url = folder.file_url(name)
     cache_key = ("remote", url, key, version)
     chunk_map = CHUNK_MAPS.get(cache_key)
+    if chunk_map is None and chunkmaps is not None:
+        chunk_map = _from_sidecar(folder, name, names, version, chunkmaps, dtype, extent)
+        if chunk_map is not None:
+            CHUNK_MAPS.put(cache_key, chunk_map)
     known: list[Part] = []  # the file's ends, where the first read fetched them
     if chunk_map is None:
         size = BLOCK_SIZES.size(folder.url, version, names, name)

@@ -28,9 +28,15 @@ from splitds_dask._format.metadata import (
 )
 from splitds_dask._format.physical import read_physical_metadata
 from splitds_dask._remote.block_file import open_remote_block
+from splitds_dask._remote.chunkmaps import SIDECARS, usable_sidecar
 from splitds_dask._remote.location import FileVersion, RemoteFolder, StoredFile
 from splitds_dask._remote.reader import RemoteBlockReader
 from splitds_dask._remote.sizes import BLOCK_SIZES
+from splitds_dask._storage.chunkmap_file import (
+    CHUNKMAPS_NAME,
+    MAX_CHUNKMAPS_BYTES,
+    metadata_digest,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -120,8 +126,17 @@ class RemoteSplitDataset(SplitDataset):
         self._locking = locking
         listing = folder.listing()
         name = _metadata_name(folder, listing)
+        sidecar: bytes | None = None
+        self._chunkmaps: str | None = None
         try:
-            text = folder.read_small(name, MAX_METADATA_BYTES)
+            if listing is not None and CHUNKMAPS_NAME in listing:
+                # The chunk-map sidecar, in flight with the metadata: no block's first read
+                # then waits for its index.
+                text, sidecar = folder.read_small_together(
+                    name, MAX_METADATA_BYTES, CHUNKMAPS_NAME, MAX_CHUNKMAPS_BYTES
+                )
+            else:
+                text = folder.read_small(name, MAX_METADATA_BYTES)
             self._version = folder.version(name)
         except FileNotFoundError:
             unlisted = (
@@ -136,7 +151,13 @@ class RemoteSplitDataset(SplitDataset):
             ) from None
         except OSError as exc:
             raise NotASplitDatasetError(f"{folder.file_url(name)}: cannot read: {exc}") from exc
+        self._metadata_bytes = text
         metadata = self._metadata = parse_metadata_json(text, source=folder.file_url(name))
+        if sidecar is not None:
+            digest = metadata_digest(text)
+            usable = usable_sidecar(sidecar, digest=digest, source=folder.file_url(CHUNKMAPS_NAME))
+            SIDECARS.put(folder.url, self._version, digest, usable)
+            self._chunkmaps = digest if usable is not None else None
         declared = BlockGrid.from_spec(metadata.shape, metadata.block_shape, metadata.padding)
         if listing is None:
             files = _numbered(folder, metadata, declared)
@@ -183,6 +204,11 @@ class RemoteSplitDataset(SplitDataset):
         return {n: listing[n].size for n in self._names.as_tuple() if n in listing}
 
     @property
+    def metadata_bytes(self) -> bytes:
+        """The bytes of the metadata file opened (what a chunk-map sidecar is bound to)."""
+        return self._metadata_bytes
+
+    @property
     def version(self) -> FileVersion:
         """The version of the metadata file opened (its ETag or time, and size)."""
         return self._version
@@ -215,6 +241,7 @@ class RemoteSplitDataset(SplitDataset):
                 grid=self._grid,
                 dtype=self.dtype,
                 data_key=self.data_key,
+                chunkmaps=self._chunkmaps,
             )
         assert isinstance(self._reader, RemoteBlockReader)
         return self._reader

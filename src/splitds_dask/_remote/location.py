@@ -180,3 +180,16 @@ class RemoteFolder:
         """
         data = self.filesystem.cat_file(self.path(name), start=0, end=limit + 1)
         return bytes(data)
+
+    def read_small_together(
+        self, name: str, limit: int, other: str, other_limit: int
+    ) -> tuple[bytes, bytes | None]:
+        """:meth:`read_small` of ``name`` and of ``other``, in flight together where the store
+        allows (one round trip); None for ``other`` if it cannot be read."""
+        paths = [self.path(name), self.path(other)]
+        first, second = self.filesystem.cat_ranges(
+            paths, [0, 0], [limit + 1, other_limit + 1], on_error="return"
+        )
+        if isinstance(first, BaseException):
+            raise first
+        return bytes(first), None if isinstance(second, BaseException) else bytes(second)

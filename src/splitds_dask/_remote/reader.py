@@ -21,10 +21,11 @@ class RemoteBlockReader(BlockReader):
 
     What a task carries is the folder's URL and storage options, and the version of the
     metadata opened (under which block files' chunk maps are kept, once per process, and their
-    sizes in the process that opened the dataset).
+    sizes in the process that opened the dataset), and the SHA-256 of the metadata's bytes where
+    a chunk-map sidecar was found for them (``chunkmaps``; None where none was).
     """
 
-    __slots__ = ("remote", "version")
+    __slots__ = ("chunkmaps", "remote", "version")
     io_bound = True
 
     def __init__(
@@ -37,6 +38,7 @@ class RemoteBlockReader(BlockReader):
         dtype: np.dtype,
         data_key: str,
         token: str | None = None,
+        chunkmaps: str | None = None,
     ) -> None:
         super().__init__(
             root=remote.url,
@@ -49,12 +51,13 @@ class RemoteBlockReader(BlockReader):
         )
         self.remote = remote
         self.version = version
+        self.chunkmaps = chunkmaps
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (*super().__getstate__(), self.remote, tuple(self.version))
+        return (*super().__getstate__(), self.remote, tuple(self.version), self.chunkmaps)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        *base, self.remote, version = state
+        *base, self.remote, version, self.chunkmaps = state
         super().__setstate__(tuple(base))
         self.version = FileVersion(*version)
 
@@ -90,4 +93,5 @@ class RemoteBlockReader(BlockReader):
                 source=source,
                 out=out,
                 dest=dest,
+                chunkmaps=self.chunkmaps,
             )

@@ -1,9 +1,10 @@
 """Writing a split dataset to a store that fsspec writes (S3, GCS, a local ``file://`` URL).
 
 Each store task writes its block file to a local temporary file and uploads it, so blocks are
-built and uploaded in parallel, as many at a time as dask runs tasks. The metadata file is
+built and uploaded in parallel, as many at a time as dask runs tasks. The blocks' chunk-map
+sidecar (:mod:`splitds_dask._storage.chunkmap_file`) follows them, and the metadata file is
 uploaded last, as one object: a reader, which opens a dataset by its metadata, never sees one
-before all its blocks are there.
+before all its blocks (and their sidecar) are there.
 
 Object stores cannot rename a folder, so a dataset cannot be swapped for another in one step.
 An existing dataset is therefore never replaced, ``overwrite`` or not (a reader that opened it
@@ -30,7 +31,9 @@ import numpy as np
 
 from splitds_dask._daskmodes import store_chunks
 from splitds_dask._format.metadata import METADATA_NAME, metadata_json_bytes
+from splitds_dask._remote.index import map_remote_blocks
 from splitds_dask._remote.location import RemoteFolder
+from splitds_dask._storage.chunkmap_file import CHUNKMAPS_NAME, chunkmaps_json, metadata_digest
 from splitds_dask._write.array import (
     PreparedWrite,
     _BlockFileTarget,
@@ -105,9 +108,39 @@ def check_remote_target(folder: RemoteFolder) -> list[str]:
     return sorted(listing)
 
 
-def _publish(_stored: Any, folder: RemoteFolder, metadata: dict[str, Any]) -> RemoteFolder:
+def _upload_chunkmaps(folder: RemoteFolder, prepared: PreparedWrite, metadata: bytes) -> None:
+    """Map the uploaded blocks and upload their sidecar, bound to ``metadata``'s bytes.
+
+    Mapped from the store, not from each task's temporary file: dask's ``store`` keeps nothing
+    a target returns, and on a cluster each task has its own copy of the target, so no map
+    would reach this task without rebuilding the write's graph. Mapping the uploaded files
+    costs one round trip per block (their sizes are listed), 16 in flight, and maps the very
+    bytes readers will read.
+    """
+    grid = prepared.grid
+    n = grid.n_blocks
+    listing = folder.listing() or {}
+    names = [block_file_name(i, n) for i in range(n)]
+    sizes = {name: listing[name].size for name in names if name in listing}
+    present = [i for i in range(n) if names[i] in sizes]
+    maps = map_remote_blocks(
+        folder,
+        [names[i] for i in present],
+        [grid.linear_to_cartesian(i) for i in present],
+        sizes=sizes,
+        key=prepared.key,
+        ndim=grid.ndim,
+    )
+    data = chunkmaps_json(metadata_digest(metadata), maps)
+    folder.filesystem.pipe_file(folder.path(CHUNKMAPS_NAME), data)
+
+
+def _publish(_stored: Any, folder: RemoteFolder, prepared: PreparedWrite) -> RemoteFolder:
     fs = folder.filesystem
-    fs.pipe_file(folder.path(METADATA_NAME), metadata_json_bytes(metadata))
+    metadata = metadata_json_bytes(prepared.metadata)
+    # Before the metadata: a reader that opens the dataset finds its sidecar there.
+    _upload_chunkmaps(folder, prepared, metadata)
+    fs.pipe_file(folder.path(METADATA_NAME), metadata)
     fs.rm_file(folder.path(WRITING_MARKER))
     return folder
 
@@ -147,7 +180,7 @@ def write_remote(
         if prepared.array.size == 0:
             _write_empty_blocks(target, prepared.dtype)
         stored = store_chunks(prepared.array, target)
-        published = dask.delayed(_publish, pure=False)(stored, folder, prepared.metadata)
+        published = dask.delayed(_publish, pure=False)(stored, folder, prepared)
         result = dask.delayed(_open_published, pure=False)(published)
         if not compute:
             return result

@@ -347,6 +347,89 @@ class ChunkMap:
             expected_checksums(dset),
         )
 
+    @classmethod
+    def checked(
+        cls,
+        *,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        values: np.dtype,
+        chunk_shape: tuple[int, ...],
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        masks: np.ndarray,
+        numbers: np.ndarray | None,
+        codec: BloscCodec,
+        checksums: Checksums | None,
+        file_size: int,
+    ) -> ChunkMap:
+        """A map from its parts (as a stored index of chunk maps holds them), checked as
+        :meth:`of` checks what HDF5 lists: chunks inside the grid, unique, apart, inside a file
+        of ``file_size`` bytes, with a filter mask and size a writer makes; the codec and the
+        types those of a Blosc array of native byte order.
+
+        Raises
+        ------
+        ChunkIndexError, ChunkError, ValueError
+            What is wrong with the parts.
+        """
+        if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+            raise ValueError(f"dtype {dtype} is not one of a Blosc array's fixed-size numbers")
+        if dtype.newbyteorder("=") != dtype:
+            raise ValueError(f"dtype {dtype} is not of native byte order")
+        if values != dtype and not (values == np.dtype(bool) and dtype.itemsize == 1):
+            raise ValueError(f"values of dtype {values} stored as {dtype}")
+        if len(shape) != len(chunk_shape) or not shape:
+            raise ValueError(f"chunk shape {chunk_shape} for shape {shape}")
+        if any(n < 0 for n in shape) or any(c <= 0 for c in chunk_shape):
+            raise ValueError(f"chunk shape {chunk_shape} for shape {shape}")
+        expected = BloscCodec(dtype.itemsize if dtype.itemsize <= 255 else 1, None, None)
+        if (
+            codec.typesize != expected.typesize
+            or codec.shuffle_flags not in (None, *_SHUFFLE_FLAGS.values())
+            or (codec.compressor is not None and codec.compressor not in _FORMATS)
+        ):
+            raise ValueError(f"Blosc options {codec} do not fit dtype {dtype}")
+        grid = tuple(-(-n // c) for n, c in zip(shape, chunk_shape, strict=True))
+        cells = math.prod(grid)
+        if cells > _MAX_GRID_CELLS:
+            raise ChunkIndexError(f"a grid of {cells} chunks is more than this reader handles")
+        count = len(offsets)
+        if not len(sizes) == len(masks) == count or (numbers is not None and len(numbers) != count):
+            raise ValueError("the chunk arrays differ in length")
+        if count * _MIN_ENTRY_BYTES > file_size:
+            raise ChunkIndexError(f"{count} chunks listed in a file of {file_size} bytes")
+        listed = np.arange(count, dtype=np.int64) if numbers is None else numbers
+        if numbers is None and count != cells:
+            raise ValueError(f"{count} chunks listed without numbers in a grid of {cells}")
+        if count and (int(listed.min()) < 0 or int(listed.max()) >= cells):
+            raise ValueError(f"a chunk number lies outside the grid of {cells} chunks")
+        if count > 1 and not bool(np.all(np.diff(listed) > 0)):
+            raise ValueError("the chunk numbers are not strictly ascending")
+        if numbers is not None and count == cells:
+            numbers = None  # every chunk, in number order (as :meth:`of` keeps it)
+        entries = [
+            _Entry(int(n), int(o), int(s), int(m))
+            for n, o, s, m in zip(listed, offsets, sizes, masks, strict=True)
+        ]
+        _check_entries(entries, file_size, math.prod(chunk_shape) * dtype.itemsize)
+        if checksums is not None and checksums.damaged is None and len(checksums.crc32c) != cells:
+            raise ValueError(f"{len(checksums.crc32c)} checksums for {cells} chunks")
+        return cls(
+            name,
+            tuple(shape),
+            dtype,
+            values,
+            tuple(chunk_shape),
+            np.asarray(offsets, np.int64),
+            np.asarray(sizes, np.int64),
+            np.asarray(masks, np.uint32),
+            None if numbers is None else np.asarray(numbers, np.int64),
+            codec,
+            checksums,
+        )
+
     @property
     def n_chunks(self) -> int:
         """The number of stored chunks."""
