@@ -16,9 +16,11 @@ One movie (t x z x y x uint16, calcium-imaging-like) is written three ways on th
   cache of the filesystem, filled when the files were listed, spares it a HEAD per file).
 
 Rows: the full read ``ds[...]``; one time point ``ds[t]`` (the mean over several ``t``, one per
-block), cold (ours: the process's chunk maps and the block sizes listed at opening forgotten
-first, as in a process that did not open the dataset, so the block's HDF5 index is fetched) and
-warm; the dask mean over time (threaded scheduler), cold and warm. The peers
+block), cold (ours: the process's chunk maps, the block sizes listed at opening and the
+chunk-map sidecar forgotten first, as in a process that did not open the dataset, so the
+block's map is fetched: the sidecar, or the block's HDF5 index where there is none), cold in
+the opening process (the chunk maps forgotten; the sizes and the sidecar fetched at opening
+kept) and warm; the dask mean over time (threaded scheduler), cold and warm. The peers
 keep no state between reads, so their cold and warm rows are the same reads. Each call is timed
 ``--repeat`` times after one untimed warm-up, round-robin over ours and the peers; the table
 shows the best time. Every result is checked against the movie in memory.
@@ -277,8 +279,9 @@ class Peer:
     def mean(self) -> np.ndarray:
         raise NotImplementedError
 
-    def forget(self) -> None:
-        """Drop what a first read of a block caches (the cold rows)."""
+    def forget(self, *, opening: bool = False) -> None:
+        """Drop what a first read of a block caches (the cold rows); ``opening``: only what
+        the process that opened the dataset would not know yet."""
 
 
 class Ours(Peer):
@@ -296,12 +299,17 @@ class Ours(Peer):
     def mean(self) -> np.ndarray:
         return self.ds.to_dask().mean(axis=0).compute(scheduler="threads")
 
-    def forget(self) -> None:
+    def forget(self, *, opening: bool = False) -> None:
+        from splitds_dask._remote.chunkmaps import SIDECARS
         from splitds_dask._remote.sizes import BLOCK_SIZES
         from splitds_dask._storage.blosc import CHUNK_MAPS
 
         CHUNK_MAPS.clear()
-        BLOCK_SIZES.clear()  # the sizes listed at opening: as a process that did not open it
+        if not opening:
+            # What opening gave (the listed sizes, the chunk-map sidecar): as a process that
+            # did not open it.
+            BLOCK_SIZES.clear()
+            SIDECARS.clear()
 
 
 class Zarr(Peer):
@@ -427,7 +435,7 @@ def measure_row(
     expected: list[np.ndarray],
     *,
     repeat: int,
-    cold: bool,
+    cold: str | None,
 ) -> Row:
     """Time ``calls`` (one per time point, or one) of every peer: warm-up, then ``repeat``
     rounds; each call's result checked, its requests counted (the server's log)."""
@@ -437,8 +445,8 @@ def measure_row(
     for round_ in range(repeat + 1):  # round 0: the warm-up, untimed
         for i, call in enumerate(calls):
             for peer_name, peer in peers.items():
-                if cold:
-                    peer.forget()
+                if cold is not None:
+                    peer.forget(opening=cold == "opening")
                 server.clear()
                 start = time.perf_counter()
                 got = call(peer)
@@ -466,6 +474,11 @@ def measure_row(
     return row
 
 
+# The cold rows: a process that did not open the dataset (a worker: no chunk map, listed size
+# or sidecar), then the process that opened it (its sizes and sidecar known, no chunk map).
+_COLDNESS = (("fresh", "cold"), ("opening", "cold in the opening process"), (None, "warm"))
+
+
 def run_delay(
     server: ServerProcess,
     peers: dict[str, Peer],
@@ -485,13 +498,12 @@ def run_delay(
             [lambda p: p.full()],
             [movie],
             repeat=repeat,
-            cold=False,
+            cold=None,
         )
     ]
     point_calls = [lambda p, t=t: p.point(t) for t in points]
     point_expected = [movie[t] for t in points]
-    for cold in (True, False):
-        label = "cold" if cold else "warm"
+    for cold, label in _COLDNESS:
         rows.append(
             measure_row(
                 f"one time point `ds[t]`, {label}",
@@ -503,8 +515,7 @@ def run_delay(
                 cold=cold,
             )
         )
-    for cold in (True, False):
-        label = "cold" if cold else "warm"
+    for cold, label in _COLDNESS:
         row = measure_row(
             f"dask mean over t, {label}",
             server,
