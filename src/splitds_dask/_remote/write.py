@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ import dask
 import numpy as np
 
 from splitds_dask._daskmodes import store_chunks
+from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._format.metadata import METADATA_NAME, metadata_json_bytes
 from splitds_dask._remote.index import map_remote_blocks
 from splitds_dask._remote.location import RemoteFolder
@@ -108,7 +110,7 @@ def check_remote_target(folder: RemoteFolder) -> list[str]:
     return sorted(listing)
 
 
-def _upload_chunkmaps(folder: RemoteFolder, prepared: PreparedWrite, metadata: bytes) -> None:
+def _upload_chunkmaps(folder: RemoteFolder, grid: BlockGrid, key: str, metadata: bytes) -> None:
     """Map the uploaded blocks and upload their sidecar, bound to ``metadata``'s bytes.
 
     Mapped from the store, not from each task's temporary file: dask's ``store`` keeps nothing
@@ -117,7 +119,6 @@ def _upload_chunkmaps(folder: RemoteFolder, prepared: PreparedWrite, metadata: b
     costs one round trip per block (their sizes are listed), 16 in flight, and maps the very
     bytes readers will read.
     """
-    grid = prepared.grid
     n = grid.n_blocks
     listing = folder.listing() or {}
     names = [block_file_name(i, n) for i in range(n)]
@@ -128,19 +129,21 @@ def _upload_chunkmaps(folder: RemoteFolder, prepared: PreparedWrite, metadata: b
         [names[i] for i in present],
         [grid.linear_to_cartesian(i) for i in present],
         sizes=sizes,
-        key=prepared.key,
+        key=key,
         ndim=grid.ndim,
     )
     data = chunkmaps_json(metadata_digest(metadata), maps)
     folder.filesystem.pipe_file(folder.path(CHUNKMAPS_NAME), data)
 
 
-def _publish(_stored: Any, folder: RemoteFolder, prepared: PreparedWrite) -> RemoteFolder:
+def _publish(
+    _stored: Any, *, folder: RemoteFolder, metadata: dict[str, Any], grid: BlockGrid, key: str
+) -> RemoteFolder:
     fs = folder.filesystem
-    metadata = metadata_json_bytes(prepared.metadata)
+    text = metadata_json_bytes(metadata)
     # Before the metadata: a reader that opens the dataset finds its sidecar there.
-    _upload_chunkmaps(folder, prepared, metadata)
-    fs.pipe_file(folder.path(METADATA_NAME), metadata)
+    _upload_chunkmaps(folder, grid, key, text)
+    fs.pipe_file(folder.path(METADATA_NAME), text)
     fs.rm_file(folder.path(WRITING_MARKER))
     return folder
 
@@ -180,7 +183,15 @@ def write_remote(
         if prepared.array.size == 0:
             _write_empty_blocks(target, prepared.dtype)
         stored = store_chunks(prepared.array, target)
-        published = dask.delayed(_publish, pure=False)(stored, folder, prepared)
+        # Its options in a partial: dask would look into a grid (a dataclass) for collections.
+        publish = partial(
+            _publish,
+            folder=folder,
+            metadata=prepared.metadata,
+            grid=prepared.grid,
+            key=prepared.key,
+        )
+        published = dask.delayed(publish, pure=False)(stored)
         result = dask.delayed(_open_published, pure=False)(published)
         if not compute:
             return result
