@@ -1,6 +1,8 @@
 """Reading a region of a remote block file: its chunk map once, then byte ranges.
 
-The first read of a block file (of one version of the dataset) opens it with h5py over a file
+The first read of a block file (of one version of the dataset) takes its chunk map from the
+dataset's chunk-map sidecar where there is a sound one (:mod:`splitds_dask._remote.chunkmaps`):
+then it costs the data only. Else it opens the file with h5py over a file
 object whose first requests fetch the head and the tail of the file together (where HDF5 writers
 put the superblock, object headers and chunk index: one round trip instead of one per place),
 and keeps its :class:`~splitds_dask._storage.blosc.ChunkMap` in the process's cache of chunk

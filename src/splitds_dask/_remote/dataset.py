@@ -2,8 +2,9 @@
 :class:`~splitds_dask._remote.location.RemoteFolder`.
 
 Opening costs a bounded number of requests whatever the number of blocks: one listing (where
-the store lists), the metadata and its version, and the index of two block files (the first,
-for the dtype, and the first of the last block row, for a short last block). Where the store
+the store lists), the metadata and its version (and the chunk-map sidecar, in flight with the
+metadata, where the listing shows one), and the index of two block files (the first, for the
+dtype, and the first of the last block row, for a short last block). Where the store
 cannot list (plain HTTP), the block files are named by the metadata's ``files`` list (fimpy)
 or by the writers' numbering (``0000.h5`` on, or from ``0001.h5`` where there is no
 ``0000.h5``).
