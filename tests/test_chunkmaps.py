@@ -127,6 +127,23 @@ def test_a_process_that_did_not_open_it_fetches_the_sidecar_once(tmp_path, s3_bu
         ("GET", "0001.h5"),
         ("GET", "0002.h5"),
     ]
+    # Threads starting on every block at once (the server slowed, so that they meet): the
+    # sidecar is still fetched once, and each block costs one GET.
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps((x, x[0])))
+    s3_bucket.log.clear()
+    s3_bucket.log.delay = 0.05
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLED_READS, str(tmp_path / "task.pkl"), str(tmp_path / "a")],
+        env=package_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "a-1.npy"), data)
+    names = sorted(r.path.rsplit("/", 1)[-1] for r in s3_bucket.log.requests)
+    assert names == ["0000.h5", "0000.h5", "0001.h5", "0002.h5", SIDECAR], names
 
 
 def test_the_pickled_reader_does_not_grow_with_the_dataset(tmp_path, s3_bucket):
@@ -252,6 +269,7 @@ def test_a_sidecar_over_the_size_limit_is_ignored(tmp_path, s3_bucket, monkeypat
     _forget()
     ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
     assert ds.reader.chunkmaps is None
+    assert not _block_requests(s3_bucket.log, SIDECAR)  # its listed size said: not fetched
     s3_bucket.log.clear()
     np.testing.assert_array_equal(ds[3], data[3])
     assert len(_block_requests(s3_bucket.log, "0001.h5")) == 3

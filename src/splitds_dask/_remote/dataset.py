@@ -130,7 +130,8 @@ class RemoteSplitDataset(SplitDataset):
         sidecar: bytes | None = None
         self._chunkmaps: str | None = None
         try:
-            if listing is not None and CHUNKMAPS_NAME in listing:
+            listed = None if listing is None else listing.get(CHUNKMAPS_NAME)
+            if listed is not None and listed.size <= MAX_CHUNKMAPS_BYTES:
                 # The chunk-map sidecar, in flight with the metadata: no block's first read
                 # then waits for its index.
                 text, sidecar = folder.read_small_together(
