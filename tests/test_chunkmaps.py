@@ -305,3 +305,39 @@ def test_over_http_the_sidecar_is_not_asked_for(tmp_path, serve_http, http_serve
     ds = sd.SplitDataset(serve_http(tmp_path / "m"))
     np.testing.assert_array_equal(ds[...], data)
     assert not [r for r in http_server.log.requests if r.path.endswith(SIDECAR)]
+
+
+def test_a_block_with_unwritten_chunks_reads_its_fill_value(tmp_path, s3_bucket):
+    # Written by h5py with the Blosc filter, some chunks never written: the sidecar lists the
+    # stored chunks by number, and the rest is the fill value, read through h5py.
+    import h5py
+    import hdf5plugin
+
+    root = tmp_path / "sparse"
+    root.mkdir()
+    expected = np.full((4, 2, 16, 16), 9, np.uint16)
+    for i in range(2):
+        with h5py.File(root / f"{i:04d}.h5", "w") as f:
+            dset = f.create_dataset(
+                "stack_4D",
+                shape=(2, 2, 16, 16),
+                dtype=np.uint16,
+                chunks=(1, 1, 16, 16),
+                fillvalue=9,
+                **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE),
+            )
+            part = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16) + i
+            dset[1] = part  # time point 0 of the block never written
+            expected[2 * i + 1] = part
+    meta = {"shape_full": [4, 2, 16, 16], "shape_block": [2, 2, 16, 16]}
+    (root / "stack_metadata.json").write_text(json.dumps(meta))
+    assert run_main("index", str(root)).code == 0
+    doc = json.loads((root / SIDECAR).read_text())
+    numbers = np.frombuffer(base64.b64decode(doc["blocks"]["0001.h5"]["numbers"]), "<i8")
+    assert numbers.tolist() == [2, 3]  # chunks (1, 0) and (1, 1) of the 2 x 2 grid
+    url = s3_bucket.upload(root, "sparse")
+    _forget()
+    ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
+    assert ds.reader.chunkmaps is not None
+    np.testing.assert_array_equal(ds[...], expected)
+    np.testing.assert_array_equal(ds.to_dask().compute(), expected)
