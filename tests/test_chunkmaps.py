@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,8 @@ from splitds_dask._remote.chunkmaps import SIDECARS
 from splitds_dask._remote.sizes import BLOCK_SIZES
 from splitds_dask._storage.blosc import CHUNK_MAPS
 from tests.helpers.chunkmaps import SIDECAR, check_sidecar
-from tests.helpers.cli import package_env, run_main
+from tests.helpers.cli import run_main
+from tests.helpers.fresh_process import compute_in_fresh_process
 
 pytestmark = pytest.mark.network
 
@@ -93,34 +92,16 @@ def test_a_cold_read_in_the_opening_process_is_one_get(tmp_path, s3_bucket):
     assert requests[0].body_bytes <= data[3].nbytes + 1024
 
 
-_UNPICKLED_READS = """
-import pickle, sys
-import numpy as np
-first, second = pickle.loads(open(sys.argv[1], "rb").read())
-np.save(sys.argv[2] + "-1", first.compute(scheduler="threads"))
-np.save(sys.argv[2] + "-2", second.compute(scheduler="threads"))
-"""
-
-
 @pytest.mark.subprocess
 def test_a_process_that_did_not_open_it_fetches_the_sidecar_once(tmp_path, s3_bucket):
     data = _indexed(tmp_path / "m")
     url = s3_bucket.upload(tmp_path / "m", "m")
     ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
     x = ds.to_dask()
-    (tmp_path / "task.pkl").write_bytes(pickle.dumps((x[3], x[4:6])))
     s3_bucket.log.clear()
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLED_READS, str(tmp_path / "task.pkl"), str(tmp_path / "o")],
-        env=package_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    np.testing.assert_array_equal(np.load(tmp_path / "o-1.npy"), data[3])
-    np.testing.assert_array_equal(np.load(tmp_path / "o-2.npy"), data[4:6])
+    first, second = compute_in_fresh_process([x[3], x[4:6]], tmp_path / "o")
+    np.testing.assert_array_equal(first, data[3])
+    np.testing.assert_array_equal(second, data[4:6])
     # The sidecar once, then one GET per block: no block index fetched.
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in s3_bucket.log.requests] == [
         ("GET", SIDECAR),
@@ -129,19 +110,10 @@ def test_a_process_that_did_not_open_it_fetches_the_sidecar_once(tmp_path, s3_bu
     ]
     # Threads starting on every block at once (the server slowed, so that they meet): the
     # sidecar is still fetched once, and each block costs one GET.
-    (tmp_path / "task.pkl").write_bytes(pickle.dumps((x, x[0])))
     s3_bucket.log.clear()
     s3_bucket.log.delay = 0.05
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLED_READS, str(tmp_path / "task.pkl"), str(tmp_path / "a")],
-        env=package_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    np.testing.assert_array_equal(np.load(tmp_path / "a-1.npy"), data)
+    whole, _ = compute_in_fresh_process([x, x[0]], tmp_path / "a")
+    np.testing.assert_array_equal(whole, data)
     names = sorted(r.path.rsplit("/", 1)[-1] for r in s3_bucket.log.requests)
     assert names == ["0000.h5", "0000.h5", "0001.h5", "0002.h5", SIDECAR], names
 

@@ -23,7 +23,7 @@ import pytest
 import splitds_dask as sd
 from splitds_dask._remote import write as remote_write
 from tests.helpers.chunkmaps import check_sidecar
-from tests.helpers.cli import package_env
+from tests.helpers.fresh_process import compute_in_fresh_process
 
 pytestmark = pytest.mark.network
 
@@ -476,32 +476,16 @@ def test_a_blocks_first_read_without_its_size_gets_it_with_the_tail(
     assert [r.method for r in log.requests] == ["GET"]  # mapped: the data only
 
 
-_UNPICKLED_READ = """
-import pickle, sys
-import numpy as np
-x = pickle.loads(open(sys.argv[1], "rb").read())
-np.save(sys.argv[2], x.compute(scheduler="sync"))
-"""
-
-
 @pytest.mark.subprocess
 def test_a_process_that_did_not_open_the_dataset_asks_no_size_either(tmp_path, s3_bucket):
     # A task unpickled in another process (a distributed worker): it carries no size.
     data = _movie(tmp_path / "m", n_blocks=3, planes=8, side=256)
     url = s3_bucket.upload(tmp_path / "m", "m")
     ds = sd.SplitDataset(url, storage_options=s3_bucket.storage_options)
-    (tmp_path / "task.pkl").write_bytes(pickle.dumps(ds.to_dask()[3]))
+    task = ds.to_dask()[3]
     s3_bucket.log.clear()
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLED_READ, str(tmp_path / "task.pkl"), str(tmp_path / "o")],
-        env=package_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), data[3])
+    (read,) = compute_in_fresh_process([task], tmp_path / "o", scheduler="sync")
+    np.testing.assert_array_equal(read, data[3])
     requests = _first_read_requests(
         s3_bucket.log, "/0001.h5", (tmp_path / "m" / "0001.h5").stat().st_size
     )
