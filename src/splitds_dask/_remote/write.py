@@ -33,15 +33,14 @@ import numpy as np
 from splitds_dask._daskmodes import store_chunks
 from splitds_dask._format.geometry import BlockGrid
 from splitds_dask._format.metadata import METADATA_NAME, metadata_json_bytes
-from splitds_dask._remote.index import map_remote_blocks
 from splitds_dask._remote.location import RemoteFolder
-from splitds_dask._storage.chunkmap_file import CHUNKMAPS_NAME, chunkmaps_json, metadata_digest
 from splitds_dask._write.array import (
     PreparedWrite,
     _BlockFileTarget,
     _write_empty_blocks,
     block_file_name,
 )
+from splitds_dask._write.chunkmaps import map_remote_blocks, upload_chunkmaps
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -110,30 +109,25 @@ def check_remote_target(folder: RemoteFolder) -> list[str]:
     return sorted(listing)
 
 
+def _block_names(grid: BlockGrid) -> list[str]:
+    """The names of a write's block files, in block-number order."""
+    return [block_file_name(i, grid.n_blocks) for i in range(grid.n_blocks)]
+
+
 def _upload_chunkmaps(folder: RemoteFolder, grid: BlockGrid, key: str, metadata: bytes) -> None:
     """Map the uploaded blocks and upload their sidecar, bound to ``metadata``'s bytes.
 
     Mapped from the store, not from each task's temporary file: dask's ``store`` keeps nothing
     a target returns, and on a cluster each task has its own copy of the target, so no map
     would reach this task without rebuilding the write's graph. Mapping the uploaded files
-    costs one round trip per block (their sizes are listed), 16 in flight, and maps the very
-    bytes readers will read.
+    costs one round trip per block (their sizes are listed), several in flight, and maps the
+    very bytes readers will read.
     """
-    n = grid.n_blocks
     listing = folder.listing() or {}
-    names = [block_file_name(i, n) for i in range(n)]
-    sizes = {name: listing[name].size for name in names if name in listing}
-    present = [i for i in range(n) if names[i] in sizes]
-    maps = map_remote_blocks(
-        folder,
-        [names[i] for i in present],
-        [grid.linear_to_cartesian(i) for i in present],
-        sizes=sizes,
-        key=key,
-        ndim=grid.ndim,
-    )
-    data = chunkmaps_json(metadata_digest(metadata), maps)
-    folder.filesystem.pipe_file(folder.path(CHUNKMAPS_NAME), data)
+    names = _block_names(grid)
+    sizes = {name: stored.size for name, stored in listing.items()}
+    mapped = map_remote_blocks(folder, names, grid, sizes=sizes, key=key)
+    upload_chunkmaps(folder, metadata, mapped.maps)
 
 
 def _publish(
@@ -201,10 +195,7 @@ def write_remote(
         # still be running (a failed task does not stop its siblings, here or on a cluster) and
         # land later: the marker keeps what they leave recognisable as a stopped write's, which
         # the next write removes once it has been left alone (LEFTOVERS_QUIET).
-        n = prepared.grid.n_blocks
         written = set(folder.listing() or ())
-        _remove(
-            folder, [block_file_name(i, n) for i in range(n) if block_file_name(i, n) in written]
-        )
+        _remove(folder, [name for name in _block_names(prepared.grid) if name in written])
         raise
     return opened
