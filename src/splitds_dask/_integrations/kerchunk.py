@@ -218,14 +218,10 @@ class _Source(NamedTuple):
     @classmethod
     def of(cls, ds: SplitDataset) -> _Source:
         root = str(ds.root)
-        if is_url(root):
-            return cls(root, lambda name: f"{root}/{name}", ds._open_block_file)
+        if is_url(root):  # the dataset's own URLs for its files
+            return cls(root, lambda name: str(ds._block_location(name)), ds._open_block_file)
         folder = os.path.abspath(root)
-        return cls(
-            folder,
-            lambda name: os.path.join(folder, name),
-            ds._open_block_file,
-        )
+        return cls(folder, lambda name: os.path.join(folder, name), ds._open_block_file)
 
 
 def _variable_name(ds: SplitDataset, folder: str, name: str | None) -> str:
