@@ -72,6 +72,25 @@ def data_folder(tmp_path: Path) -> tuple[Path, bytes]:
     return folder, data
 
 
+class ServedFile(NamedTuple):
+    """``a.bin`` of :func:`data_folder`, served over HTTP."""
+
+    url: str
+    path: str
+    """The URL's path on the server (what its log records)."""
+    data: bytes
+    file: Path
+
+
+@pytest.fixture
+def served_file(
+    http_server: HTTPRangeServer, serve_http: Callable[[Path], str], data_folder: tuple[Path, bytes]
+) -> ServedFile:
+    folder, data = data_folder
+    url = serve_http(folder) + "/a.bin"
+    return ServedFile(url, url.removeprefix(http_server.url), data, folder / "a.bin")
+
+
 def expected_range(header: str, size: int) -> tuple[int, slice | None]:
     """Status and slice of a single ``bytes=`` range, by RFC 9110's rules (Python slicing)."""
     first, last = header.removeprefix("bytes=").split("-")
@@ -102,14 +121,9 @@ ranges = st.one_of(
 )
 @given(header=ranges)
 def test_a_range_answers_the_slice_of_the_file(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    header: str,
+    http_server: HTTPRangeServer, served_file: ServedFile, header: str
 ) -> None:
-    folder, data = data_folder
-    root = serve_http(folder)
-    path = root.removeprefix(http_server.url) + "/a.bin"
+    path, data = served_file.path, served_file.data
     http_server.log.clear()
     answer = raw_request(http_server.url, "GET", path, {"Range": header})
     status, part = expected_range(header, len(data))
@@ -155,15 +169,10 @@ def test_an_unsatisfiable_range_is_416(
     "header", ["bytes=0-1,5-6", "bytes=5-3", "items=0-5", "bytes=-", "bytes=a-b"]
 )
 def test_several_ranges_or_an_invalid_one_get_the_whole_file(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    header: str,
+    http_server: HTTPRangeServer, served_file: ServedFile, header: str
 ) -> None:
-    folder, data = data_folder
-    path = serve_http(folder).removeprefix(http_server.url) + "/a.bin"
-    answer = raw_request(http_server.url, "GET", path, {"Range": header})
-    assert (answer.status, answer.body) == (200, data)
+    answer = raw_request(http_server.url, "GET", served_file.path, {"Range": header})
+    assert (answer.status, answer.body) == (200, served_file.data)
     assert "Content-Range" not in answer.headers
     assert [(r.status, r.range, r.body_bytes) for r in http_server.log.requests] == [
         (200, header, SIZE)
@@ -171,22 +180,21 @@ def test_several_ranges_or_an_invalid_one_get_the_whole_file(
 
 
 def test_head_tells_size_etag_and_date_without_a_body(
-    http_server: HTTPRangeServer, serve_http: Callable[[Path], str], data_folder: tuple[Path, bytes]
+    http_server: HTTPRangeServer, served_file: ServedFile
 ) -> None:
-    folder, _ = data_folder
-    path = serve_http(folder).removeprefix(http_server.url) + "/a.bin"
+    path = served_file.path
     first = raw_request(http_server.url, "HEAD", path)
     assert first.status == 200
     assert first.body == b""
     assert first.headers["Content-Length"] == str(SIZE)
     assert first.headers["Accept-Ranges"] == "bytes"
     modified = email.utils.parsedate_to_datetime(first.headers["Last-Modified"]).timestamp()
-    assert modified == int((folder / "a.bin").stat().st_mtime)
+    assert modified == int(served_file.file.stat().st_mtime)
     # A HEAD with a range tells the range's length; a file that changed has another ETag.
     ranged = raw_request(http_server.url, "HEAD", path, {"Range": "bytes=10-19"})
     assert (ranged.status, ranged.headers["Content-Length"], ranged.body) == (206, "10", b"")
     assert ranged.headers["ETag"] == first.headers["ETag"]
-    (folder / "a.bin").write_bytes(b"shorter")
+    served_file.file.write_bytes(b"shorter")
     again = raw_request(http_server.url, "HEAD", path)
     assert again.headers["Content-Length"] == "7"
     assert again.headers["ETag"] != first.headers["ETag"]
@@ -265,10 +273,9 @@ def test_a_client_hanging_up_mid_body_is_no_error(
 
 
 def test_the_delay_is_slept_and_recorded(
-    http_server: HTTPRangeServer, serve_http: Callable[[Path], str], data_folder: tuple[Path, bytes]
+    http_server: HTTPRangeServer, served_file: ServedFile
 ) -> None:
-    folder, _ = data_folder
-    path = serve_http(folder).removeprefix(http_server.url) + "/a.bin"
+    path = served_file.path
     http_server.log.delay = 0.02
     raw_request(http_server.url, "HEAD", path)
     http_server.log.delay = 0.0
@@ -286,26 +293,18 @@ def http_fs() -> Any:
 
 
 def test_fsspec_http_cat_file_is_one_ranged_get(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    http_fs: Any,
+    http_server: HTTPRangeServer, served_file: ServedFile, http_fs: Any
 ) -> None:
-    folder, data = data_folder
-    url = serve_http(folder) + "/a.bin"
+    url, data = served_file.url, served_file.data
     path = url.removeprefix(http_server.url)
     assert http_fs.cat_file(url, 10, 20) == data[10:20]
     assert http_server.log.requests == [Request("GET", path, "", "bytes=10-19", 206, 10, 0.0, 1)]
 
 
 def test_fsspec_http_cat_ranges_is_one_get_per_range(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    http_fs: Any,
+    http_server: HTTPRangeServer, served_file: ServedFile, http_fs: Any
 ) -> None:
-    folder, data = data_folder
-    url = serve_http(folder) + "/a.bin"
+    url, data = served_file.url, served_file.data
     starts, ends = [0, 100, 500, 990], [10, 300, 501, 1000]
     assert http_fs.cat_ranges([url] * 4, starts, ends) == [
         data[a:b] for a, b in zip(starts, ends, strict=True)
@@ -318,16 +317,12 @@ def test_fsspec_http_cat_ranges_is_one_get_per_range(
 
 
 def test_fsspec_http_cat_ranges_are_all_in_flight_at_once(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    http_fs: Any,
+    http_server: HTTPRangeServer, served_file: ServedFile, http_fs: Any
 ) -> None:
     # The delay holds each answer long enough for every request of the burst to arrive; a
     # backlog too small for the burst (socketserver's default of 5) drops connections, which
     # the client retries only later, so that fewer are in flight at once.
-    folder, data = data_folder
-    url = serve_http(folder) + "/a.bin"
+    url, data = served_file.url, served_file.data
     http_server.log.delay = 0.5
     starts = list(range(0, 960, 30))
     assert http_fs.cat_ranges([url] * 32, starts, [a + 5 for a in starts]) == [
@@ -339,13 +334,9 @@ def test_fsspec_http_cat_ranges_are_all_in_flight_at_once(
 
 
 def test_fsspec_http_info_is_one_head_and_open_reads_ranges(
-    http_server: HTTPRangeServer,
-    serve_http: Callable[[Path], str],
-    data_folder: tuple[Path, bytes],
-    http_fs: Any,
+    http_server: HTTPRangeServer, served_file: ServedFile, http_fs: Any
 ) -> None:
-    folder, data = data_folder
-    url = serve_http(folder) + "/a.bin"
+    url, data = served_file.url, served_file.data
     assert http_fs.info(url)["size"] == SIZE
     assert [(r.method, r.range) for r in http_server.log.requests] == [("HEAD", None)]
     http_server.log.clear()
