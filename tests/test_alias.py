@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 import sysconfig
@@ -36,6 +35,7 @@ from splitds_dask._compat.alias import (
     enable_alias,
 )
 from tests.helpers.timeouts import TIMEOUT
+from tests.helpers.venvs import clean_env
 
 _ALIAS_NAMES = ("split_dataset", "split_dataset.blocks", "split_dataset.split_dataset")
 
@@ -203,13 +203,12 @@ class Environment(NamedTuple):
 
 
 def _run(env: Environment, code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return subprocess.run(
         [str(env.python), "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env=environ,
+        env=clean_env(),
         cwd=env.site_packages.parent,
         check=False,
         **kwargs,  # type: ignore[call-overload]
@@ -351,7 +350,7 @@ def test_worker_processes_of_the_environment_answer(
         text=True,
         timeout=TIMEOUT,
         cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        env=clean_env(),
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -67,7 +67,7 @@ def venv_python(venv: Path) -> Path:
 
 
 def clean_env() -> dict[str, str]:
-    """Environment for subprocesses of a cached venv.
+    """Environment for subprocesses of another venv (a cached one, or a test's own).
 
     Drops variables that would make its interpreter pick up the test interpreter's packages (or
     another venv) instead of its own.
